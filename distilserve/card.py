@@ -1,0 +1,85 @@
+"""The one schema of `card.json`, the file that travels with every model version.
+
+`distill/` writes it when it exports a version; `serving/` reads it (registry lineage,
+rollout gates). Neither package imports the other: both import this module.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+CARD_FILENAME = "card.json"
+
+
+class LatencyStats(BaseModel):
+    """Latency of one batch size, in milliseconds, measured on `ModelCard.measured_on`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    batch_size: int = Field(ge=1, description="Items per forward pass.")
+    p50_ms: float = Field(ge=0, description="Median latency of one forward pass (tokenize included).")
+    p99_ms: float = Field(ge=0, description="99th percentile latency of one forward pass.")
+    runs: int = Field(ge=1, description="Timed runs behind the percentiles.")
+
+
+class Lineage(BaseModel):
+    """Where a version came from: enough to rebuild it and to diff two versions."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    weights_sha256: str = Field(description="sha256 of the safetensors weights file.")
+    code_commit: str = Field(description="git commit of the code that built the version ('unknown' outside git).")
+    code_dirty: bool = Field(description="True when the work tree had uncommitted changes.")
+    data_fingerprint: str = Field(description="Fingerprint of the data splits used (see distill.data).")
+    config_hash: str = Field(description="sha256 of the canonical JSON of `config`.")
+    config: dict = Field(default_factory=dict, description="The training/distillation config itself.")
+    teacher_version: str | None = Field(default=None, description="For students: the teacher's version.")
+    base_model: str = Field(default="", description="Backbone the weights started from.")
+
+
+class ModelCard(BaseModel):
+    """Measured facts about one exported model version."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: Literal[1] = 1
+    model: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,63}$", description="Model name, e.g. 'sentiment'.")
+    version: str = Field(pattern=r"^[1-9][0-9]{0,8}$", description="Triton version number as a string.")
+    kind: Literal["teacher", "student", "baseline"] = Field(description="Role of this version.")
+    labels: list[str] = Field(min_length=2, description="Class names in output order.")
+    max_seq_len: int = Field(ge=8, le=4096, description="Tokenizer truncation length used in serving.")
+    accuracy: float = Field(ge=0, le=1, description="Held-out accuracy (mean over seeds when several).")
+    accuracy_std: float = Field(default=0.0, ge=0, description="Std of accuracy over seeds (0 for one seed).")
+    accuracy_seeds: list[float] = Field(default_factory=list, description="Per-seed held-out accuracies.")
+    eval_examples: int = Field(ge=1, description="Held-out examples behind `accuracy`.")
+    latency: list[LatencyStats] = Field(min_length=1, description="Latency at batch 1 and batch 32.")
+    parameters: int = Field(ge=1, description="Parameter count.")
+    bytes: int = Field(ge=1, description="Size of the weights file in bytes.")
+    dtype: str = Field(default="float32", description="Weights dtype as exported.")
+    measured_on: str = Field(default="", description="Machine the latency was measured on.")
+    created_at: str = Field(description="UTC ISO-8601 time of export.")
+    lineage: Lineage
+
+    @field_validator("labels")
+    @classmethod
+    def _labels_unique(cls, labels: list[str]) -> list[str]:
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"labels must be unique, got {labels}")
+        return labels
+
+    def latency_at(self, batch_size: int) -> LatencyStats | None:
+        """The latency entry for `batch_size`, or None when it was not measured."""
+        return next((s for s in self.latency if s.batch_size == batch_size), None)
+
+    def write(self, version_dir: Path) -> Path:
+        path = Path(version_dir) / CARD_FILENAME
+        path.write_text(json.dumps(self.model_dump(), indent=2, sort_keys=True) + "\n")
+        return path
+
+    @classmethod
+    def read(cls, version_dir: Path) -> ModelCard:
+        return cls.model_validate_json((Path(version_dir) / CARD_FILENAME).read_text())
