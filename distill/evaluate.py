@@ -1,0 +1,92 @@
+"""Accuracy on held-out data and latency at batch 1 and N: the numbers behind a card."""
+
+from __future__ import annotations
+
+import platform
+import time
+
+import datasets
+import numpy as np
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from distilserve.card import LatencyStats
+
+
+@torch.inference_mode()
+def predict(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: list[str],
+    max_len: int,
+    batch_size: int = 64,
+) -> np.ndarray:
+    """Class probabilities, shape [len(texts), num_labels]."""
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    for i in range(0, len(texts), batch_size):
+        enc = tokenizer(texts[i : i + batch_size], truncation=True, max_length=max_len, padding=True, return_tensors="pt")
+        logits = model(**{k: v.to(device) for k, v in enc.items()}).logits
+        out.append(torch.softmax(logits.float(), dim=-1).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, model.config.num_labels), dtype=np.float32)
+
+
+def accuracy(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, ds: datasets.Dataset, max_len: int
+) -> float:
+    """Share of `ds` rows whose argmax prediction equals `label`."""
+    probs = predict(model, tokenizer, list(ds["text"]), max_len)
+    return float((probs.argmax(axis=1) == np.asarray(ds["label"])).mean())
+
+
+@torch.inference_mode()
+def latency(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: list[str],
+    max_len: int,
+    batch_sizes: tuple[int, ...] = (1, 32),
+    runs: int = 50,
+    warmup: int = 3,
+) -> list[LatencyStats]:
+    """p50/p99 of tokenize + forward, per batch size, on this machine's CPU/GPU as is.
+
+    Every batch draws different texts (cycling through `texts`) so the tokenizer cannot
+    cache its way to a flattering number.
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    stats = []
+    for bs in batch_sizes:
+        times = []
+        for i in range(warmup + runs):
+            start = (i * bs) % max(1, len(texts) - bs)
+            batch = texts[start : start + bs]
+            t0 = time.perf_counter()
+            enc = tokenizer(batch, truncation=True, max_length=max_len, padding=True, return_tensors="pt")
+            model(**{k: v.to(device) for k, v in enc.items()})
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            if i >= warmup:
+                times.append((time.perf_counter() - t0) * 1000.0)
+        arr = np.asarray(times)
+        stats.append(
+            LatencyStats(
+                batch_size=bs,
+                p50_ms=round(float(np.percentile(arr, 50)), 3),
+                p99_ms=round(float(np.percentile(arr, 99)), 3),
+                runs=runs,
+            )
+        )
+    return stats
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def machine() -> str:
+    """Short description of where latency was measured."""
+    dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    return f"{platform.machine()} {dev}, torch threads={torch.get_num_threads()}, torch {torch.__version__}"

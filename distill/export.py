@@ -1,0 +1,119 @@
+"""Write a trained model as a numbered version of a Triton model repository.
+
+Layout: `<repo>/<model>/<N>/` holds `model.safetensors`, `config.json`, tokenizer files,
+`card.json`, and `model.py` — a symlink to the model's one generic `<repo>/<model>/model.py`
+(Triton's Python backend looks for model.py inside the version folder; no code is copied).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from distilserve.card import Lineage, ModelCard
+
+WEIGHTS = "model.safetensors"
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def config_hash(config: dict) -> str:
+    return "sha256:" + hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def code_state(where: Path | None = None) -> tuple[str, bool]:
+    """(commit, dirty) of the git tree holding this code; ('unknown', False) outside git."""
+    cwd = where or Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd, capture_output=True, text=True, check=True, timeout=10,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "unknown", False
+    return commit, bool(status.strip())
+
+
+def next_version(model_dir: Path) -> str:
+    """One more than the highest numbered version folder (1 for an empty model)."""
+    nums = [int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()]
+    return str(max(nums, default=0) + 1)
+
+
+def export_version(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    repo: Path,
+    model_name: str,
+    card_fields: dict,
+    lineage_fields: dict,
+    version: str | None = None,
+    dtype: torch.dtype | None = None,
+) -> tuple[Path, ModelCard]:
+    """Save weights (safetensors), tokenizer and card.json as `<repo>/<model_name>/<version>/`.
+
+    `card_fields` are ModelCard fields measured by the caller (accuracy, latency, ...);
+    `lineage_fields` are Lineage fields other than the weights hash and code state, which
+    are computed here from what was actually written.
+    """
+    model_dir = Path(repo) / model_name
+    if not (model_dir / "model.py").is_file() or not (model_dir / "config.pbtxt").is_file():
+        raise FileNotFoundError(
+            f"{model_dir} is not a model of a Triton model repository: it needs config.pbtxt and the "
+            f"generic model.py (copy them from model_repository/sentiment/)"
+        )
+    version = version or next_version(model_dir)
+    final = model_dir / version
+    if final.exists():
+        raise FileExistsError(f"version {version} of {model_name!r} already exists at {final}")
+    # Write into a hidden staging folder, then rename: Triton never sees a half-written version.
+    staging = model_dir / f".staging-{version}-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        to_save = model.to(dtype) if dtype is not None else model
+        to_save.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+        weights = staging / WEIGHTS
+        commit, dirty = code_state()
+        card = ModelCard(
+            model=model_name,
+            version=version,
+            parameters=sum(p.numel() for p in model.parameters()),
+            bytes=weights.stat().st_size,
+            dtype=str(next(to_save.parameters()).dtype).removeprefix("torch."),
+            created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            lineage=Lineage(
+                weights_sha256=sha256_file(weights),
+                code_commit=commit,
+                code_dirty=dirty,
+                config_hash=config_hash(lineage_fields.get("config", {})),
+                **lineage_fields,
+            ),
+            **card_fields,
+        )
+        card.write(staging)
+        (staging / "model.py").symlink_to(Path("..") / "model.py")
+        staging.rename(final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return final, card

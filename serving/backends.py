@@ -1,0 +1,138 @@
+"""What a ModelVersion replica runs: a private Triton server, or the model in-process.
+
+Both serve the same generic `model.py` from the model repository, so their predictions are
+identical; the in-process backend exists for comparison and for machines without Triton.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import shutil
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+
+class ModelError(RuntimeError):
+    """The model failed on a request (a server fault: HTTP 500 for that request only)."""
+
+
+class BackendUnavailable(RuntimeError):
+    """The backend cannot take requests right now (HTTP 503)."""
+
+
+class Backend(Protocol):
+    model: str
+    version: str
+
+    async def infer(self, texts: list[str]) -> tuple[np.ndarray, list[str]]: ...
+
+    def healthy(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+class TritonBackend:
+    """A `tritonserver` of this replica's own, serving exactly one version over gRPC."""
+
+    def __init__(self, repository: Path, model: str, version: str, *, gpu: bool = False,
+                 torch_threads: int | None = None, start_timeout: float = 300.0) -> None:
+        from serving.triton.repo_view import make_view
+        from serving.triton.server import TritonServer
+
+        self.model, self.version = model, version
+        self._view = Path(tempfile.mkdtemp(prefix=f"distilserve-{model}-v{version}-"))
+        make_view(repository, model, version, self._view, gpu=gpu, torch_threads=torch_threads)
+        self.server = TritonServer(self._view, log_dir=self._view)
+        try:
+            self.server.start(timeout=start_timeout)
+            self.server.load(model, timeout=start_timeout)
+        except Exception:
+            self.close()
+            raise
+        self._client = None
+
+    def _get_client(self):  # noqa: ANN202 - created lazily on the replica's event loop
+        if self._client is None:
+            import tritonclient.grpc.aio as grpcclient
+
+            self._client = grpcclient.InferenceServerClient(self.server.grpc_url)
+        return self._client
+
+    async def infer(self, texts: list[str]) -> tuple[np.ndarray, list[str]]:
+        import tritonclient.grpc as grpcclient
+        from tritonclient.utils import InferenceServerException
+
+        arr = np.array([t.encode() for t in texts], dtype=np.object_).reshape(len(texts), 1)
+        inp = grpcclient.InferInput("TEXT", list(arr.shape), "BYTES")
+        inp.set_data_from_numpy(arr)
+        try:
+            result = await self._get_client().infer(self.model, [inp], model_version=self.version)
+        except InferenceServerException as e:
+            if not self.server.alive():
+                raise BackendUnavailable(f"Triton for {self.model} v{self.version} is down") from None
+            raise ModelError(str(e.message() or e)) from None
+        probs = result.as_numpy("PROBABILITIES")
+        labels = [x.decode() if isinstance(x, bytes) else str(x) for x in result.as_numpy("LABEL").reshape(-1)]
+        return probs, labels
+
+    def healthy(self) -> bool:
+        return self.server.alive() and self.server.model_ready(self.model, self.version)
+
+    def close(self) -> None:
+        self.server.stop()
+        shutil.rmtree(self._view, ignore_errors=True)
+
+
+def load_classifier_module(repository: Path, model: str):  # noqa: ANN201 - a module
+    """Import `<repository>/<model>/model.py` (the Triton model) as a plain module."""
+    path = Path(repository) / model / "model.py"
+    spec = importlib.util.spec_from_file_location(f"distilserve_model_{model}", path)
+    if spec is None or spec.loader is None:
+        raise FileNotFoundError(f"no model.py for model {model!r} at {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class TorchBackend:
+    """The same model.py, in-process; torch runs on one worker thread, off the event loop."""
+
+    def __init__(self, repository: Path, model: str, version: str, *, gpu: bool = False,
+                 torch_threads: int | None = None) -> None:
+        import torch
+
+        self.model, self.version = model, version
+        if torch_threads:
+            torch.set_num_threads(torch_threads)
+        version_dir = Path(repository) / model / version
+        if not version_dir.is_dir():
+            raise FileNotFoundError(f"version {version!r} of model {model!r} not found in {repository}")
+        device = "cuda" if gpu and torch.cuda.is_available() else "cpu"
+        self._clf = load_classifier_module(repository, model).Classifier(version_dir, device=device)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="torch-backend")
+
+    async def infer(self, texts: list[str]) -> tuple[np.ndarray, list[str]]:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._pool, self._clf.predict, texts)
+        except Exception as e:  # noqa: BLE001 - any model fault is this request's 500
+            raise ModelError(f"model failed: {e}") from None
+
+    def healthy(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False)
+
+
+def make_backend(kind: str, repository: Path, model: str, version: str, **kw: object) -> Backend:
+    if kind == "triton":
+        return TritonBackend(repository, model, version, **kw)  # type: ignore[arg-type]
+    if kind == "torch":
+        return TorchBackend(repository, model, version, **kw)  # type: ignore[arg-type]
+    raise ValueError(f"backend must be 'triton' or 'torch', got {kind!r}")

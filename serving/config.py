@@ -1,0 +1,80 @@
+"""Serving configuration: one pydantic model validates YAML files, CLI flags and API bodies."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+
+class AutoscalingSettings(BaseModel):
+    """Ray Serve autoscaling for each ModelVersion deployment (see BENCHMARKS.md for the why)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_replicas: int = Field(default=1, ge=0, le=64, description="Replicas kept even when idle.")
+    max_replicas: int = Field(default=2, ge=1, le=64, description="Upper bound; each replica owns a Triton.")
+    target_ongoing_requests: float = Field(default=8, gt=0, description="Per-replica in-flight requests to aim for.")
+    upscale_delay_s: float = Field(default=2.0, ge=0, description="Sustained overload before adding replicas.")
+    downscale_delay_s: float = Field(default=30.0, ge=0, description="Sustained idleness before removing replicas.")
+    look_back_period_s: float = Field(default=5.0, gt=0, description="Window the load average is taken over.")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> AutoscalingSettings:
+        if self.max_replicas < self.min_replicas:
+            raise ValueError(f"max_replicas ({self.max_replicas}) must be >= min_replicas ({self.min_replicas})")
+        return self
+
+    def to_serve(self) -> dict:
+        return {
+            "min_replicas": self.min_replicas,
+            "max_replicas": self.max_replicas,
+            "target_ongoing_requests": self.target_ongoing_requests,
+            "upscale_delay_s": self.upscale_delay_s,
+            "downscale_delay_s": self.downscale_delay_s,
+            "look_back_period_s": self.look_back_period_s,
+        }
+
+
+class LimitSettings(BaseModel):
+    """Request limits: the API refuses anything bigger with a 4xx naming the field."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_items: int = Field(default=64, ge=1, le=64, description="Texts per request (Triton max_batch_size is 64).")
+    max_text_chars: int = Field(default=2000, ge=1, le=100_000, description="Characters per text.")
+    max_body_bytes: int = Field(default=1_000_000, ge=1024, description="Request body size.")
+
+
+class ServeConfig(BaseModel):
+    """Everything `distilserve serve` needs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = Field(default="127.0.0.1", description="HTTP listen address; loopback unless you mean it.")
+    port: int = Field(default=8000, ge=1, le=65535, description="HTTP port of the ingress.")
+    model_repository: Path = Field(default=Path("model_repository"), description="Triton model repository.")
+    registry: Path = Field(default=Path(".distilserve/registry.db"), description="SQLite registry file.")
+    models: list[str] = Field(default_factory=lambda: ["sentiment"], min_length=1, description="Models to serve.")
+    backend: Literal["triton", "torch"] = Field(default="triton", description="Replica backend.")
+    gpu: float = Field(default=0.0, ge=0, le=8, description="GPUs per replica (fractions allowed); 0 = CPU.")
+    replica_cpus: float = Field(default=0.5, ge=0, description="CPUs Ray reserves per ModelVersion replica.")
+    torch_threads: int | None = Field(default=None, ge=1, le=256, description="torch threads per model process.")
+    autoscaling: AutoscalingSettings = Field(default_factory=AutoscalingSettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
+    ingress_replicas: int = Field(default=1, ge=1, le=64, description="Ingress replicas.")
+    admin_token: SecretStr | None = Field(default=None, description="Bearer token for admin endpoints.")
+    traffic_poll_s: float = Field(default=0.25, gt=0, le=5, description="How often the ingress rereads traffic.")
+    ray_address: str | None = Field(default=None, description="Existing Ray cluster; None starts a local one.")
+
+    @classmethod
+    def load(cls, path: Path | None = None, **overrides: object) -> ServeConfig:
+        """YAML file (optional) + overrides (CLI flags); the admin token may come from DISTILSERVE_ADMIN_TOKEN."""
+        data = yaml.safe_load(Path(path).read_text()) if path else {}
+        data = {**(data or {}), **{k: v for k, v in overrides.items() if v is not None}}
+        if "admin_token" not in data and os.environ.get("DISTILSERVE_ADMIN_TOKEN"):
+            data["admin_token"] = os.environ["DISTILSERVE_ADMIN_TOKEN"]
+        return cls.model_validate(data)

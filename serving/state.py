@@ -1,0 +1,75 @@
+"""What the ingress knows of the registry: traffic tables, versions, and a prediction log.
+
+A background thread rereads the registry every `poll_s` (the registry is the source of
+truth: a rollback written by any process is live within one poll) and flushes recorded
+predictions in batches, so no request waits on SQLite.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+
+from serving.registry import Registry
+from serving.router import TrafficTable
+
+log = logging.getLogger("distilserve.ingress")
+
+
+class RegistryView:
+    def __init__(self, registry_path: Path, models: list[str], poll_s: float = 0.25) -> None:
+        self.registry = Registry(registry_path)
+        self.models = list(models)
+        self.poll_s = poll_s
+        self.tables: dict[str, TrafficTable] = {}
+        self.versions: dict[str, set[str]] = {}
+        self._pending: list[tuple] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self.refresh()
+        self._thread = threading.Thread(target=self._run, name="registry-view", daemon=True)
+        self._thread.start()
+
+    def refresh(self) -> None:
+        for model in self.models:
+            weights = self.registry.get_traffic(model)
+            shadow = self.registry.get_shadow(model)
+            self.versions[model] = {v.version for v in self.registry.list_versions(model) if v.status == "available"}
+            if weights:
+                self.tables[model] = TrafficTable(
+                    weights=weights,
+                    shadow_version=shadow.version if shadow else None,
+                    shadow_share=shadow.share if shadow else 0.0,
+                    salt=model,
+                )
+            else:
+                self.tables.pop(model, None)
+
+    def record(self, request_id: str, model: str, version: str, label: str, user_id: str | None) -> None:
+        with self._lock:
+            self._pending.append((request_id, model, version, label, user_id, time.time()))
+
+    def flush(self) -> None:
+        with self._lock:
+            rows, self._pending = self._pending, []
+        if rows:
+            try:
+                self.registry.record_predictions(rows)
+            except Exception:  # noqa: BLE001 - keep them for the next try rather than lose them
+                log.exception("could not record %d predictions; will retry", len(rows))
+                with self._lock:
+                    self._pending[:0] = rows
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.poll_s):
+            try:
+                self.refresh()
+            except Exception:  # noqa: BLE001 - a locked or busy registry must not kill the poller
+                log.exception("registry refresh failed")
+            self.flush()
+
+    def close(self) -> None:
+        self._stop.set()
+        self.flush()
