@@ -1,0 +1,74 @@
+"""The bar every student must clear: TF-IDF + logistic regression on the same splits."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline, make_pipeline
+
+from distill.data import Splits
+from distilserve.card import LatencyStats
+
+
+@dataclass(frozen=True)
+class BaselineResult:
+    accuracy: float
+    eval_examples: int
+    latency: list[LatencyStats]
+    parameters: int  # coefficients + intercepts (the vocabulary itself is not counted)
+    vocabulary: int
+
+
+def time_batches(
+    fn: Callable[[list[str]], object],
+    texts: Sequence[str],
+    batch_sizes: tuple[int, ...] = (1, 32),
+    runs: int = 50,
+    warmup: int = 3,
+) -> list[LatencyStats]:
+    """p50/p99 of `fn(batch)` per batch size; batches cycle through `texts` like evaluate.latency."""
+    texts = list(texts)
+    stats = []
+    for bs in batch_sizes:
+        times = []
+        for i in range(warmup + runs):
+            start = (i * bs) % max(1, len(texts) - bs)
+            batch = texts[start : start + bs]
+            t0 = time.perf_counter()
+            fn(batch)
+            if i >= warmup:
+                times.append((time.perf_counter() - t0) * 1000.0)
+        arr = np.asarray(times)
+        stats.append(LatencyStats(batch_size=bs, p50_ms=round(float(np.percentile(arr, 50)), 3),
+                                  p99_ms=round(float(np.percentile(arr, 99)), 3), runs=runs))
+    return stats
+
+
+def fit_baseline(splits: Splits, *, seed: int = 0) -> Pipeline:
+    """Word 1-2 grams TF-IDF (sublinear tf) + multinomial logistic regression on `splits.train`."""
+    pipe = make_pipeline(
+        TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True),
+        LogisticRegression(C=4.0, max_iter=2000, random_state=seed),
+    )
+    pipe.fit(list(splits.train["text"]), np.asarray(splits.train["label"]))
+    return pipe
+
+
+def run_baseline(splits: Splits, *, latency_runs: int = 50, seed: int = 0) -> BaselineResult:
+    """Fit on train, accuracy on test, latency of `predict_proba` at batch 1 and 32."""
+    pipe = fit_baseline(splits, seed=seed)
+    texts = list(splits.test["text"])
+    acc = float((pipe.predict(texts) == np.asarray(splits.test["label"])).mean())
+    clf: LogisticRegression = pipe[-1]
+    return BaselineResult(
+        accuracy=acc,
+        eval_examples=len(texts),
+        latency=time_batches(pipe.predict_proba, texts, runs=latency_runs),
+        parameters=int(clf.coef_.size + clf.intercept_.size),
+        vocabulary=len(pipe[0].vocabulary_),
+    )
