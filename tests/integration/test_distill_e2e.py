@@ -11,7 +11,9 @@ import pytest
 from transformers import AutoTokenizer
 
 from distill.config import DistillConfig, load_config
+from distill.report import write_report
 from distill.student import run_student, student_rows, teacher_splits
+from distill.sweep import run_sweep
 from distill.teacher import TeacherConfig, run_teacher
 from distilserve.card import ModelCard
 
@@ -103,3 +105,19 @@ def test_narrow_student_with_transfer_set_and_hidden_loss(tiny_repo: Path, tmp_p
     assert result.tokenizer is not None and len(result.tokenizer) == result.model.config.vocab_size == len(used)
     # Two cached parts: labeled rows and transfer rows.
     assert len(list(tmp_path.glob("teacher-logits-*.safetensors"))) == 2
+
+
+def test_quick_sweep_tabulates_and_exports_the_front(tiny_repo: Path, tmp_path: Path) -> None:
+    result = run_sweep([load_config("quick")], [0], tiny_repo, export_best=True, quick=True, cache_dir=tmp_path)
+    assert [r.kind for r in result.rows] == ["teacher", "baseline", "student"]
+    student = result.rows[-1]
+    assert student.name == "quick" and student.speedup_b1 is not None and student.accuracy_ratio is not None
+    assert student.pareto == ("quick" in result.chosen)
+    # Exactly the chosen students were exported, each as a new version with a student card.
+    assert set(result.exported) == set(result.chosen)
+    for version in result.exported.values():
+        assert ModelCard.read(tiny_repo / "sentiment" / version).kind == "student"
+    table, png = write_report(result.rows, tmp_path / "out")
+    text = table.read_text()
+    assert all(f"| {name} |" in text for name in ("teacher v1", "tfidf+logreg", "quick"))
+    assert png.stat().st_size > 0
