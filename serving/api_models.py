@@ -53,3 +53,11 @@ class ShadowRequest(BaseModel):
     version: StrictStr | None = Field(pattern=VERSION_PATTERN, description="None clears the shadow.")
     share: float = Field(default=100.0, gt=0, le=100, description="Percent of requests copied.")
 
+
+
+class DeployRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    version: StrictStr = Field(pattern=VERSION_PATTERN, description="Version to keep deployed (warm).")
+    warm: bool = Field(default=True, description="False releases it (the runner scales it down).")
+    reason: StrictStr = Field(default="deploy from admin API", min_length=1, max_length=500)

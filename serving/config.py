@@ -21,11 +21,16 @@ class AutoscalingSettings(BaseModel):
     upscale_delay_s: float = Field(default=2.0, ge=0, description="Sustained overload before adding replicas.")
     downscale_delay_s: float = Field(default=30.0, ge=0, description="Sustained idleness before removing replicas.")
     look_back_period_s: float = Field(default=5.0, gt=0, description="Window the load average is taken over.")
+    metrics_interval_s: float = Field(default=1.0, gt=0, description="How often replicas report their load.")
 
     @model_validator(mode="after")
     def _bounds(self) -> AutoscalingSettings:
         if self.max_replicas < self.min_replicas:
             raise ValueError(f"max_replicas ({self.max_replicas}) must be >= min_replicas ({self.min_replicas})")
+        if self.look_back_period_s <= self.metrics_interval_s:
+            raise ValueError(
+                f"look_back_period_s ({self.look_back_period_s}) must be > metrics_interval_s ({self.metrics_interval_s})"
+            )
         return self
 
     def to_serve(self) -> dict:
@@ -36,6 +41,7 @@ class AutoscalingSettings(BaseModel):
             "upscale_delay_s": self.upscale_delay_s,
             "downscale_delay_s": self.downscale_delay_s,
             "look_back_period_s": self.look_back_period_s,
+            "metrics_interval_s": self.metrics_interval_s,
         }
 
 

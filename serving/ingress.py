@@ -5,8 +5,6 @@ version's `ModelVersion` deployment. Client errors are 4xx JSON naming the field
 fault is a 500 for that request only; a version that cannot serve is a 503.
 """
 
-from __future__ import annotations
-
 import asyncio
 import hmac
 import logging
@@ -325,6 +323,21 @@ class Ingress:
             if weight > 0 and not await self._version_ready(model, version):
                 raise ApiError(409, f"weights: version {version!r} is not deployed and ready; deploy it first")
         return await self._set_traffic(model, body.weights, body.reason)
+
+    @app.post("/admin/models/{model}/deploy")
+    async def admin_deploy(self, model: str, request: Request) -> dict:
+        """Keep a version deployed without traffic; the serve runner deploys it within a second."""
+        self._admin(request)
+        self._known_model(model)
+        body = api_models.DeployRequest.model_validate_json(await self._body(request))
+        try:
+            self.view.registry.set_warm(model, body.version, body.warm, body.reason)
+        except RegistryError as e:
+            raise ApiError(404, f"version: {e}") from None
+        self.view.registry.record_event(model, "deploy_requested" if body.warm else "release_requested",
+                                        f"version {body.version}: {body.reason}", {"version": body.version})
+        return {"model": model, "version": body.version, "warm": body.warm,
+                "ready": await self._version_ready(model, body.version)}
 
     @app.post("/admin/models/{model}/rollback")
     async def admin_rollback(self, model: str, request: Request) -> dict:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from serving.registry.errors import RegistryError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # MIGRATIONS[n] takes a database from user_version n-1 to n. Statements run one by one inside
 # one transaction (executescript would COMMIT first and break that). Never edit a shipped entry:
@@ -86,6 +86,17 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         )""",
         # feedback_stats filters on exactly these columns.
         "CREATE INDEX IF NOT EXISTS predictions_by_version ON predictions (model, version, ts)",
+    ),
+    # Versions asked to be deployed without traffic (a blue-green idle colour, a canary
+    # candidate before its first step): the serve runner keeps them warm.
+    2: (
+        """CREATE TABLE IF NOT EXISTS warm (
+            model TEXT NOT NULL,
+            version TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            updated_at REAL NOT NULL,
+            PRIMARY KEY (model, version)
+        )""",
     ),
 }
 

@@ -24,6 +24,7 @@ from serving.registry.errors import (
 from serving.registry.feedback import FeedbackStore
 from serving.registry.records import DeploymentRecord, ShadowRecord, VersionRecord
 from serving.registry.rollouts import RolloutStore
+from serving.registry.warm import WarmStore
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ def _deployment(row: tuple[Any, ...]) -> DeploymentRecord:
     )
 
 
-class Registry(RolloutStore, FeedbackStore):
+class Registry(RolloutStore, FeedbackStore, WarmStore):
     """The version registry of every model, in one SQLite file shared by all processes.
 
     Args:
@@ -295,6 +296,7 @@ class Registry(RolloutStore, FeedbackStore):
             shadow = conn.execute("SELECT version FROM shadows WHERE model = ?", (model,)).fetchone()
             if shadow:
                 protected.add(shadow[0])
+            protected |= {r[0] for r in conn.execute("SELECT version FROM warm WHERE model = ?", (model,))}
             target = self._rollback_target(conn, model)
             if target is not None:
                 protected.add(target)

@@ -1,0 +1,183 @@
+"""`distilserve serve`: start Ray + Serve on loopback, keep the deployed apps equal to the
+registry's wishes, and stop everything on Ctrl-C.
+
+The registry is the source of truth. Every `reconcile_s` the runner deploys an application
+for each version that is live, shadowed, or the rollback target (kept warm so a rollback is
+a traffic switch, not a cold start), and deletes the applications of versions that are none
+of those.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+
+from distilserve.card import CARD_FILENAME, ModelCard
+from serving.config import ServeConfig
+from serving.registry import Registry, RegistryError
+
+log = logging.getLogger("distilserve.serve")
+
+
+def register_repository(registry: Registry, repository: Path, model: str) -> list[str]:
+    """Register every exported version folder (one with a card.json) of `model`."""
+    model_dir = Path(repository) / model
+    found = []
+    if not model_dir.is_dir():
+        return found
+    for folder in sorted((p for p in model_dir.iterdir() if p.name.isdigit()), key=lambda p: int(p.name)):
+        if not (folder / CARD_FILENAME).is_file():
+            continue
+        try:
+            registry.register_version(model, folder.name, folder.resolve(), ModelCard.read(folder))
+            found.append(folder.name)
+        except RegistryError as e:
+            log.warning("not registering %s: %s", folder, e)
+    return found
+
+
+def ensure_initial_traffic(registry: Registry, model: str) -> None:
+    """A model that never had traffic sends all of it to its lowest available version."""
+    if registry.get_traffic(model):
+        return
+    available = [v.version for v in registry.list_versions(model) if v.status == "available"]
+    if available:
+        registry.set_traffic(model, {available[0]: 100.0}, reason="initial deployment", actor="serve")
+
+
+def desired_versions(registry: Registry, model: str) -> set[str]:
+    wanted = {v for v, w in registry.get_traffic(model).items() if w > 0}
+    shadow = registry.get_shadow(model)
+    if shadow:
+        wanted.add(shadow.version)
+    target = registry.rollback_target(model)
+    if target:
+        wanted.add(target)
+    wanted |= set(registry.warm_versions(model))
+    return wanted
+
+
+def loopback_ray_env() -> None:
+    """Ray settings that keep every listener on 127.0.0.1 and the CLI out of token auth.
+
+    Must run before `ray` is first imported: Ray reads these at import time. With
+    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 Ray runs as a single-node cluster, takes 127.0.0.1 as
+    the node address, and binds GCS, raylet and worker servers there instead of on every
+    interface. Multi-node deployments connect with `ray_address` and never call this.
+    """
+    import sys
+
+    if "ray" in sys.modules and "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER" not in os.environ:
+        log.warning("ray was imported before loopback_ray_env(): Ray may bind non-loopback addresses")
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_SERVE_DEFAULT_HTTP_HOST", "127.0.0.1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def start_ray(cfg: ServeConfig, temp_dir: str | None = None) -> None:
+    if not cfg.ray_address:
+        loopback_ray_env()
+    import ray
+
+    if cfg.ray_address:
+        ray.init(address=cfg.ray_address, namespace="distilserve", log_to_driver=False)
+    else:
+        from serving.raypatch import HOOK
+
+        kwargs: dict = {"namespace": "distilserve", "include_dashboard": False, "log_to_driver": False,
+                        "_node_ip_address": "127.0.0.1", "runtime_env": {"worker_process_setup_hook": HOOK}}
+        if temp_dir:
+            kwargs["_temp_dir"] = temp_dir
+        ray.init(**kwargs)
+
+
+class Runner:
+    """Deploys and removes version applications to match the registry."""
+
+    def __init__(self, cfg: ServeConfig) -> None:
+        self.cfg = cfg
+        Path(cfg.registry).parent.mkdir(parents=True, exist_ok=True)
+        self.registry = Registry(cfg.registry)
+        self.deployed: dict[str, set[str]] = {m: set() for m in cfg.models}
+
+    def prepare(self) -> None:
+        for model in self.cfg.models:
+            versions = register_repository(self.registry, self.cfg.model_repository, model)
+            log.info("model %s: versions on disk %s", model, versions)
+            ensure_initial_traffic(self.registry, model)
+
+    def reconcile(self) -> None:
+        from ray import serve
+
+        from serving.app import app_name, version_app
+
+        for model in self.cfg.models:
+            register_repository(self.registry, self.cfg.model_repository, model)
+            wanted = desired_versions(self.registry, model)
+            for version in sorted(wanted - self.deployed[model], key=int):
+                log.info("deploying %s v%s", model, version)
+                try:
+                    serve.run(version_app(self.cfg, model, version), name=app_name(model, version),
+                              route_prefix=None, blocking=False)
+                    self.deployed[model].add(version)
+                    self.registry.record_event(model, "deployed", f"version {version} deployed",
+                                               {"version": version})
+                except Exception as e:  # noqa: BLE001 - a broken version must not stop the others
+                    log.error("deploying %s v%s failed: %s", model, version, e)
+                    self.registry.record_event(model, "deploy_failed", f"version {version}: {e}",
+                                               {"version": version})
+                    serve.delete(app_name(model, version), _blocking=False)
+            for version in sorted(self.deployed[model] - wanted, key=int):
+                log.info("removing %s v%s", model, version)
+                serve.delete(app_name(model, version), _blocking=False)
+                self.deployed[model].discard(version)
+                self.registry.record_event(model, "removed", f"version {version} scaled down", {"version": version})
+
+    def start(self) -> None:
+        from ray import serve
+
+        from serving.app import INGRESS_APP, ingress_app
+
+        self.prepare()
+        serve.start(http_options={"host": self.cfg.host, "port": self.cfg.port}, proxy_location="HeadOnly")
+        self.reconcile()
+        serve.run(ingress_app(self.cfg), name=INGRESS_APP, route_prefix="/", blocking=False)
+
+
+def serve_forever(cfg: ServeConfig, reconcile_s: float = 1.0) -> None:
+    """Run until SIGINT/SIGTERM, then shut Serve and Ray down (and with them every Triton)."""
+    import ray
+    from ray import serve
+
+    stop = False
+
+    def _stop(*_: object) -> None:
+        nonlocal stop
+        stop = True
+
+    start_ray(cfg)
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        runner = Runner(cfg)
+        runner.start()
+        print(f"distilserve: serving {cfg.models} on http://{cfg.host}:{cfg.port}  (Ctrl-C stops)", flush=True)
+        while not stop:
+            time.sleep(reconcile_s)
+            try:
+                runner.reconcile()
+            except Exception:  # noqa: BLE001 - keep serving; the next pass retries
+                log.exception("reconcile failed")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        print("distilserve: shutting down", flush=True)
+        try:
+            serve.shutdown()
+        finally:
+            ray.shutdown()

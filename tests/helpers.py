@@ -1,0 +1,110 @@
+"""Shared test helpers: tiny model repositories built in seconds, free ports, waiting."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE = REPO_ROOT / "model_repository" / "sentiment"
+
+# A model whose model.py fails on purpose for texts containing "boom": the stack must turn
+# that into a 500 for that request only and keep serving. Test fixture, not product code.
+FAULTY_MODEL_PY = '''
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        pass
+
+    def execute(self, requests):
+        out = []
+        for r in requests:
+            texts = [t.decode() for t in pb_utils.get_input_tensor_by_name(r, "TEXT").as_numpy().reshape(-1)]
+            if any("boom" in t for t in texts):
+                out.append(pb_utils.InferenceResponse(error=pb_utils.TritonError("exploded on purpose")))
+                continue
+            probs = np.tile(np.array([[0.2, 0.3, 0.5]], dtype=np.float32), (len(texts), 1))
+            labels = np.array([[b"positive"] for _ in texts], dtype=np.object_)
+            out.append(pb_utils.InferenceResponse(output_tensors=[
+                pb_utils.Tensor("PROBABILITIES", probs), pb_utils.Tensor("LABEL", labels)]))
+        return out
+'''
+
+
+def new_model_dir(repo: Path, model: str = "sentiment") -> Path:
+    """`repo/model/` with the real config.pbtxt (renamed) and the generic model.py."""
+    model_dir = repo / model
+    model_dir.mkdir(parents=True, exist_ok=True)
+    text = (TEMPLATE / "config.pbtxt").read_text().replace('name: "sentiment"', f'name: "{model}"')
+    (model_dir / "config.pbtxt").write_text(text)
+    shutil.copy(TEMPLATE / "model.py", model_dir / "model.py")
+    return model_dir
+
+
+def build_tiny_repo(repo: Path, versions: int = 1, model: str = "sentiment") -> Path:
+    """A real model repository holding `versions` quick teachers (tiny random BERTs, trained briefly)."""
+    from distill.teacher import TeacherConfig, run_teacher
+
+    new_model_dir(repo, model)
+    for seed in range(versions):
+        run_teacher(TeacherConfig.quick_defaults(seed=seed), repo, model)
+    return repo
+
+
+def add_faulty_model(repo: Path, model: str = "faulty") -> None:
+    """A model whose version 1 fails for any text containing 'boom' (see FAULTY_MODEL_PY)."""
+    import json
+
+    model_dir = new_model_dir(repo, model)
+    (model_dir / "model.py").write_text(FAULTY_MODEL_PY)
+    v1 = model_dir / "1"
+    v1.mkdir()
+    (v1 / "model.py").symlink_to("../model.py")
+    src_card = json.loads(next((repo / "sentiment").glob("1/card.json")).read_text())
+    src_card.update(model=model, version="1")
+    (v1 / "card.json").write_text(json.dumps(src_card))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(check: Callable[[], bool], timeout: float, what: str, interval: float = 0.2) -> None:
+    """Poll `check` until it is true; fail with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except Exception:  # noqa: BLE001 - not up yet
+            pass
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def listeners_off_loopback(pids: set[int] | None = None) -> list[str]:
+    """`ss -ltnp` lines of listeners on an address other than loopback (optionally only for pids)."""
+    import subprocess
+
+    out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
+    bad = []
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) < 4:
+            continue
+        local = parts[3]
+        host = local.rsplit(":", 1)[0].strip("[]").removeprefix("::ffff:")
+        if host.startswith("127.") or host in ("::1", "localhost"):
+            continue
+        if pids is not None and not any(f"pid={p}," in line for p in pids):
+            continue
+        bad.append(line)
+    return bad

@@ -1,0 +1,52 @@
+"""Fixtures of the integration tier: a tiny real model repository, real Triton, real Ray."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from serving.runner import loopback_ray_env
+
+# Before anything imports ray: keep every Ray listener on 127.0.0.1.
+loopback_ray_env()
+
+from tests.helpers import add_faulty_model, build_tiny_repo  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model repository with two quick versions of `sentiment` and the `faulty` model."""
+    repo = tmp_path_factory.mktemp("repo")
+    build_tiny_repo(repo, versions=2)
+    add_faulty_model(repo)
+    return repo
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray for the session, in a private (short: socket paths) temp dir."""
+    import ray
+
+    temp_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")
+    from serving.raypatch import HOOK
+
+    ray.init(namespace="distilserve-tests", include_dashboard=False, log_to_driver=False,
+             _node_ip_address="127.0.0.1", _temp_dir=temp_dir,
+             runtime_env={"worker_process_setup_hook": HOOK})
+    yield
+    from ray import serve
+
+    try:
+        serve.shutdown()
+    finally:
+        ray.shutdown()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def admin_token() -> str:
+    return os.environ.setdefault("DISTILSERVE_TEST_ADMIN_TOKEN", "test-token-" + os.urandom(8).hex())

@@ -1,0 +1,125 @@
+"""The real tritonserver: start, load one version, infer, per-request errors, no orphans."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
+
+from serving.triton.repo_view import make_view
+from serving.triton.server import TritonError, TritonServer
+from tests.helpers import listeners_off_loopback, wait_for
+
+
+@pytest.fixture(scope="module")
+def server(tiny_repo: Path, tmp_path_factory: pytest.TempPathFactory):
+    view = make_view(tiny_repo, "sentiment", "1", tmp_path_factory.mktemp("view"))
+    with TritonServer(view) as srv:
+        srv.load("sentiment")
+        yield srv
+
+
+def _text_input(texts: list[bytes], mod=httpclient):
+    arr = np.array(texts, dtype=np.object_).reshape(-1, 1)
+    inp = mod.InferInput("TEXT", list(arr.shape), "BYTES")
+    inp.set_data_from_numpy(arr)
+    return inp
+
+
+def test_serves_exactly_the_requested_version(server: TritonServer) -> None:
+    assert server.model_ready("sentiment", "1")
+    assert not server.model_ready("sentiment", "2")  # in the repository, but not in this view
+
+
+def test_http_and_grpc_agree_and_shapes_match_config(server: TritonServer) -> None:
+    texts = [b"I love this", b"this is awful", "caf\u00e9 \u2764".encode()]
+    h = httpclient.InferenceServerClient(server.http_url).infer("sentiment", [_text_input(texts)])
+    g = grpcclient.InferenceServerClient(server.grpc_url).infer("sentiment", [_text_input(texts, grpcclient)])
+    probs = h.as_numpy("PROBABILITIES")
+    assert probs.shape == (3, 3) and probs.dtype == np.float32
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(probs, g.as_numpy("PROBABILITIES"), rtol=1e-5)
+    assert [x.decode() for x in h.as_numpy("LABEL").reshape(-1)] == [
+        x.decode() for x in g.as_numpy("LABEL").reshape(-1)
+    ]
+    assert {x.decode() for x in h.as_numpy("LABEL").reshape(-1)} <= {"negative", "neutral", "positive"}
+
+
+def test_bad_request_gets_its_own_error_and_server_keeps_serving(server: TritonServer) -> None:
+    client = httpclient.InferenceServerClient(server.http_url)
+    with pytest.raises(InferenceServerException, match="TEXT\\[0\\] is not valid UTF-8"):
+        client.infer("sentiment", [_text_input([b"\xff\xfe"])])
+    ok = client.infer("sentiment", [_text_input([b"still fine"])])
+    assert ok.as_numpy("PROBABILITIES").shape == (1, 3)
+
+
+def test_listeners_are_loopback_only(server: TritonServer) -> None:
+    assert server.proc is not None
+    assert listeners_off_loopback({server.proc.pid}) == []
+
+
+def test_corrupt_weights_are_refused_with_a_clear_error(tiny_repo: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from tests.helpers import new_model_dir
+
+    repo = tmp_path / "repo"
+    model_dir = new_model_dir(repo, "sentiment")
+    shutil.copytree(tiny_repo / "sentiment" / "1", model_dir / "1", symlinks=True)
+    (model_dir / "1" / "model.safetensors").write_bytes(b"not a safetensors file")
+    view = make_view(repo, "sentiment", "1", tmp_path / "view")
+    with TritonServer(view) as srv, pytest.raises(TritonError, match="loading model 'sentiment' failed"):
+        srv.load("sentiment", timeout=120)
+
+
+def test_missing_version_is_refused_before_starting(tiny_repo: Path, tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="version '9' of model 'sentiment' not found"):
+        make_view(tiny_repo, "sentiment", "9", tmp_path)
+
+
+def test_server_dies_with_its_owner_even_on_sigkill(tiny_repo: Path, tmp_path: Path) -> None:
+    """The owner process is SIGKILLed: no chance to clean up, yet Triton must not survive it."""
+    script = textwrap.dedent(
+        f"""
+        import sys, time
+        from pathlib import Path
+        from serving.triton.server import TritonServer
+        srv = TritonServer(Path({str(tiny_repo)!r})).start()
+        print(srv.proc.pid, flush=True)
+        time.sleep(600)
+        """
+    )
+    owner = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                             cwd=Path(__file__).resolve().parents[2])
+    try:
+        line = owner.stdout.readline()
+        triton_pid = int(line.strip())
+        assert _alive(triton_pid)
+        owner.send_signal(signal.SIGKILL)
+        owner.wait(10)
+        wait_for(lambda: not _alive(triton_pid), 15, f"tritonserver {triton_pid} to die with its owner")
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie (dead, not yet reaped by init) counts as dead.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
