@@ -25,12 +25,16 @@ from serving.errors import ApiError, describe_validation, install_handlers
 from serving.metrics import Metrics
 from serving.registry import RegistryError, UnknownRequestError
 from serving.state import RegistryView
+from serving.routers import extra_routers
 from serving.triton import codec
 
 log = logging.getLogger("distilserve.ingress")
 
 app = FastAPI(title="distilserve", version="0.1.0", docs_url=None, redoc_url=None)
 install_handlers(app)
+# Feature routers (plain functions) reach the live Ingress through `request.app.state.ingress`.
+for _router in extra_routers():
+    app.include_router(_router)
 
 
 def app_name(model: str, version: str) -> str:
@@ -58,6 +62,7 @@ class Ingress:
         self._handles: dict[tuple[str, str], object] = {}
         self._tasks: set[asyncio.Task] = set()
         self._names: dict[tuple[str, str], list[str]] = {}
+        app.state.ingress = self
 
     # ---- helpers ---------------------------------------------------------------------------
     async def _body(self, request: Request) -> bytes:

@@ -46,7 +46,7 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--token", default=None, help="admin token (default: $DISTILSERVE_ADMIN_TOKEN or .distilserve/admin_token)")
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("rollback", help="put the previously live version back")
     p.add_argument("--model", default="sentiment")
     p.add_argument("--to-version", default=None)

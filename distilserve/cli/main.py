@@ -7,17 +7,25 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from distilserve.cli import admin, distill_cmd, serve_cmd, versions_cmd
+import importlib
+
+from distilserve.cli import admin
+
+# One module per command, each with `add_parser(subparsers)`; add new commands here.
+COMMANDS = (
+    "serve_cmd",
+    "distill_cmd",
+    "versions_cmd",
+    "admin",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="distilserve", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    serve_cmd.add_parser(sub)
-    distill_cmd.add_parser(sub)
-    versions_cmd.add_parser(sub)
-    admin.add_parsers(sub)
+    for name in COMMANDS:
+        importlib.import_module(f"distilserve.cli.{name}").add_parser(sub)
     return parser
 
 
