@@ -90,7 +90,8 @@ def start_ray(cfg: ServeConfig, temp_dir: str | None = None) -> None:
     else:
         from serving.raypatch import HOOK
 
-        kwargs: dict = {"namespace": "distilserve", "include_dashboard": False, "log_to_driver": False,
+        # address="local": always a new private instance, never a cluster someone else started.
+        kwargs: dict = {"address": "local", "namespace": "distilserve", "include_dashboard": False, "log_to_driver": False,
                         "_node_ip_address": "127.0.0.1", "runtime_env": {"worker_process_setup_hook": HOOK}}
         if temp_dir:
             kwargs["_temp_dir"] = temp_dir

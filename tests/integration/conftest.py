@@ -34,7 +34,7 @@ def ray_session():
     temp_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")
     from serving.raypatch import HOOK
 
-    ray.init(namespace="distilserve-tests", include_dashboard=False, log_to_driver=False,
+    ray.init(address="local", namespace="distilserve-tests", include_dashboard=False, log_to_driver=False,
              _node_ip_address="127.0.0.1", _temp_dir=temp_dir,
              runtime_env={"worker_process_setup_hook": HOOK})
     yield

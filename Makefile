@@ -1,0 +1,45 @@
+# distilserve — every target wraps the CLI or pytest. Two commands for a newcomer:
+#   make serve   # virtualenv + install + build the default model if missing + serve on 127.0.0.1:8000
+#   make test    # the whole test suite (unit, integration with real Triton and Ray, e2e)
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PORT   ?= 8000
+# torch first and pinned: a looser spec pulls a multi-GB CUDA build.
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: install serve model test test-unit test-integration test-e2e lint bench-distill bench loadtest clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+model: install
+	$(BIN)/distilserve distill teacher
+
+serve: install
+	$(BIN)/distilserve serve --port $(PORT)
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-unit: install
+	$(BIN)/python -m pytest -q tests/unit
+
+test-integration: install
+	$(BIN)/python -m pytest -q tests/integration
+
+test-e2e: install
+	$(BIN)/python -m pytest -q tests/e2e
+
+lint: install
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache runs

@@ -1,0 +1,104 @@
+"""The CLI as a user runs it: build a model, serve it, query it, stop it with Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import psutil
+import pytest
+
+from tests.helpers import REPO_ROOT, free_port, listeners_off_loopback, new_model_dir, wait_for
+
+CLI = [sys.executable, "-m", "distilserve.cli.main"]
+
+
+def _tritons() -> set[int]:
+    return {p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == "tritonserver"}
+
+
+def test_distill_teacher_quick_exports_a_loadable_version(tmp_path: Path) -> None:
+    new_model_dir(tmp_path, "sentiment")
+    out = subprocess.run([*CLI, "distill", "teacher", "--quick", "--repo", str(tmp_path)],
+                         capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "exported" in out.stdout
+    card = json.loads((tmp_path / "sentiment" / "1" / "card.json").read_text())
+    assert card["kind"] == "teacher" and card["version"] == "1"
+    assert {s["batch_size"] for s in card["latency"]} == {1, 32}
+    assert card["lineage"]["data_fingerprint"].startswith("sha256:")
+    assert (tmp_path / "sentiment" / "1" / "model.safetensors").is_file()
+    assert os.readlink(tmp_path / "sentiment" / "1" / "model.py") == "../model.py"
+
+
+@pytest.fixture
+def served(tmp_path: Path):
+    """`distilserve serve --quick-build` on an empty model: builds version 1, then serves it."""
+    new_model_dir(tmp_path / "repo", "sentiment")
+    port = free_port()
+    before = _tritons()
+    listeners_before = set(listeners_off_loopback())
+    env = {**os.environ, "DISTILSERVE_ADMIN_TOKEN": "e2e-token"}
+    proc = subprocess.Popen(
+        [*CLI, "serve", "--quick-build", "--port", str(port), "--model-repository", str(tmp_path / "repo"),
+         "--registry", str(tmp_path / "registry.db")],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: proc.poll() is None and httpx.get(f"{url}/v2/health/ready").status_code == 200,
+                 420, "distilserve serve to be ready")
+        yield {"proc": proc, "url": url, "before": before, "listeners_before": listeners_before}
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(90)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def test_serve_predict_tritonclient_and_ctrl_c(served) -> None:
+    import tritonclient.http as httpclient
+
+    url, proc = served["url"], served["proc"]
+    r = httpx.post(f"{url}/v1/predict", json={"model": "sentiment", "inputs": ["I love this"]}, timeout=30)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["version"] == "1"
+    client = httpclient.InferenceServerClient(url.removeprefix("http://"))
+    arr = np.array([b"I love this"], dtype=np.object_).reshape(1, 1)
+    inp = httpclient.InferInput("TEXT", [1, 1], "BYTES")
+    inp.set_data_from_numpy(arr)
+    label = client.infer("sentiment", [inp]).as_numpy("LABEL").reshape(-1)[0].decode()
+    assert label == body["predictions"][0]["label"]
+
+    assert not set(listeners_off_loopback()) - served["listeners_before"]
+    started = _tritons() - served["before"]
+    assert started, "serving must run a tritonserver"
+
+    proc.send_signal(signal.SIGINT)  # Ctrl-C
+    assert proc.wait(90) == 0
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"
+                                             for p in started):
+        time.sleep(0.5)
+    alive = [p for p in started if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
+    assert not alive, f"tritonserver processes survived Ctrl-C: {alive}"
+
+
+def test_readme_commands_exist_as_make_targets() -> None:
+    readme = (REPO_ROOT / "README.md").read_text()
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    for target in ("serve", "test"):
+        assert f"make {target}" in readme
+        assert f"\n{target}:" in makefile
+    ci = (REPO_ROOT / ".ci" / "run").read_text()
+    assert "make test" in ci
