@@ -17,6 +17,7 @@ COMMANDS = (
     "distill_cmd",
     "versions_cmd",
     "admin",
+    "check_cmd",
 )
 
 

@@ -52,6 +52,8 @@ def _split_body(body: bytes, header_length: int | None) -> tuple[dict, bytes]:
         header = json.loads(header_bytes)
     except (ValueError, UnicodeDecodeError) as e:
         raise CodecError("body", f"malformed JSON: {e}") from None
+    except RecursionError:  # deeply nested arrays/objects: a client error, not a server fault
+        raise CodecError("body", "malformed JSON: nested too deeply") from None
     if not isinstance(header, dict):
         raise CodecError("body", f"must be a JSON object, got {type(header).__name__}")
     return header, binary
