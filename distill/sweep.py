@@ -14,19 +14,20 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from distill import baseline as baseline_mod
+from distill.baseline import BaselineResult
 from distill.config import DistillConfig, load_config, shipped_configs
 from distill.student import (
     StudentResult,
     export_student,
-    load_teacher,
     parse_seeds,
     run_student,
     teacher_dir_for,
     teacher_splits,
 )
-from distilserve.card import LatencyStats
+from distilserve.card import LatencyStats, ModelCard
 
 log = logging.getLogger(__name__)
+_DONE = "student done: "
 
 
 class Row(BaseModel):
@@ -83,11 +84,43 @@ def latency_cells(stats: list[LatencyStats]) -> dict[str, float | None]:
             "p50_b32": b32.p50_ms if b32 else None, "p99_b32": b32.p99_ms if b32 else None}
 
 
-def student_row(r: StudentResult) -> Row:
-    return Row(name=r.name, kind="student", accuracy=r.accuracy, accuracy_std=r.accuracy_std,
-               seeds=len(r.accuracy_seeds), parameters=r.parameters, bytes=r.bytes,
-               speedup_b1=r.speedup.get(1), speedup_b32=r.speedup.get(32), accuracy_ratio=r.accuracy_ratio,
-               version=r.card.version if r.card else None, **latency_cells(r.latency))
+def summary_row(summary: dict) -> Row:
+    """A student's row from `StudentResult.summary()` (also what a sweep logs per student)."""
+    speedup = {int(k): v for k, v in summary["speedup"].items()}
+    return Row(name=summary["name"], kind="student", accuracy=summary["accuracy"],
+               accuracy_std=summary["accuracy_std"], seeds=len(summary["accuracy_seeds"]),
+               parameters=summary["parameters"], bytes=summary["bytes"], speedup_b1=speedup.get(1),
+               speedup_b32=speedup.get(32), accuracy_ratio=summary["accuracy_ratio"],
+               **latency_cells([LatencyStats.model_validate(s) for s in summary["latency"]]))
+
+
+def tabulate(summaries: list[dict], teacher_card: ModelCard, baseline: BaselineResult | None) -> list[Row]:
+    """Teacher, baseline and student rows, with the Pareto front (teacher + students) marked.
+
+    The teacher row's latency is the one measured beside the first student; each student's
+    speedup uses the teacher latency measured in its own run (same process, same texts).
+    The baseline is not a servable version, so it is drawn but never on the front.
+    """
+    if not summaries:
+        raise ValueError("tabulate needs at least one student summary")
+    first = summaries[0]
+    t_acc = first["teacher_accuracy"]
+    rows = [Row(name=f"teacher v{teacher_card.version}", kind="teacher", accuracy=t_acc,
+                parameters=teacher_card.parameters, bytes=teacher_card.bytes, speedup_b1=1.0, speedup_b32=1.0,
+                accuracy_ratio=1.0, version=teacher_card.version,
+                **latency_cells([LatencyStats.model_validate(s) for s in first["teacher_latency"]]))]
+    if baseline is not None:
+        cells = latency_cells(baseline.latency)
+        rows.append(Row(name="tfidf+logreg", kind="baseline", accuracy=baseline.accuracy,
+                        parameters=baseline.parameters,
+                        speedup_b1=rows[0].p50_b1 / cells["p50_b1"] if cells["p50_b1"] else None,
+                        accuracy_ratio=baseline.accuracy / t_acc if t_acc else None, **cells))
+    rows += [summary_row(s) for s in summaries]
+    servable = [r for r in rows if r.kind != "baseline"]
+    front = set(pareto_front([(r.name, r.accuracy, r.p50_b1) for r in servable]))
+    for r in servable:
+        r.pareto = r.name in front
+    return rows
 
 
 def run_sweep(
@@ -117,37 +150,38 @@ def run_sweep(
         r = run_student(cfg, repo, model_name, teacher_dir=teacher_dir, seeds=seeds, export=False,
                         quick=quick, cache_dir=cache_dir)
         # Logged as each finishes, so a long sweep that dies late still leaves its numbers.
-        log.info("student done: %s", json.dumps(r.summary()))
+        log.info("%s%s", _DONE, json.dumps(r.summary()))
         results.append(r)
-    first = results[0]
     t_dir = teacher_dir or teacher_dir_for(repo, model_name, configs[0].teacher_version)
-    teacher = load_teacher(t_dir)
-    rows = [Row(name=f"teacher v{teacher.card.version}", kind="teacher", accuracy=first.teacher_accuracy,
-                parameters=teacher.card.parameters, bytes=teacher.card.bytes, speedup_b1=1.0, speedup_b32=1.0,
-                accuracy_ratio=1.0, version=teacher.card.version, **latency_cells(first.teacher_latency))]
+    teacher_card = ModelCard.read(t_dir)
+    baseline = None
     if with_baseline:
-        splits = teacher_splits(teacher.card, configs[0])
-        b = baseline_mod.run_baseline(splits, latency_runs=5 if quick else 50)
-        cells = latency_cells(b.latency)
-        rows.append(Row(name="tfidf+logreg", kind="baseline", accuracy=b.accuracy, parameters=b.parameters,
-                        speedup_b1=rows[0].p50_b1 / cells["p50_b1"] if cells["p50_b1"] else None,
-                        accuracy_ratio=b.accuracy / first.teacher_accuracy if first.teacher_accuracy else None,
-                        **cells))
-    # The baseline is not a servable version: the front is drawn among teacher and students.
-    front = pareto_front([(rows[0].name, rows[0].accuracy, rows[0].p50_b1)]
-                         + [(r.name, r.accuracy, r.latency[0].p50_ms if r.latency else math.nan) for r in results])
-    chosen = [r.name for r in results if r.name in front]
+        splits = teacher_splits(teacher_card, configs[0])
+        baseline = baseline_mod.run_baseline(splits, latency_runs=5 if quick else 50)
+    rows = tabulate([r.summary() for r in results], teacher_card, baseline)
+    chosen = [row.name for row in rows if row.kind == "student" and row.pareto]
     exported: dict[str, str] = {}
     if export_best:
-        for r in results:
-            if r.name in chosen:
-                export_student(r, teacher.card, repo, model_name)
-                assert r.card is not None
-                exported[r.name] = r.card.version
-    student_rows = [student_row(r) for r in results]
-    for row in [rows[0], *student_rows]:
-        row.pareto = row.name in front
-    return SweepResult(rows=rows + student_rows, students=results, chosen=chosen, exported=exported)
+        by_name = {r.name: r for r in results}
+        for row in rows:
+            if row.name in chosen:
+                export_student(by_name[row.name], teacher_card, repo, model_name)
+                card = by_name[row.name].card
+                assert card is not None
+                exported[row.name] = row.version = card.version
+                row.bytes = card.bytes
+    return SweepResult(rows=rows, students=results, chosen=chosen, exported=exported)
+
+
+def summaries_from_log(text: str) -> list[dict]:
+    """The per-student summaries a sweep logged ("student done: {...}"), last one per name wins."""
+    found: dict[str, dict] = {}
+    for line in text.splitlines():
+        marker = line.find(_DONE)
+        if marker >= 0:
+            summary = json.loads(line[marker + len(_DONE):])
+            found[summary["name"]] = summary
+    return list(found.values())
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -26,9 +26,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from distill import report  # noqa: E402
-from distill.config import load_config  # noqa: E402
-from distill.student import parse_seeds  # noqa: E402
-from distill.sweep import default_config_names, run_sweep  # noqa: E402
+from distill.baseline import run_baseline  # noqa: E402
+from distill.config import DistillConfig, load_config  # noqa: E402
+from distill.student import parse_seeds, teacher_splits  # noqa: E402
+from distill.sweep import default_config_names, run_sweep, summaries_from_log, tabulate  # noqa: E402
+from distilserve.card import ModelCard  # noqa: E402
 
 
 def quick_repo(where: Path) -> Path:
@@ -42,6 +44,22 @@ def quick_repo(where: Path) -> Path:
     return where
 
 
+def tabulate_log(log_path: Path, repo: Path, cfg: DistillConfig, out: Path) -> int:
+    """Rows for the students a sweep logged before it was stopped; nothing is exported."""
+    summaries = summaries_from_log(log_path.read_text(errors="replace"))
+    if not summaries:
+        print(f"no 'student done' lines in {log_path}", file=sys.stderr)
+        return 1
+    card = ModelCard.read(repo / "sentiment" / cfg.teacher_version)
+    rows = tabulate(summaries, card, run_baseline(teacher_splits(card, cfg)))
+    table, png = report.write_report(rows, out)
+    print(table.read_text())
+    print(f"from {log_path}: {[s['name'] for s in summaries]}; wrote {table} and {png}")
+    for s in summaries:
+        print(f"{s['name']}: seeds {s['accuracy_seeds']} train_rows={s['train_rows']} transfer_rows={s['transfer_rows']}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny teacher + the 'quick' recipe in a temp repo")
@@ -51,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-export", action="store_true", help="export no student")
     parser.add_argument("--cache-dir", type=Path, default=None, help="teacher-logit cache")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default runs/distill[/quick])")
+    parser.add_argument("--from-log", type=Path, default=None,
+                        help="tabulate the students an interrupted sweep logged (re-measures only the baseline)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -58,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     seeds = args.seeds or ([0, 1] if args.quick else [0, 1, 2])
     out = args.out or ROOT / "runs" / "distill" / ("quick" if args.quick else "")
     t0 = time.perf_counter()
+    if args.from_log is not None:
+        return tabulate_log(args.from_log, args.repo, load_config(names[0]), out)
     with tempfile.TemporaryDirectory(prefix="bench-distill-") as tmp:
         repo = quick_repo(Path(tmp) / "repo") if args.quick else args.repo
         cache_dir = args.cache_dir or (Path(tmp) / "cache" if args.quick else None)
