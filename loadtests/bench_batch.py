@@ -1,0 +1,109 @@
+"""Batch throughput as a ratio of the raw in-process batched model, measured in one run.
+
+    .venv/bin/python loadtests/bench_batch.py --rows 2000            # real model, 2,000 tweets
+    .venv/bin/python loadtests/bench_batch.py --rows 0 --backend torch   # whole corpus
+
+1. raw: the version's own `Classifier` (loaded from the model repository's model.py, the
+   code Triton runs) on the same texts in batches of `--batch`, with `--torch-threads`;
+2. batch: `distilserve batch run` as a subprocess (Ray Data, one actor owning a tritonserver
+   with the same thread count), whose manifest records when shards finished;
+3. raw again, so a change in machine load during the run shows as a raw-vs-raw spread.
+
+Steady throughput counts the rows after the first shard over the time since it finished
+(Ray, Triton and model start-up excluded: they are fixed costs, reported separately as
+end-to-end). Like the other load tests this drives the product through its CLI and the
+repository's files only; it imports no `serving` internals.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def raw_throughput(version_dir: Path, texts: list[str], batch: int, threads: int) -> float:
+    """Rows/s of the version's Classifier, in-process, after one warm-up batch."""
+    import torch
+
+    torch.set_num_threads(threads)
+    spec = importlib.util.spec_from_file_location("bench_model", version_dir.parent / "model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    clf = module.Classifier(version_dir)
+    clf.predict(texts[:batch])
+    t0 = time.perf_counter()
+    for i in range(0, len(texts), batch):
+        clf.predict(texts[i: i + batch])
+    return len(texts) / (time.perf_counter() - t0)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--repo", type=Path, default=ROOT / "model_repository")
+    p.add_argument("--model", default="sentiment")
+    p.add_argument("--version", default="1")
+    p.add_argument("--rows", type=int, default=2000, help="corpus rows to use (0 = all)")
+    p.add_argument("--batch", type=int, default=64, help="texts per forward pass, both sides")
+    p.add_argument("--shard-rows", type=int, default=256, help="a multiple of --batch: identical batches both sides")
+    p.add_argument("--torch-threads", type=int, default=2, help="torch threads, both sides")
+    p.add_argument("--backend", choices=["triton", "torch"], default="triton")
+    p.add_argument("--workdir", type=Path, default=None, help="keep input/output here (default: a temp dir)")
+    p.add_argument("--skip-raw", action="store_true", help="only the batch job (e.g. the full-corpus run)")
+    args = p.parse_args()
+
+    from distill.data import load_frame
+
+    frame = load_frame()[["text"]]
+    if args.rows:
+        frame = frame.head(args.rows)
+    texts = frame["text"].tolist()
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-batch-"))
+    work.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(work / "input.parquet", index=False)
+    version_dir = args.repo / args.model / args.version
+
+    raw1 = None if args.skip_raw else raw_throughput(version_dir, texts, args.batch, args.torch_threads)
+    out = work / "output"
+    ray_tmp = tempfile.mkdtemp(prefix="bb", dir="/tmp")
+    cmd = [str(Path(sys.executable).with_name("distilserve")), "batch", "run",
+           "--model", f"{args.model}:{args.version}", "--input", str(work / "input.parquet"), "--output", str(out),
+           "--model-repository", str(args.repo), "--backend", args.backend, "--shard-rows", str(args.shard_rows),
+           "--infer-batch", str(args.batch), "--torch-threads", str(args.torch_threads), "--overwrite",
+           "--ray-temp-dir", ray_tmp, "--no-progress"]
+    t0 = time.time()
+    try:
+        subprocess.run(cmd, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    wall = time.time() - t0
+    raw2 = None if args.skip_raw else raw_throughput(version_dir, texts, args.batch, args.torch_threads)
+
+    manifest = json.loads((out / "_manifest.json").read_text())
+    run = manifest["runs"][-1]
+    steady = run["rows_after_first_shard"] / (run["finished"] - run["first_shard"])
+    result = {
+        "model": f"{args.model}:{args.version}", "backend": args.backend, "rows": len(texts),
+        "rows_written": sum(manifest["done"].values()), "torch_threads": args.torch_threads, "batch": args.batch,
+        "batch_steady_rows_s": round(steady, 1), "batch_end_to_end_rows_s": round(len(texts) / wall, 1),
+        "batch_wall_s": round(wall, 1), "startup_s": round(run["first_shard"] - run["started"], 1),
+    }
+    if raw1 is not None and raw2 is not None:
+        raw = (raw1 + raw2) / 2
+        result.update(raw_rows_s=[round(raw1, 1), round(raw2, 1)], ratio_steady=round(steady / raw, 3),
+                      ratio_end_to_end=round(len(texts) / wall / raw, 3))
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,324 @@
+"""`distilserve batch run`: offline inference over a data set with Ray Data, resumable.
+
+The driver reads the text column (parquet, CSV, JSON lines or a saved `datasets` folder),
+keys every row by sha256 of its text, and cuts the rows into the shards of
+`serving.batch.shards`. Only the shards the manifest in DIR does not list become Ray Data
+blocks; `map_batches` sends each block to a pool of actors, each owning the same backend
+online serving uses (by default a private tritonserver serving exactly this version, see
+`serving.backends`). The driver writes each finished shard atomically and then records it
+in the manifest, so a job killed at any point and started again ends with every row once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+from typing import Literal
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import BaseModel, ConfigDict, Field
+
+from serving.batch import shards as sh
+
+log = logging.getLogger("distilserve.batch")
+
+OUTPUT_SCHEMA = pa.schema([
+    ("row_id", pa.int64()), ("input_key", pa.string()), ("model", pa.string()), ("version", pa.string()),
+    ("label", pa.string()), ("scores", pa.list_(pa.float32())),
+])
+
+
+class JobSpec(BaseModel):
+    """One batch job; the CLI flags map 1:1 onto these fields."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,63}$", description="Model name.")
+    version: str | None = Field(default=None, pattern=r"^[1-9][0-9]{0,8}$",
+                                description="Version; None = the live one in the registry, else the newest on disk.")
+    input: Path = Field(description="Parquet file/folder, .csv, .jsonl/.json (JSON lines) or a saved datasets folder.")
+    output: Path = Field(description="Folder for shard parquet files and _manifest.json.")
+    text_column: str = Field(default="text", min_length=1, description="Column holding the texts.")
+    split: str | None = Field(default=None, description="Split of a saved DatasetDict.")
+    model_repository: Path = Field(default=Path("model_repository"), description="Triton model repository.")
+    registry: Path | None = Field(default=None, description="Registry used to find the live version.")
+    backend: Literal["triton", "torch"] = Field(default="triton", description="Same backends as online serving.")
+    shard_rows: int = Field(default=1024, ge=1, le=10_000_000, description="Rows per output shard (resume unit).")
+    infer_batch: int = Field(default=64, ge=1, le=64, description="Texts per inference call (Triton max is 64).")
+    inflight: int = Field(default=2, ge=1, le=64, description="Inference calls in flight per actor.")
+    actors: int = Field(default=1, ge=1, le=1024, description="Actors, each with its own backend process.")
+    actor_cpus: float = Field(default=1.0, gt=0, description="CPUs Ray reserves per actor.")
+    actor_gpus: float = Field(default=0.0, ge=0, description="GPUs per actor (fractions allowed).")
+    torch_threads: int | None = Field(default=None, ge=1, le=256, description="torch threads per model process.")
+    max_rows_per_s: float | None = Field(default=None, gt=0,
+                                         description="Throttle (all actors together) so a job shares a machine.")
+    overwrite: bool = Field(default=False, description="Start over when DIR holds a different job.")
+    progress: bool = Field(default=True, description="Show a progress bar.")
+
+
+# ---- input --------------------------------------------------------------------------------
+def read_texts(path: Path, text_column: str = "text", split: str | None = None) -> list[str]:
+    """The text column of a parquet / CSV / JSON-lines file or a saved `datasets` folder, in order."""
+    path = Path(path)
+    table = _read_table(path, text_column, split)
+    if text_column not in table.column_names:
+        raise ValueError(f"text_column: {path} has no column {text_column!r}; columns: {table.column_names}")
+    col = table.column(text_column)
+    if col.null_count:
+        raise ValueError(f"text_column: {col.null_count} rows of {text_column!r} in {path} are null")
+    return [str(x) for x in col.to_pylist()]
+
+
+def _read_table(path: Path, column: str, split: str | None) -> pa.Table:
+    import pyarrow.csv as pcsv
+    import pyarrow.json as pjson
+    import pyarrow.parquet as pq
+
+    if path.is_dir() and ((path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file()):
+        import datasets
+
+        ds = datasets.load_from_disk(str(path))
+        if isinstance(ds, datasets.DatasetDict):
+            if split not in ds:
+                raise ValueError(f"split: {path} is a DatasetDict; pass one of {sorted(ds)} (got {split!r})")
+            ds = ds[split]
+        return ds.select_columns([column]).data.table if column in ds.column_names else ds.data.table
+    suffix = path.suffix.lower()
+    if path.is_dir() or suffix in (".parquet", ".pq"):
+        return pq.read_table(path, columns=[column]) if _has_column(path, column) else pq.read_table(path)
+    if suffix in (".csv", ".tsv"):
+        parse = pcsv.ParseOptions(delimiter="\t" if suffix == ".tsv" else ",", newlines_in_values=True)
+        return pcsv.read_csv(path, parse_options=parse,
+                             convert_options=pcsv.ConvertOptions(column_types={column: pa.string()}))
+    if suffix in (".jsonl", ".json", ".ndjson"):
+        return pjson.read_json(path)
+    raise ValueError(f"input: {path} is not parquet, .csv, .jsonl or a saved datasets folder")
+
+
+def _has_column(path: Path, column: str) -> bool:
+    import pyarrow.dataset as pds
+
+    return column in pds.dataset(path, format="parquet").schema.names
+
+
+# ---- version --------------------------------------------------------------------------------
+def resolve_version(repository: Path, model: str, version: str | None, registry: Path | None) -> str:
+    """The given version, else the one with the most traffic in the registry, else the newest on disk."""
+    from distilserve.card import CARD_FILENAME
+
+    model_dir = Path(repository) / model
+    on_disk = sorted((p.name for p in model_dir.glob("[1-9]*") if (p / CARD_FILENAME).is_file()), key=int) \
+        if model_dir.is_dir() else []
+    if version is None and registry is not None and Path(registry).is_file():
+        from serving.registry import Registry
+        from serving.router import TrafficTable
+
+        reg = Registry(registry)
+        try:
+            version = TrafficTable(weights=reg.get_traffic(model)).primary
+        finally:
+            reg.close()
+    if version is None and on_disk:
+        version = on_disk[-1]
+    if version is None or version not in on_disk:
+        raise ValueError(f"model: {model}:{version} is not in {repository} (versions on disk: {on_disk})")
+    return version
+
+
+# ---- the actor ------------------------------------------------------------------------------
+class Predictor:
+    """Ray Data actor: one backend (a private tritonserver, or the model in-process) per actor."""
+
+    def __init__(self, repository: str, model: str, version: str, backend: str, torch_threads: int | None,
+                 gpu: bool, infer_batch: int, inflight: int, max_rows_per_s: float | None) -> None:
+        from serving.backends import make_backend
+
+        self.model, self.version = model, version
+        self.backend = make_backend(backend, Path(repository), model, version, gpu=gpu, torch_threads=torch_threads)
+        self.infer_batch, self.inflight, self.rate = infer_batch, inflight, max_rows_per_s
+        self.loop = asyncio.new_event_loop()  # one loop for the actor's life: the gRPC client lives on it
+        self.t0, self.rows = time.monotonic(), 0
+
+    def __call__(self, block: pa.Table) -> pa.Table:
+        texts = block.column("text").to_pylist()
+        chunks = [texts[i: i + self.infer_batch] for i in range(0, len(texts), self.infer_batch)]
+        results = self.loop.run_until_complete(self._infer_all(chunks))
+        labels = [label for _, lab in results for label in lab]
+        scores = [row.tolist() for probs, _ in results for row in probs]
+        n = len(texts)
+        return pa.Table.from_pydict({
+            "shard": block.column("shard"), "row_id": block.column("row_id"), "input_key": block.column("input_key"),
+            "model": [self.model] * n, "version": [self.version] * n, "label": labels,
+            "scores": pa.array(scores, type=pa.list_(pa.float32())),
+        })
+
+    async def _infer_all(self, chunks: list[list[str]]) -> list:
+        sem = asyncio.Semaphore(self.inflight)
+
+        async def one(chunk: list[str]):  # noqa: ANN202
+            async with sem:
+                out = await self.backend.infer(chunk)
+                await self._throttle(len(chunk))
+                return out
+
+        return await asyncio.gather(*(one(c) for c in chunks))
+
+    async def _throttle(self, rows: int) -> None:
+        self.rows += rows
+        if self.rate:
+            ahead = self.rows / self.rate - (time.monotonic() - self.t0)
+            if ahead > 0:
+                await asyncio.sleep(ahead)
+
+    def __del__(self) -> None:
+        backend = getattr(self, "backend", None)
+        if backend is not None:
+            backend.close()
+
+
+# ---- the driver -----------------------------------------------------------------------------
+def ensure_ray(address: str | None = None, temp_dir: str | None = None, num_cpus: int | None = None) -> bool:
+    """Connect to Ray, or start a loopback-only local one; True when this call started it."""
+    from serving.runner import loopback_ray_env
+
+    if not address:
+        loopback_ray_env()
+    import ray
+
+    if ray.is_initialized():
+        return False
+    if address:
+        ray.init(address=address, namespace="distilserve-batch", log_to_driver=False)
+    else:
+        kwargs: dict = {"namespace": "distilserve-batch", "include_dashboard": False, "log_to_driver": False,
+                        "_node_ip_address": "127.0.0.1"}
+        if temp_dir:
+            kwargs["_temp_dir"] = temp_dir
+        if num_cpus:
+            kwargs["num_cpus"] = num_cpus
+        for attempt in (1, 2):
+            try:
+                ray.init(**kwargs)
+                break
+            except Exception as e:  # noqa: BLE001 - Ray gives its raylet a fixed 30 s, too short on a busy host
+                ray.shutdown()
+                if attempt == 2 or "timed out during startup" not in str(e):
+                    raise
+                log.warning("local Ray did not start in time (%s); trying once more", e)
+    return True
+
+
+def prepare(spec: JobSpec) -> tuple[sh.Manifest, list[str], list[str]]:
+    """Read the input, make or check the manifest; returns (manifest, texts, keys)."""
+    from distilserve.card import ModelCard
+
+    version = resolve_version(spec.model_repository, spec.model, spec.version, spec.registry)
+    texts = read_texts(spec.input, spec.text_column, spec.split)
+    keys = [sh.input_key(t) for t in texts]
+    card = ModelCard.read(Path(spec.model_repository) / spec.model / version)
+    fresh = sh.Manifest(model=spec.model, version=version, labels=list(card.labels), input=str(spec.input),
+                        text_column=spec.text_column, input_fingerprint=sh.input_fingerprint(keys),
+                        num_rows=len(texts), shard_rows=spec.shard_rows)
+    out = Path(spec.output)
+    out.mkdir(parents=True, exist_ok=True)
+    sh.remove_leftovers(out)
+    old = sh.load_manifest(out)
+    if old is not None:
+        try:
+            old.check_same_job(fresh)
+            return old, texts, keys
+        except ValueError:
+            if not spec.overwrite:
+                raise
+        for stale in out.glob("shard-*.parquet"):
+            stale.unlink()
+    sh.save_manifest(out, fresh)
+    return fresh, texts, keys
+
+
+def _write_shard(out: Path, shard: sh.Shard, parts: list[pa.Table]) -> None:
+    import pyarrow.parquet as pq
+
+    table = pa.concat_tables(parts).drop_columns(["shard"]).sort_by("row_id").cast(OUTPUT_SCHEMA)
+    if table.num_rows != shard.rows:  # a bug upstream, never a silent short shard
+        raise RuntimeError(f"shard {shard.index}: {table.num_rows} rows, expected {shard.rows}")
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    sh.atomic_write_bytes(out / shard.filename, sink.getvalue().to_pybytes())
+
+
+def run_job(spec: JobSpec, *, ray_address: str | None = None, ray_temp_dir: str | None = None) -> sh.Manifest:
+    """Run (or resume) a job to completion; returns the final manifest."""
+    manifest, texts, keys = prepare(spec)
+    out = Path(spec.output)
+    todo = sh.pending_shards(manifest, out)
+    run = {"started": time.time(), "pending_shards": len(todo), "rows": sum(s.rows for s in todo)}
+    log.info("%s v%s: %d rows, %d shards, %d already done, %d to run", manifest.model, manifest.version,
+             manifest.num_rows, len(manifest.shards), len(manifest.done), len(todo))
+    if not todo:
+        return manifest
+    started_ray = ensure_ray(ray_address, ray_temp_dir)
+    try:
+        _execute(spec, manifest, texts, keys, todo, out, run)
+    finally:
+        if started_ray:
+            import ray
+
+            ray.shutdown()
+    return manifest
+
+
+def _execute(spec: JobSpec, manifest: sh.Manifest, texts: list[str], keys: list[str], todo: list[sh.Shard],
+             out: Path, run: dict) -> None:
+    import ray.data
+    from tqdm import tqdm
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False  # ours counts finished rows; Ray's would interleave with it
+    blocks = [pa.table({"shard": pa.array([s.index] * s.rows, pa.int64()),
+                        "row_id": pa.array(range(s.start, s.stop), pa.int64()),
+                        "input_key": keys[s.start: s.stop], "text": texts[s.start: s.stop]}) for s in todo]
+    ds = ray.data.from_arrow(blocks).map_batches(
+        Predictor, batch_size=None, batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=spec.actors), num_cpus=spec.actor_cpus,
+        num_gpus=spec.actor_gpus or None,
+        fn_constructor_kwargs={
+            "repository": str(Path(spec.model_repository).resolve()), "model": manifest.model,
+            "version": manifest.version, "backend": spec.backend, "torch_threads": spec.torch_threads,
+            "gpu": spec.actor_gpus > 0, "infer_batch": spec.infer_batch, "inflight": spec.inflight,
+            "max_rows_per_s": spec.max_rows_per_s / spec.actors if spec.max_rows_per_s else None,
+        },
+    )
+    by_index = {s.index: s for s in todo}
+    partial: dict[int, list[pa.Table]] = {}
+    have: dict[int, int] = {}
+    bar = tqdm(total=manifest.num_rows, initial=manifest.rows_done, unit="rows", disable=not spec.progress,
+               desc=f"{manifest.model} v{manifest.version}")
+    rows_after_first = 0
+    manifest.runs.append(run)  # updated in place as shards finish; saved with each shard
+    for block in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+        # Blocks normally hold one shard each, but nothing below relies on it.
+        for index in set(block.column("shard").to_pylist()):
+            part = block.filter(pc.equal(block.column("shard"), index))
+            partial.setdefault(index, []).append(part)
+            have[index] = have.get(index, 0) + part.num_rows
+            shard = by_index[index]
+            if have[index] < shard.rows:
+                continue
+            _write_shard(out, shard, partial.pop(index))
+            manifest.done[index] = shard.rows  # only after the file is durable
+            if "first_shard" not in run:
+                run["first_shard"] = time.time()
+            else:
+                rows_after_first += shard.rows
+            run["finished"] = time.time()
+            run["rows_after_first_shard"] = rows_after_first
+            sh.save_manifest(out, manifest)
+            bar.update(shard.rows)
+    bar.close()
+    if not manifest.complete:
+        raise RuntimeError(f"job ended with {len(manifest.done)} of {len(manifest.shards)} shards done")
+

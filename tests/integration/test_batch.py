@@ -1,0 +1,183 @@
+"""Batch inference, for real: a `distilserve batch run` killed half-way and resumed, then its
+predictions served from the cache by the Ray Serve stack — and not once the version is no
+longer live.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import httpx
+import psutil
+import pyarrow.parquet as pq
+import pytest
+
+from serving.batch import shards as sh
+from serving.config import ServeConfig
+from tests.helpers import free_port, wait_for
+
+ROWS, SHARD_ROWS = 400, 20  # 20 shards
+DISTILSERVE = Path(sys.executable).with_name("distilserve")
+
+
+@pytest.fixture(scope="module")
+def texts(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    from distill.data import load_frame
+
+    frame = load_frame().head(ROWS)[["text"]]
+    path = tmp_path_factory.mktemp("batch-in") / "tweets.parquet"
+    frame.to_parquet(path, index=False)
+    return path, frame["text"].tolist()
+
+
+def _done(out: Path) -> int:
+    m = sh.load_manifest(out)
+    return len(m.done) if m else 0
+
+
+@pytest.fixture(scope="module")
+def job(ray_session, tiny_repo: Path, texts, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Start a real job in its own process (own local Ray), SIGKILL it after some shards, resume it."""
+    from serving.batch.job import JobSpec, run_job
+
+    path, _ = texts
+    out = tmp_path_factory.mktemp("batch-out")
+    ray_tmp = tempfile.mkdtemp(prefix="rb", dir="/tmp")  # short: Ray's socket paths
+    log = out.parent / "first-run.log"
+    cmd = [str(DISTILSERVE), "batch", "run", "--model", "sentiment:1", "--input", str(path), "--output", str(out),
+           "--model-repository", str(tiny_repo), "--shard-rows", str(SHARD_ROWS), "--actor-cpus", "0.5",
+           "--torch-threads", "1", "--max-rows-per-s", "60", "--ray-temp-dir", ray_tmp, "--no-progress"]
+    # The throttle (60 rows/s, 400 rows) keeps the job running ~7 s once started, so the kill lands mid-way.
+    with open(log, "wb") as f:
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+    family: list[psutil.Process] = []
+    try:
+        wait_for(lambda: proc.poll() is None and _done(out) >= 5, 240, "5 shards done by the first run", 0.05)
+        family = psutil.Process(proc.pid).children(recursive=True)  # Ray, its workers, tritonserver
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        killed = sh.load_manifest(out)
+        # Everything the job started dies with it (Ray fate-sharing; Triton's PDEATHSIG).
+        wait_for(lambda: not [p for p in family if p.is_running() and p.status() != psutil.STATUS_ZOMBIE],
+                 60, "the killed job's processes to exit")
+    except BaseException:
+        print(log.read_text()[-4000:])
+        raise
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        for p in family:  # only what this test started, by pid
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    spec = JobSpec(model="sentiment", version="1", input=path, output=out, model_repository=tiny_repo,
+                   shard_rows=SHARD_ROWS, actor_cpus=0.5, torch_threads=1, progress=False)
+    resumed = run_job(spec)  # in the session's Ray this time
+    return {"out": out, "killed": killed, "resumed": resumed, "spec": spec}
+
+
+def test_killed_job_resumes_with_every_row_exactly_once(job, texts) -> None:
+    _, rows = texts
+    killed, resumed = job["killed"], job["resumed"]
+    assert 5 <= len(killed.done) < ROWS // SHARD_ROWS, "the kill must land half-way"
+    assert resumed.complete and resumed.rows_done == ROWS
+    # The second run ran exactly the shards the first had not recorded.
+    assert [r["pending_shards"] for r in resumed.runs] == [20, 20 - len(killed.done)]
+    table = pq.read_table(job["out"])  # the folder reads as one data set (manifest is skipped)
+    assert table.num_rows == ROWS
+    ids = table.column("row_id").to_pylist()
+    assert sorted(ids) == list(range(ROWS))  # no duplicated and no missing row
+    by_id = dict(zip(ids, table.column("input_key").to_pylist(), strict=True))
+    assert all(by_id[i] == sh.input_key(t) for i, t in enumerate(rows))
+    assert set(table.column("version").to_pylist()) == {"1"}
+    assert not list(job["out"].glob(".*" + sh.TMP_SUFFIX))
+
+
+def test_rerunning_a_finished_job_does_nothing_and_another_job_is_refused(job) -> None:
+    from serving.batch.job import run_job
+
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in job["out"].glob("shard-*"))
+    assert run_job(job["spec"]).rows_done == ROWS
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in job["out"].glob("shard-*")) == before
+    with pytest.raises(ValueError, match="version: '1' in DIR, '2' now"):
+        run_job(job["spec"].model_copy(update={"version": "2"}))
+
+
+@pytest.fixture(scope="module")
+def stack(ray_session, tiny_repo: Path, job, tmp_path_factory: pytest.TempPathFactory, admin_token: str):
+    from ray import serve
+
+    from serving.batch.cache import PredictionCache, load_from
+    from serving.runner import Runner
+
+    cache_path = tmp_path_factory.mktemp("cache") / "predictions.db"
+    assert load_from(PredictionCache(cache_path), job["out"]) == ("sentiment", "1", ROWS)
+    cfg = ServeConfig(port=free_port(), model_repository=tiny_repo,
+                      registry=tmp_path_factory.mktemp("reg") / "registry.db", models=["sentiment"],
+                      admin_token=admin_token, torch_threads=1, replica_cpus=0.1, prediction_cache=str(cache_path))
+    runner = Runner(cfg)
+    runner.start()
+    url = f"http://127.0.0.1:{cfg.port}"
+    wait_for(lambda: httpx.get(f"{url}/v2/health/ready").status_code == 200, 120, "ingress ready")
+    yield {"url": url, "runner": runner, "auth": {"Authorization": f"Bearer {admin_token}"}}
+    for app in list(serve.status().applications):
+        serve.delete(app)
+
+
+def _predict(stack: dict, inputs: list[str], **kw: str) -> dict:
+    r = httpx.post(f"{stack['url']}/v1/predict", json={"model": "sentiment", "inputs": inputs, **kw}, timeout=60)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def _cache_hits(stack: dict, version: str) -> float:
+    text = httpx.get(f"{stack['url']}/metrics").text
+    m = re.search(rf'distilserve_cache_hits_total\{{model="sentiment",version="{version}"\}} (\S+)', text)
+    return float(m.group(1)) if m else 0.0
+
+
+def test_known_inputs_of_the_live_version_are_served_from_the_cache(stack, texts) -> None:
+    _, rows = texts
+    known = [rows[3], rows[250]]
+    hit = _predict(stack, known)
+    assert hit["cached"] is True and hit["version"] == "1"
+    assert _cache_hits(stack, "1") == 2
+    # One unknown input: the model answers them all, and agrees with what the batch job wrote.
+    miss = _predict(stack, [*known, "a text the batch job never saw"])
+    assert miss["cached"] is False and miss["version"] == "1"
+    for cached, live in zip(hit["predictions"], miss["predictions"][:2], strict=True):
+        assert cached["label"] == live["label"]
+        assert cached["scores"] == pytest.approx(live["scores"], abs=1e-5)
+    assert _cache_hits(stack, "1") == 2  # misses are not hits
+    # Feedback works for cached answers too (the prediction was recorded).
+    r = httpx.post(f"{stack['url']}/v1/feedback", json={"request_id": hit["request_id"] + ".0", "label": "neutral"})
+    assert r.status_code == 200, r.text
+
+
+def test_no_cached_answer_once_the_version_is_not_live(stack, texts) -> None:
+    _, rows = texts
+    r = httpx.post(f"{stack['url']}/admin/models/sentiment/deploy", json={"version": "2"}, headers=stack["auth"])
+    assert r.status_code == 200, r.text
+    stack["runner"].reconcile()
+    wait_for(lambda: httpx.get(f"{stack['url']}/v2/models/sentiment/versions/2/ready").status_code == 200,
+             180, "version 2 ready")
+    r = httpx.post(f"{stack['url']}/admin/models/sentiment/traffic", json={"weights": {"2": 100}},
+                   headers=stack["auth"])
+    assert r.status_code == 200, r.text
+    wait_for(lambda: _predict(stack, [rows[3]])["version"] == "2", 30, "traffic on version 2")
+    after = _predict(stack, [rows[3]])
+    assert after["cached"] is False and after["version"] == "2"
+    # Version 1 is still deployed (rollback target) and its answers are in the cache, but it
+    # is not live: pinning it gets the model's answer, never the cache's.
+    pinned = _predict(stack, [rows[3]], version="1")
+    assert pinned["version"] == "1" and pinned["cached"] is False
+    assert _cache_hits(stack, "1") == 2 and _cache_hits(stack, "2") == 0
