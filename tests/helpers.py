@@ -90,6 +90,17 @@ def wait_for(check: Callable[[], bool], timeout: float, what: str, interval: flo
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
+def descendants(pid: int) -> set[int]:
+    """`pid` and every process below it (Ray's gcs/raylet/workers descend from the driver)."""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        return {pid} | {c.pid for c in proc.children(recursive=True)}
+    except psutil.NoSuchProcess:
+        return set()
+
+
 def listeners_off_loopback(pids: set[int] | None = None) -> list[str]:
     """`ss -ltnp` lines of listeners on an address other than loopback (optionally only for pids)."""
     import subprocess

@@ -15,7 +15,7 @@ import numpy as np
 import psutil
 import pytest
 
-from tests.helpers import REPO_ROOT, free_port, listeners_off_loopback, new_model_dir, wait_for
+from tests.helpers import REPO_ROOT, descendants, free_port, listeners_off_loopback, new_model_dir, wait_for
 
 CLI = [sys.executable, "-m", "distilserve.cli.main"]
 
@@ -44,18 +44,21 @@ def served(tmp_path: Path):
     new_model_dir(tmp_path / "repo", "sentiment")
     port = free_port()
     before = _tritons()
-    listeners_before = set(listeners_off_loopback())
     env = {**os.environ, "DISTILSERVE_ADMIN_TOKEN": "e2e-token"}
+    log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 - a pipe nobody reads would fill and block
     proc = subprocess.Popen(
         [*CLI, "serve", "--quick-build", "--port", str(port), "--model-repository", str(tmp_path / "repo"),
          "--registry", str(tmp_path / "registry.db")],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: proc.poll() is None and httpx.get(f"{url}/v2/health/ready").status_code == 200,
-                 420, "distilserve serve to be ready")
-        yield {"proc": proc, "url": url, "before": before, "listeners_before": listeners_before}
+        try:
+            wait_for(lambda: proc.poll() is None and httpx.get(f"{url}/v2/health/ready").status_code == 200,
+                     420, "distilserve serve to be ready")
+        except AssertionError:
+            raise AssertionError((tmp_path / "serve.log").read_text()[-3000:]) from None
+        yield {"proc": proc, "url": url, "before": before}
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
@@ -63,6 +66,7 @@ def served(tmp_path: Path):
                 proc.wait(90)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        log.close()
 
 
 def test_serve_predict_tritonclient_and_ctrl_c(served) -> None:
@@ -80,7 +84,7 @@ def test_serve_predict_tritonclient_and_ctrl_c(served) -> None:
     label = client.infer("sentiment", [inp]).as_numpy("LABEL").reshape(-1)[0].decode()
     assert label == body["predictions"][0]["label"]
 
-    assert not set(listeners_off_loopback()) - served["listeners_before"]
+    assert listeners_off_loopback(descendants(proc.pid)) == []
     started = _tritons() - served["before"]
     assert started, "serving must run a tritonserver"
 

@@ -1,0 +1,74 @@
+"""Routing choices (pure) and the per-replica repository view's config patching."""
+
+from __future__ import annotations
+
+import pytest
+
+from serving.router import TrafficTable, pick
+from serving.triton.repo_view import patch_config
+
+
+@pytest.mark.parametrize(
+    ("weights", "u", "expected"),
+    [
+        ({"1": 100}, 0.999, "1"),
+        ({"1": 90, "2": 10}, 0.0, "1"),
+        ({"1": 90, "2": 10}, 0.8999, "1"),  # cumulative 0.9 is the boundary
+        ({"1": 90, "2": 10}, 0.9, "2"),
+        ({"2": 10, "1": 90}, 0.5, "1"),  # dict order never matters: numeric order does
+        ({"1": 0, "2": 100}, 0.0, "2"),  # zero weight never chosen
+        ({"1": 1, "10": 1, "2": 2}, 0.3, "2"),  # order 1, 2, 10: 0.25 | 0.75 | 1.0
+    ],
+    ids=["single", "first-bucket", "just-below-boundary", "at-boundary", "order-independent", "zero-weight",
+         "numeric-not-lexical"],
+)
+def test_pick(weights: dict, u: float, expected: str) -> None:
+    assert pick(weights, u) == expected
+
+
+def test_pick_without_traffic_raises() -> None:
+    with pytest.raises(LookupError):
+        pick({"1": 0}, 0.5)
+
+
+def test_sticky_users_never_flip_and_split_follows_weights() -> None:
+    table = TrafficTable(weights={"1": 50, "2": 50}, salt="exp")
+    first = {f"user-{i}": table.choose(f"user-{i}", 0.0) for i in range(2000)}
+    again = {u: table.choose(u, 0.99) for u in first}  # the random draw is ignored for users
+    assert first == again
+    share = sum(v == "2" for v in first.values()) / len(first)
+    assert 0.45 < share < 0.55  # 2000 users: sd ~0.011, so ±0.05 is > 4 sd
+
+
+def test_shadow_share() -> None:
+    table = TrafficTable(weights={"1": 100}, shadow_version="2", shadow_share=25.0)
+    picked = sum(table.shadow_for(f"req-{i}") == "2" for i in range(4000)) / 4000
+    assert 0.21 < picked < 0.29
+    assert TrafficTable(weights={"1": 100}).shadow_for("x") is None
+
+
+CONFIG = '''name: "sentiment"
+backend: "python"
+instance_group [ { count: 1 kind: KIND_CPU } ]
+version_policy: { latest: { num_versions: 2 } }
+parameters: { key: "TORCH_NUM_THREADS" value: { string_value: "2" } }
+'''
+
+
+def test_patch_config_pins_one_version_and_replaces_policy() -> None:
+    out = patch_config(CONFIG, "7")
+    assert "latest" not in out
+    assert out.strip().endswith("version_policy: { specific: { versions: [ 7 ] } }")
+    assert "KIND_CPU" in out
+
+
+def test_patch_config_gpu_and_threads() -> None:
+    out = patch_config(CONFIG, "1", gpu=True, torch_threads=4)
+    assert "KIND_GPU" in out and "KIND_CPU" not in out
+    assert 'string_value: "4"' in out
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "1/../2", "../1", "abc", ""])
+def test_patch_config_rejects_bad_versions(bad: str) -> None:
+    with pytest.raises(ValueError, match="version must be a positive integer"):
+        patch_config(CONFIG, bad)

@@ -1,0 +1,45 @@
+"""ServeConfig validation: bad values are refused with a message quoting them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from serving.config import AutoscalingSettings, ServeConfig
+from serving.errors import describe_validation
+
+
+def test_defaults_are_loopback_and_valid() -> None:
+    cfg = ServeConfig()
+    assert cfg.host == "127.0.0.1" and cfg.port == 8000 and cfg.models == ["sentiment"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"min_replicas": 3, "max_replicas": 2}, "max_replicas (2) must be >= min_replicas (3)"),
+        ({"look_back_period_s": 1, "metrics_interval_s": 2}, "look_back_period_s (1.0) must be > metrics_interval_s (2.0)"),
+        ({"target_ongoing_requests": 0}, "greater than 0"),
+    ],
+    ids=["max-below-min", "lookback-too-short", "zero-target"],
+)
+def test_autoscaling_errors_quote_values(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValidationError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        AutoscalingSettings(**kwargs)
+
+
+def test_unknown_keys_and_yaml(tmp_path: Path) -> None:
+    path = tmp_path / "serve.yaml"
+    path.write_text("port: 9000\nbackend: torch\nautoscaling: {max_replicas: 4}\n")
+    cfg = ServeConfig.load(path, port=9100)
+    assert cfg.port == 9100 and cfg.backend == "torch" and cfg.autoscaling.max_replicas == 4
+    path.write_text("prot: 9000\n")
+    with pytest.raises(ValidationError, match="prot"):
+        ServeConfig.load(path)
+
+
+def test_describe_validation_names_nested_fields() -> None:
+    errors = [{"loc": ("body", "inputs", 2), "msg": "Input should be a valid string"}]
+    assert describe_validation(errors) == "inputs[2]: Input should be a valid string"
