@@ -106,12 +106,24 @@ class Runner:
         Path(cfg.registry).parent.mkdir(parents=True, exist_ok=True)
         self.registry = Registry(cfg.registry)
         self.deployed: dict[str, set[str]] = {m: set() for m in cfg.models}
+        # A version that failed to deploy is retried after a back-off, not on every pass:
+        # each attempt starts a Triton and loads the model, which is not free.
+        self.failed_at: dict[tuple[str, str], float] = {}
+        self.retry_after_s = 60.0
 
     def prepare(self) -> None:
         for model in self.cfg.models:
             versions = register_repository(self.registry, self.cfg.model_repository, model)
             log.info("model %s: versions on disk %s", model, versions)
             ensure_initial_traffic(self.registry, model)
+            # After the initial traffic, so the live version is protected; prune itself never
+            # retires a live, shadowed, warm or rollback-target version.
+            keep = self.cfg.retain_versions
+            pruned = self.registry.prune(model, keep=keep)
+            if pruned:
+                log.info("model %s: pruned versions %s (retain_versions=%d)", model, pruned, keep)
+                self.registry.record_event(model, "pruned", f"versions {pruned} pruned at start (keep {keep})",
+                                           {"versions": pruned, "keep": keep, "actor": "serve"})
 
     def reconcile(self) -> None:
         from ray import serve
@@ -122,18 +134,27 @@ class Runner:
             register_repository(self.registry, self.cfg.model_repository, model)
             wanted = desired_versions(self.registry, model)
             for version in sorted(wanted - self.deployed[model], key=int):
+                failed = self.failed_at.get((model, version))
+                if failed is not None and time.monotonic() - failed < self.retry_after_s:
+                    continue
                 log.info("deploying %s v%s", model, version)
                 try:
                     serve.run(version_app(self.cfg, model, version), name=app_name(model, version),
                               route_prefix=None, blocking=False)
                     self.deployed[model].add(version)
+                    self.failed_at.pop((model, version), None)
                     self.registry.record_event(model, "deployed", f"version {version} deployed",
                                                {"version": version})
                 except Exception as e:  # noqa: BLE001 - a broken version must not stop the others
                     log.error("deploying %s v%s failed: %s", model, version, e)
+                    self.failed_at[(model, version)] = time.monotonic()
                     self.registry.record_event(model, "deploy_failed", f"version {version}: {e}",
                                                {"version": version})
                     serve.delete(app_name(model, version), _blocking=False)
+                    # A failed warm deploy (e.g. corrupt weights) is released, not retried every
+                    # pass: each retry blocks reconcile for the whole failed rollout of replicas.
+                    if version in self.registry.warm_versions(model):
+                        self.registry.set_warm(model, version, False, reason=f"deploy failed: {e}"[:500])
             for version in sorted(self.deployed[model] - wanted, key=int):
                 log.info("removing %s v%s", model, version)
                 serve.delete(app_name(model, version), _blocking=False)
@@ -167,6 +188,9 @@ def serve_forever(cfg: ServeConfig, reconcile_s: float = 1.0) -> None:
     try:
         runner = Runner(cfg)
         runner.start()
+        from serving.rollout.controller import RolloutController
+
+        controller, next_tick = RolloutController.for_config(cfg, runner.registry), 0.0
         print(f"distilserve: serving {cfg.models} on http://{cfg.host}:{cfg.port}  (Ctrl-C stops)", flush=True)
         while not stop:
             time.sleep(reconcile_s)
@@ -174,6 +198,9 @@ def serve_forever(cfg: ServeConfig, reconcile_s: float = 1.0) -> None:
                 runner.reconcile()
             except Exception:  # noqa: BLE001 - keep serving; the next pass retries
                 log.exception("reconcile failed")
+            if time.monotonic() >= next_tick:  # rollouts: one decide() per active rollout
+                controller.tick()
+                next_tick = time.monotonic() + cfg.rollout_tick_s
     except KeyboardInterrupt:
         pass
     finally:
