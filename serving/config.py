@@ -75,6 +75,8 @@ class ServeConfig(BaseModel):
     admin_token: SecretStr | None = Field(default=None, description="Bearer token for admin endpoints.")
     traffic_poll_s: float = Field(default=0.25, gt=0, le=5, description="How often the ingress rereads traffic.")
     ray_address: str | None = Field(default=None, description="Existing Ray cluster; None starts a local one.")
+    webhooks: list[str] = Field(default_factory=list, description="URLs every rollout event is POSTed to.")
+    rollout_tick_s: float = Field(default=5.0, gt=0, le=300, description="How often the rollout controller runs.")
 
     @classmethod
     def load(cls, path: Path | None = None, **overrides: object) -> ServeConfig:

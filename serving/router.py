@@ -7,14 +7,14 @@ stand (A/B stickiness). Shadow copies are chosen the same way, independently.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
+
+from serving.rollout.sticky import assign, bucket
 
 
 def unit_hash(salt: str, key: str) -> float:
     """A stable number in [0, 1) for (salt, key); identical across processes and machines."""
-    digest = hashlib.sha256(f"{salt}\x00{key}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
+    return bucket(key, salt)  # one hash for routing and A/B analysis: serving.rollout.sticky
 
 
 def pick(weights: dict[str, float], u: float) -> str:
@@ -52,7 +52,7 @@ class TrafficTable:
 
     def choose(self, user_id: str | None, u: float) -> str:
         """Version for one request; `u` is a fresh uniform draw used when there is no user."""
-        return pick(self.weights, unit_hash(self.salt, user_id) if user_id else u)
+        return assign(user_id, self.salt, self.weights) if user_id else pick(self.weights, u)
 
     def shadow_for(self, request_key: str) -> str | None:
         """The shadow version if this request is in the shadow share, else None."""

@@ -11,7 +11,9 @@ import importlib
 
 from fastapi import APIRouter
 
-ROUTER_MODULES: tuple[str, ...] = ()
+ROUTER_MODULES: tuple[str, ...] = (
+    "serving.admin_rollouts",
+)
 
 
 def extra_routers() -> list[APIRouter]:

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from serving.registry import Registry
+from serving.rollout.doc import experiment_salt
 from serving.router import TrafficTable
 
 log = logging.getLogger("distilserve.ingress")
@@ -42,7 +43,7 @@ class RegistryView:
                     weights=weights,
                     shadow_version=shadow.version if shadow else None,
                     shadow_share=shadow.share if shadow else 0.0,
-                    salt=model,
+                    salt=experiment_salt(self.registry, model) or model,
                 )
             else:
                 self.tables.pop(model, None)

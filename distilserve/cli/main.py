@@ -16,6 +16,7 @@ COMMANDS = (
     "serve_cmd",
     "distill_cmd",
     "versions_cmd",
+    "rollout_cmd",
     "admin",
     "check_cmd",
 )
