@@ -77,6 +77,11 @@ class ServeConfig(BaseModel):
     ray_address: str | None = Field(default=None, description="Existing Ray cluster; None starts a local one.")
     webhooks: list[str] = Field(default_factory=list, description="URLs every rollout event is POSTed to.")
     rollout_tick_s: float = Field(default=5.0, gt=0, le=300, description="How often the rollout controller runs.")
+    retain_versions: int = Field(
+        default=3, ge=1, le=1000,
+        description="Newest versions per model kept deployable at start; older ones are pruned "
+                    "(folders deleted) unless live, shadowed, warm or the rollback target.",
+    )
 
     @classmethod
     def load(cls, path: Path | None = None, **overrides: object) -> ServeConfig:

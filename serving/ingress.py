@@ -363,6 +363,9 @@ class Ingress:
         except RegistryError as e:
             raise ApiError(422, f"weights: {e}") from None
         self.view.refresh()
+        # The audit trail of a switchover: what was live, what is now, and why.
+        self.view.registry.record_event(model, "traffic", f"{rec.previous} -> {rec.traffic}: {reason}",
+                                        {"before": rec.previous, "after": rec.traffic, "actor": "admin-api"})
         return {"model": model, "traffic": rec.traffic, "previous": rec.previous, "id": rec.id}
 
     def __del__(self) -> None:

@@ -17,6 +17,7 @@ COMMANDS = (
     "distill_cmd",
     "versions_cmd",
     "rollout_cmd",
+    "history_cmd",
     "admin",
     "check_cmd",
 )

@@ -1,0 +1,167 @@
+"""`distilserve versions list|show|diff|prune` and `distilserve history`, run as a user would:
+a subprocess on a registry file and a real (tiny) model repository."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from serving.registry import Registry
+from serving.runner import register_repository
+from tests.helpers import build_tiny_repo
+
+MODEL = "sentiment"
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Versions 1 and 2 trained with different seeds; 3 and 4 copies of 2 (only the number differs)."""
+    repo = build_tiny_repo(tmp_path_factory.mktemp("repo"), versions=2)
+    for v in ("3", "4"):
+        dst = repo / MODEL / v
+        shutil.copytree(repo / MODEL / "2", dst)
+        card = json.loads((dst / "card.json").read_text())
+        card["version"] = v
+        (dst / "card.json").write_text(json.dumps(card))
+    return repo
+
+
+@pytest.fixture()
+def env(repo: Path, tmp_path: Path) -> dict:
+    """A fresh registry per test with a history: 1 live, a canary of 2, 2 promoted."""
+    work = tmp_path / "repo"
+    shutil.copytree(repo, work, symlinks=True)  # prune deletes folders: never the shared copy
+    db = tmp_path / "registry.db"
+    with Registry(db) as reg:
+        register_repository(reg, work, MODEL)
+        reg.set_traffic(MODEL, {"1": 100}, reason="initial deployment", actor="serve")
+        reg.set_traffic(MODEL, {"1": 90, "2": 10}, reason="canary step 1", actor="controller")
+        reg.set_traffic(MODEL, {"2": 100}, reason="canary promoted", actor="controller")
+    return {"repo": work, "db": db}
+
+
+def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    out = subprocess.run([sys.executable, "-m", "distilserve.cli.main", *args],
+                         capture_output=True, text=True, timeout=120)
+    if check:
+        assert out.returncode == 0, out.stderr
+    return out
+
+
+def versions(env: dict, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return cli("versions", *args, "--registry", str(env["db"]), "--repo", str(env["repo"]), check=check)
+
+
+def _row(text: str, version: str) -> str:
+    return next(line for line in text.splitlines() if line.split()[:1] == [version])
+
+
+def test_list_shows_status_role_and_traffic(env: dict) -> None:
+    out = versions(env, "list", MODEL).stdout
+    assert "4 versions, 4 deployable" in out
+    assert "live 100%" in _row(out, "2")
+    assert "rollback target" in _row(out, "1")
+    assert _row(out, "4").split()[1] == "available"
+    rows = json.loads(versions(env, "list", MODEL, "--json").stdout)
+    assert [r["version"] for r in rows] == ["1", "2", "3", "4"]
+    assert rows[1]["roles"] == ["live 100%"] and rows[0]["roles"] == ["rollback target"]
+
+
+def test_show_prints_lineage_and_config(env: dict) -> None:
+    out = versions(env, "show", MODEL, "2").stdout
+    rec = json.loads(versions(env, "show", MODEL, "2", "--json").stdout)
+    lin = rec["card"]["lineage"]
+    assert f"sha256:{lin['weights_sha256']}" in out
+    assert lin["data_fingerprint"] in out and lin["config_hash"] in out and lin["code_commit"] in out
+    assert "live 100%" in out
+    assert any(line.split() == ["seed", "1"] for line in out.splitlines()), out
+    bad = versions(env, "show", MODEL, "9", check=False)
+    assert bad.returncode == 2 and "no version '9'" in bad.stderr
+
+
+def test_diff_names_weights_data_and_config_keys(env: dict) -> None:
+    out = versions(env, "diff", MODEL, "1", "2").stdout
+    with Registry(env["db"]) as reg:
+        a, b = (reg.get_version(MODEL, v).card.lineage for v in ("1", "2"))
+    summary = dict(line.split(None, 1) for line in out.splitlines()[1:6])
+    assert summary["model"] == "changed: weights_sha256"
+    assert summary["data"] == "changed: data_fingerprint"
+    assert summary["config"] == "changed: config_hash, seed"  # the versions differ only in their seed
+    # Both versions were built by this test, but the shared work tree may change in between.
+    same_code = (a.code_commit, a.code_dirty) == (b.code_commit, b.code_dirty)
+    assert summary["code"].startswith("unchanged" if same_code else "changed: code_")
+    for value in (a.weights_sha256, b.weights_sha256, a.data_fingerprint, b.data_fingerprint):
+        assert value in out
+    assert any(line.split() == ["seed", "0", "->", "1"] for line in out.splitlines()), out
+    assert "identical" in versions(env, "diff", MODEL, "2", "3").stdout
+    changes = json.loads(versions(env, "diff", MODEL, "1", "2", "--json").stdout)["changes"]
+    assert {"weights_sha256", "data_fingerprint", "config.seed"} <= {c["key"] for c in changes}
+
+
+def test_prune_keeps_newest_live_and_rollback_target(env: dict) -> None:
+    folder3 = env["repo"] / MODEL / "3"
+    dry = versions(env, "prune", MODEL, "--keep", "1", "--dry-run").stdout
+    assert "would prune 3 " in dry and folder3.is_dir()  # dry run changes nothing
+    assert "4 deployable" in versions(env, "list", MODEL).stdout
+
+    out = versions(env, "prune", MODEL, "--keep", "1").stdout
+    assert "pruned 3 " in out and "rollback target" in out and "live 100%" in out
+    assert not folder3.exists()
+    listing = versions(env, "list", MODEL).stdout  # re-registering the repository must not revive it
+    assert "3 deployable" in listing and _row(listing, "3").split()[1] == "pruned"
+    with Registry(env["db"]) as reg:
+        assert [e.data["versions"] for e in reg.events(MODEL) if e.kind == "pruned"] == [["3"]]
+    again = json.loads(versions(env, "prune", MODEL, "--keep", "1", "--json").stdout)
+    assert again["pruned"] == [] and again["kept"] == ["1", "2", "4"]
+
+
+def test_prune_never_removes_a_warm_version(env: dict) -> None:
+    with Registry(env["db"]) as reg:
+        reg.set_warm(MODEL, "3")
+    out = json.loads(versions(env, "prune", MODEL, "--keep", "1", "--json").stdout)
+    assert out["pruned"] == [] and "3" in out["kept"]
+    bad = versions(env, "prune", MODEL, "--keep", "0", check=False)
+    assert bad.returncode == 2 and "--keep" in bad.stderr
+
+
+def test_history_table_before_after_reason_actor(env: dict) -> None:
+    out = cli("history", "--model", MODEL, "--registry", str(env["db"])).stdout
+    lines = out.splitlines()
+    assert "3 traffic changes" in lines[0]
+    rows = lines[3:]
+    assert len(rows) == 3
+    assert "(none)" in rows[0] and "v1 100%" in rows[0] and "initial deployment" in rows[0]
+    assert "v1 90% + v2 10%" in rows[1] and "controller" in rows[1]
+    before, after = rows[2].split("->")
+    assert "v1 90% + v2 10%" in before and "v2 100%" in after and "canary promoted" in after
+    data = json.loads(cli("history", "--model", MODEL, "--registry", str(env["db"]), "--json").stdout)
+    assert [h["reason"] for h in data["history"]] == ["initial deployment", "canary step 1", "canary promoted"]
+    missing = cli("history", "--registry", str(env["db"].with_name("nope.db")), check=False)
+    assert missing.returncode == 2 and "no registry" in missing.stderr
+
+
+def test_serve_start_prunes_to_retain_versions(env: dict) -> None:
+    """`distilserve serve` prunes when it registers the repository (Runner.prepare; no Ray needed)."""
+    from pydantic import ValidationError
+
+    from serving.config import ServeConfig
+    from serving.runner import Runner
+
+    with pytest.raises(ValidationError, match="retain_versions"):
+        ServeConfig(retain_versions=0)
+    with Registry(env["db"]) as reg:
+        reg.set_warm(MODEL, "1")  # warm and rollback target at once: still one protected version
+    cfg = ServeConfig(model_repository=env["repo"], registry=env["db"], models=[MODEL], retain_versions=1)
+    runner = Runner(cfg)
+    runner.prepare()
+    assert [v.version for v in runner.registry.list_versions(MODEL) if v.status == "pruned"] == ["3"]
+    assert not (env["repo"] / MODEL / "3").exists() and (env["repo"] / MODEL / "1").is_dir()
+    (event,) = [e for e in runner.registry.events(MODEL) if e.kind == "pruned"]
+    assert event.data == {"versions": ["3"], "keep": 1, "actor": "serve"}
+    runner.prepare()  # a restart prunes nothing more and records nothing
+    assert len([e for e in runner.registry.events(MODEL) if e.kind == "pruned"]) == 1
