@@ -155,10 +155,6 @@ class Runner:
                     # pass: each retry blocks reconcile for the whole failed rollout of replicas.
                     if version in self.registry.warm_versions(model):
                         self.registry.set_warm(model, version, False, reason=f"deploy failed: {e}"[:500])
-                    # A failed warm deploy (e.g. corrupt weights) is released, not retried every
-                    # pass: each retry blocks reconcile for the whole failed rollout of replicas.
-                    if version in self.registry.warm_versions(model):
-                        self.registry.set_warm(model, version, False, reason=f"deploy failed: {e}"[:500])
             for version in sorted(self.deployed[model] - wanted, key=int):
                 log.info("removing %s v%s", model, version)
                 serve.delete(app_name(model, version), _blocking=False)
