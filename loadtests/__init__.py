@@ -1,0 +1,1 @@
+"""Load tests and benchmarks: locustfiles, load shapes, the autoscaling and serving-overhead benchmarks."""

@@ -1,0 +1,229 @@
+"""Autoscaling benchmark: a step load against the stack, sampled every second, CSV + PNG.
+
+    python -m loadtests.bench_autoscale --version 1 --levels 10,100,1000 --duration 90 \
+        --out runs/bench/autoscale
+
+This process starts Ray and the stack (one ModelVersion app, autoscaled per the flags) and,
+every second, samples the version's replica states from `serve.status()`. Locust drives the
+step shape in its own process and logs every request; per second we then have: target load,
+running / starting replicas, achieved throughput, p50 / p99 latency and errors. Reported:
+for each load step, the time to the first scale-up decision (a replica STARTING) and to the
+first new RUNNING replica, and whether the replica count oscillates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from loadtests.bench_overhead import percentile, start_ray_retrying, stop_serve_and_ray, wait_ready
+
+
+@dataclass
+class Second:
+    t: int  # seconds since the first locust sample
+    target_rps: float
+    users: int
+    running: int
+    starting: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+# ---- pure analysis (unit-tested) ----------------------------------------------------------------
+def load_steps(rows: list[Second]) -> list[int]:
+    """Seconds at which the target load went up."""
+    return [b.t for a, b in zip(rows, rows[1:], strict=False) if b.target_rps > a.target_rps]
+
+
+def scale_up_after(rows: list[Second], step_t: int) -> dict:
+    """Seconds from a load step to the first STARTING replica and to a new RUNNING replica (None: never)."""
+    before = next((r.running for r in rows if r.t == step_t), None)
+    if before is None:
+        return {"step_t": step_t, "decision_s": None, "ready_s": None}
+    later = [r for r in rows if r.t >= step_t]
+    decision = next((r.t - step_t for r in later if r.starting > 0 or r.running > before), None)
+    ready = next((r.t - step_t for r in later if r.running > before), None)
+    return {"step_t": step_t, "replicas_before": before, "decision_s": decision, "ready_s": ready}
+
+
+def direction_changes(counts: list[int]) -> int:
+    """How often a series turns (up then down, or down then up), ignoring flat stretches."""
+    moves = [b - a for a, b in zip(counts, counts[1:], strict=False) if b != a]
+    return sum(1 for a, b in zip(moves, moves[1:], strict=False) if (a > 0) != (b > 0))
+
+
+def per_second(requests: list[tuple[float, float, bool]], history: list[tuple[float, int]], replicas: dict[int, tuple[int, int]],
+               per_user_rps: float) -> list[Second]:
+    """Join the request log (end time, latency ms, ok), locust's users per second and replica samples."""
+    if not history:
+        return []
+    t0 = history[0][0]
+    users = {int(ts - t0): u for ts, u in history}
+    horizon = max(users)
+    buckets: dict[int, list[tuple[float, bool]]] = {}
+    for end, latency, ok in requests:
+        buckets.setdefault(int(end - t0), []).append((latency, ok))
+    rows = []
+    last_users, last_rep = 0, (0, 0)
+    for t in range(horizon + 1):
+        last_users = users.get(t, last_users)
+        last_rep = replicas.get(t, last_rep)
+        got = buckets.get(t, [])
+        lat = [latency for latency, ok in got if ok]
+        rows.append(Second(t, last_users * per_user_rps, last_users, last_rep[0], last_rep[1], float(len(lat)),
+                           percentile(lat, 50), percentile(lat, 99), sum(1 for _, ok in got if not ok)))
+    return rows
+
+
+# ---- I/O -------------------------------------------------------------------------------------------
+def read_requests(path: Path) -> list[tuple[float, float, bool]]:
+    with open(path) as f:
+        return [(float(r["end_unix_s"]), float(r["latency_ms"]), r["ok"] == "1") for r in csv.DictReader(f)
+                if not r["name"].startswith("malformed")]
+
+
+def read_history(path: Path) -> list[tuple[float, int]]:
+    """(unix time, user count) per second from locust's stats history (Aggregated rows)."""
+    with open(path) as f:
+        return [(float(r["Timestamp"]), int(r["User Count"])) for r in csv.DictReader(f) if r["Name"] == "Aggregated"]
+
+
+def plot(rows: list[Second], steps: list[int], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = [r.t for r in rows]
+    fig, ax = plt.subplots(3, 1, figsize=(10, 9), sharex=True)
+    ax[0].plot(t, [r.target_rps for r in rows], "--", label="offered (target) req/s")
+    ax[0].plot(t, [r.rps for r in rows], label="achieved req/s")
+    ax[0].plot(t, [r.errors for r in rows], label="errors/s")
+    ax[0].set_yscale("symlog", linthresh=10)
+    ax[0].legend(loc="upper left")
+    ax[1].step(t, [r.running for r in rows], where="post", label="running replicas")
+    ax[1].step(t, [r.running + r.starting for r in rows], where="post", linestyle=":", label="running + starting")
+    ax[1].set_ylim(0, max(r.running + r.starting for r in rows) + 1)
+    ax[1].legend(loc="upper left")
+    ax[2].plot(t, [r.p50_ms for r in rows], label="p50 ms")
+    ax[2].plot(t, [r.p99_ms for r in rows], label="p99 ms")
+    ax[2].set_yscale("log")
+    ax[2].axhline(100, color="grey", linewidth=0.5)
+    ax[2].legend(loc="upper left")
+    ax[2].set_xlabel("seconds since load start")
+    for a in ax:
+        for s in steps:
+            a.axvline(s, color="red", linewidth=0.6, alpha=0.6)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repository", type=Path, default=Path("model_repository"))
+    ap.add_argument("--model", default="sentiment")
+    ap.add_argument("--version", default="1")
+    ap.add_argument("--backend", default="triton", choices=["triton", "torch"])
+    ap.add_argument("--levels", default="10,100,1000", help="req/s of the step shape")
+    ap.add_argument("--duration", type=float, default=90.0, help="seconds of load (split equally between levels)")
+    ap.add_argument("--tail", type=float, default=10.0, help="seconds sampled after the load stops")
+    ap.add_argument("--per-user-rps", type=float, default=10.0)
+    ap.add_argument("--max-batch", type=int, default=64)
+    ap.add_argument("--autoscaling", default="{}", help="AutoscalingSettings overrides as JSON")
+    ap.add_argument("--replica-cpus", type=float, default=0.5)
+    ap.add_argument("--out", type=Path, default=Path("runs/bench/autoscale"))
+    args = ap.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "command.txt").write_text(" ".join([sys.executable, "-m", "loadtests.bench_autoscale",
+                                                    *(argv or sys.argv[1:])]) + "\n")
+    from serving.runner import loopback_ray_env
+
+    loopback_ray_env()  # before anything imports ray: Ray reads these settings at import
+    from ray import serve
+
+    from serving.app import app_name
+    from serving.config import AutoscalingSettings, ServeConfig
+    from serving.runner import Runner
+    from serving.triton.server import free_port
+
+    autoscaling = AutoscalingSettings(**json.loads(args.autoscaling))
+    tmp = Path(tempfile.mkdtemp(prefix="ba", dir="/tmp"))
+    cfg = ServeConfig(port=free_port(), model_repository=args.repository.resolve(), registry=tmp / "registry.db",
+                      models=[args.model], backend=args.backend, autoscaling=autoscaling,
+                      replica_cpus=args.replica_cpus)
+    levels = [float(x) for x in args.levels.split(",")]
+    locust: subprocess.Popen | None = None
+    samples: list[tuple[float, int, int]] = []
+    try:
+        start_ray_retrying(cfg, str(tmp / "ray"))
+        runner = Runner(cfg)
+        runner.prepare()
+        runner.registry.set_traffic(args.model, {args.version: 100.0}, reason="bench_autoscale", actor="bench")
+        runner.start()
+        url = f"http://127.0.0.1:{cfg.port}"
+        wait_ready(url, 300)
+        app = app_name(args.model, args.version)
+        cmd = [sys.executable, "-m", "loadtests.run_locust", "--host", url, "--shape", "step",
+               "--duration", str(args.duration), "--params", json.dumps({"levels": levels}),
+               "--per-user-rps", str(args.per_user_rps), "--max-batch", str(args.max_batch),
+               "--request-log", "--out", str(args.out / "locust")]
+        locust = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        stop_at = time.monotonic() + args.duration + args.tail + 120  # hard bound whatever locust does
+        tail_until = None
+        while time.monotonic() < stop_at:
+            states = serve.status().applications[app].deployments["ModelVersion"].replica_states
+            samples.append((time.time(), int(states.get("RUNNING", 0)), int(states.get("STARTING", 0))))
+            if locust.poll() is not None:
+                tail_until = tail_until or time.monotonic() + args.tail
+                if time.monotonic() >= tail_until:
+                    break
+            time.sleep(max(0.0, 1.0 - (time.time() - samples[-1][0])))
+    finally:
+        if locust is not None and locust.poll() is None:
+            locust.kill()
+        stop_serve_and_ray()
+        shutil.rmtree(tmp, ignore_errors=True)
+    history = read_history(args.out / "locust" / "locust_stats_history.csv")
+    t0 = history[0][0]
+    replicas = {int(ts - t0): (run, start) for ts, run, start in samples if ts >= t0}
+    # Keep sampling replicas through the tail: extend the locust history with zero users.
+    history += [(ts, 0) for ts, _, _ in samples if ts > history[-1][0] + 1]
+    rows = per_second(read_requests(args.out / "locust" / "requests.csv"), history, replicas, args.per_user_rps)
+    with open(args.out / "autoscale.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(asdict(rows[0])))
+        w.writeheader()
+        w.writerows(asdict(r) for r in rows)
+    steps = load_steps(rows)
+    loaded = [r.running for r in rows if r.users > 0]
+    result = {
+        "autoscaling": autoscaling.model_dump(),
+        "levels_rps": levels,
+        "steps": [scale_up_after(rows, s) for s in steps],
+        "max_running": max(r.running for r in rows),
+        "direction_changes_under_load": direction_changes(loaded),
+        "oscillates": direction_changes(loaded) >= 2,
+        "errors": sum(r.errors for r in rows),
+        "load_average_1m_at_end": os.getloadavg()[0],
+    }
+    (args.out / "summary.json").write_text(json.dumps(result, indent=2))
+    plot(rows, steps, args.out / "autoscale.png",
+         f"{args.model} v{args.version}: step {args.levels} req/s, target_ongoing={autoscaling.target_ongoing_requests}")
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,343 @@
+"""Serving-overhead benchmark: one model version, four ways, one run, one machine.
+
+    python -m loadtests.bench_overhead --version 1 --out runs/bench/overhead
+
+Targets, each swept over closed-loop concurrency levels with single-text requests drawn from
+the corpus (per-request overhead is what differs between them):
+- `raw`          the model in this process, `Classifier.predict` on batches of B texts (the
+                 ceiling: perfect batching, no transport); "concurrency" is the batch size;
+- `triton`       Triton direct: a tritonserver on this version, tritonclient gRPC (asyncio);
+- `stack`        the full stack: Ray Serve proxy -> Ingress -> ModelVersion -> its Triton (HTTP /v1/predict);
+- `serve-torch`  the same Ray Serve stack with the in-process torch backend instead of Triton.
+A `stack` target may carry Ray Serve flags: `stack@RAY_SERVE_THROUGHPUT_OPTIMIZED=1+FLAG=V`.
+
+The result per target is the best throughput whose p99 <= --slo-ms, and ratios between targets.
+The benchmark uses serving's launchers only to start the system under test; it drives it over
+HTTP and gRPC.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import importlib.util
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from loadtests import corpus
+from serving.runner import loopback_ray_env
+
+
+@dataclass
+class Point:
+    target: str
+    concurrency: int
+    requests: int
+    errors: int
+    rps: float  # texts per second (requests are single texts, except raw batches)
+    p50_ms: float
+    p99_ms: float
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
+
+
+def best_under_slo(points: list[Point], slo_ms: float) -> Point | None:
+    """The highest-throughput point whose p99 meets the SLO and that had no errors."""
+    ok = [p for p in points if p.p99_ms <= slo_ms and p.errors == 0 and p.requests > 0]
+    return max(ok, key=lambda p: p.rps, default=None)
+
+
+async def closed_loop(call, texts: list[str], concurrency: int, duration_s: float, warmup_s: float,
+                      target: str) -> Point:
+    """`concurrency` workers each send one request at a time; only requests started after warm-up count."""
+    rng = random.Random(concurrency)
+    latencies: list[float] = []
+    errors = 0
+    t_start = time.perf_counter()
+    measure_from, stop_at = t_start + warmup_s, t_start + warmup_s + duration_s
+
+    async def worker() -> None:
+        nonlocal errors
+        while (t0 := time.perf_counter()) < stop_at:
+            try:
+                await call(rng.choice(texts))
+                ok = True
+            except Exception:  # noqa: BLE001 - counted, the sweep goes on
+                ok = False
+            if t0 >= measure_from:
+                if ok:
+                    latencies.append((time.perf_counter() - t0) * 1000)
+                else:
+                    errors += 1
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - measure_from
+    return Point(target, concurrency, len(latencies), errors, len(latencies) / elapsed,
+                 percentile(latencies, 50), percentile(latencies, 99))
+
+
+# ---- targets ---------------------------------------------------------------------------------
+def bench_raw(repo: Path, model: str, version: str, texts: list[str], sizes: list[int], duration_s: float,
+              threads: int) -> list[Point]:
+    import torch
+
+    torch.set_num_threads(threads)
+    spec = importlib.util.spec_from_file_location("bench_model", repo / model / "model.py")
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    clf = module.Classifier(repo / model / version)
+    rng = random.Random(0)
+    points = []
+    for size in sizes:
+        clf.predict(rng.choices(texts, k=size))  # warm-up
+        latencies, done, t0 = [], 0, time.perf_counter()
+        while time.perf_counter() - t0 < duration_s:
+            s = time.perf_counter()
+            clf.predict(rng.choices(texts, k=size))
+            latencies.append((time.perf_counter() - s) * 1000)
+            done += size
+        points.append(Point("raw", size, len(latencies), 0, done / (time.perf_counter() - t0),
+                            percentile(latencies, 50), percentile(latencies, 99)))
+        print(_fmt(points[-1]), flush=True)
+    return points
+
+
+def bench_triton(repo: Path, model: str, version: str, texts: list[str], levels: list[int], duration_s: float,
+                 warmup_s: float) -> list[Point]:
+    import numpy as np
+    import tritonclient.grpc as grpc
+    import tritonclient.grpc.aio as grpc_aio
+
+    from serving.triton.repo_view import make_view
+    from serving.triton.server import TritonServer
+
+    view = Path(tempfile.mkdtemp(prefix="bench-triton-"))
+    make_view(repo, model, version, view)
+    server = TritonServer(view, log_dir=view)
+    try:
+        server.start(timeout=300)
+        server.load(model, timeout=300)
+
+        async def sweep() -> list[Point]:
+            client = grpc_aio.InferenceServerClient(server.grpc_url)
+
+            async def call(text: str) -> None:
+                inp = grpc.InferInput("TEXT", [1, 1], "BYTES")
+                inp.set_data_from_numpy(np.array([[text.encode()]], dtype=np.object_))
+                result = await client.infer(model, [inp], model_version=version)
+                result.as_numpy("LABEL")
+
+            out = []
+            for c in levels:
+                out.append(await closed_loop(call, texts, c, duration_s, warmup_s, "triton"))
+                print(_fmt(out[-1]), flush=True)
+            await client.close()
+            return out
+
+        return asyncio.run(sweep())
+    finally:
+        server.stop()
+        shutil.rmtree(view, ignore_errors=True)
+
+
+def bench_stack(name: str, backend: str, env: dict[str, str], repo: Path, model: str, version: str,
+                texts: list[str], levels: list[int], duration_s: float, warmup_s: float) -> list[Point]:
+    """Start Ray + the stack with `env` set (Serve reads its flags at import, so each gets a fresh Ray)."""
+    os.environ.update(env)
+    from serving.config import AutoscalingSettings, ServeConfig
+    from serving.runner import Runner
+    from serving.triton.server import free_port
+
+    tmp = Path(tempfile.mkdtemp(prefix="bo", dir="/tmp"))
+    # One replica, fixed: this measures the serving path, not the autoscaler.
+    cfg = ServeConfig(port=free_port(), model_repository=repo, registry=tmp / "registry.db", models=[model],
+                      backend=backend, autoscaling=AutoscalingSettings(min_replicas=1, max_replicas=1))
+    try:
+        start_ray_retrying(cfg, str(tmp / "ray"))
+        runner = Runner(cfg)
+        runner.prepare()
+        if version not in runner.registry.get_traffic(model):
+            runner.registry.set_traffic(model, {version: 100.0}, reason="bench_overhead", actor="bench")
+        runner.start()
+        url = f"http://127.0.0.1:{cfg.port}"
+        wait_ready(url, 300)
+        return asyncio.run(_http_sweep(name, f"{url}/v1/predict", model, texts, levels, duration_s, warmup_s))
+    finally:
+        stop_serve_and_ray()
+        for k in env:
+            os.environ.pop(k, None)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def start_ray_retrying(cfg, temp_dir: str, attempts: int = 3) -> None:  # noqa: ANN001 - a ServeConfig
+    """`serving.runner.start_ray`, retried: on a loaded 2-core machine the raylet sometimes misses
+    Ray's registration deadline ("The current node timed out during startup")."""
+    import ray
+
+    from serving.runner import start_ray
+
+    os.environ.setdefault("RAY_raylet_start_wait_time_s", "120")
+    for attempt in range(attempts):
+        try:
+            start_ray(cfg, temp_dir=temp_dir)
+            return
+        except Exception:
+            ray.shutdown()
+            if attempt + 1 == attempts:
+                raise
+            time.sleep(5)
+
+
+def stop_serve_and_ray() -> None:
+    """serve.shutdown() only if Ray is up: it would otherwise start a fresh Ray just to stop it."""
+    import ray
+    from ray import serve
+
+    if ray.is_initialized():
+        try:
+            serve.shutdown()
+        finally:
+            ray.shutdown()
+
+
+def wait_ready(url: str, timeout_s: float) -> None:
+    """Poll the ingress's readiness endpoint (a stack starting Tritons takes a while)."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/v2/health/ready", timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{url} not ready after {timeout_s:.0f}s")
+
+
+async def _http_sweep(name: str, url: str, model: str, texts: list[str], levels: list[int], duration_s: float,
+                      warmup_s: float) -> list[Point]:
+    import aiohttp
+
+    out = []
+    for c in levels:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=c)) as session:
+
+            async def call(text: str, session: aiohttp.ClientSession = session) -> None:
+                async with session.post(url, json={"model": model, "inputs": [text]}) as r:
+                    if r.status != 200:
+                        raise RuntimeError(f"HTTP {r.status}: {(await r.text())[:200]}")
+                    await r.read()
+
+            out.append(await closed_loop(call, texts, c, duration_s, warmup_s, name))
+        print(_fmt(out[-1]), flush=True)
+    return out
+
+
+def _fmt(p: Point) -> str:
+    return (f"{p.target:<28} c={p.concurrency:<3} n={p.requests:<6} err={p.errors:<4} "
+            f"{p.rps:8.1f} texts/s  p50 {p.p50_ms:7.1f} ms  p99 {p.p99_ms:7.1f} ms")
+
+
+def parse_target(spec: str) -> tuple[str, dict[str, str]]:
+    """'stack@A=1+B=2' -> ('stack', {'A': '1', 'B': '2'})."""
+    name, _, flags = spec.partition("@")
+    env = dict(kv.split("=", 1) for kv in flags.split("+") if kv) if flags else {}
+    if name not in ("raw", "triton", "stack", "serve-torch"):
+        raise ValueError(f"target must be raw, triton, stack or serve-torch (optionally @FLAG=V+FLAG=V), got {spec!r}")
+    return name, env
+
+
+def summary(points: list[Point], slo_ms: float) -> dict:
+    by_target: dict[str, list[Point]] = {}
+    for p in points:
+        by_target.setdefault(p.target, []).append(p)
+    best = {t: best_under_slo(ps, slo_ms) for t, ps in by_target.items()}
+    out = {"slo_ms": slo_ms, "best": {t: asdict(p) if p else None for t, p in best.items()}, "ratios": {}}
+    for base in ("triton", "raw"):
+        if best.get(base):
+            for t, p in best.items():
+                if t != base and p:
+                    out["ratios"][f"{t} / {base}"] = round(p.rps / best[base].rps, 3)
+    peak = {t: max(ps, key=lambda p: p.rps) for t, ps in by_target.items()}
+    out["peak_rps_any_latency"] = {t: round(p.rps, 1) for t, p in peak.items()}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repository", type=Path, default=Path("model_repository"))
+    ap.add_argument("--model", default="sentiment")
+    ap.add_argument("--version", default="1")
+    ap.add_argument("--targets", default="raw,triton,stack,serve-torch",
+                    help="comma-separated; a stack target may carry Serve flags: 'stack@RAY_SERVE_THROUGHPUT_OPTIMIZED=1'")
+    ap.add_argument("--concurrency", default="1,2,4,8,16,32")
+    ap.add_argument("--duration", type=float, default=8.0, help="measured seconds per level")
+    ap.add_argument("--warmup", type=float, default=2.0, help="seconds per level not measured")
+    ap.add_argument("--slo-ms", type=float, default=100.0)
+    ap.add_argument("--threads", type=int, default=2, help="torch threads of the raw model (Triton's config says 2)")
+    ap.add_argument("--out", type=Path, default=Path("runs/bench/overhead"))
+    ap.add_argument("--one-target", type=Path, help=argparse.SUPPRESS)  # internal: child run, points -> file
+    args = ap.parse_args(argv)
+    loopback_ray_env()  # before anything imports ray (transformers and tritonclient may)
+    targets = [parse_target(t) for t in args.targets.split(",")]
+    levels = [int(c) for c in args.concurrency.split(",")]
+    repo = args.repository.resolve()
+    texts = corpus.load_texts()
+    args.out.mkdir(parents=True, exist_ok=True)
+    if not args.one_target:
+        (args.out / "command.txt").write_text(" ".join([sys.executable, "-m", "loadtests.bench_overhead", *(argv or sys.argv[1:])]) + "\n")
+    if args.one_target:  # a child run: one stack target, in a fresh process with its own Ray
+        name, env = targets[0]
+        label = name + ("@" + "+".join(f"{k}={v}" for k, v in env.items()) if env else "")
+        backend = "torch" if name == "serve-torch" else "triton"
+        points = bench_stack(label, backend, env, repo, args.model, args.version, texts, levels, args.duration,
+                             args.warmup)
+        args.one_target.write_text(json.dumps([asdict(p) for p in points]))
+        return 0
+    points: list[Point] = []
+    for i, (name, _env) in enumerate(targets):
+        t0 = time.time()
+        if name == "raw":
+            points += bench_raw(repo, args.model, args.version, texts, levels, args.duration, args.threads)
+        elif name == "triton":
+            points += bench_triton(repo, args.model, args.version, texts, levels, args.duration, args.warmup)
+        else:
+            # Serve reads its flags at import and a second ray.init in one process is fragile:
+            # every stack target runs in a child process of its own.
+            part = args.out / f"part-{i}.json"
+            child = [sys.executable, "-m", "loadtests.bench_overhead", "--repository", str(repo), "--model",
+                     args.model, "--version", args.version, "--targets", args.targets.split(",")[i],
+                     "--concurrency", args.concurrency, "--duration", str(args.duration), "--warmup",
+                     str(args.warmup), "--out", str(args.out), "--one-target", str(part)]
+            subprocess.run(child, check=True, timeout=1800)
+            points += [Point(**p) for p in json.loads(part.read_text())]
+            part.unlink()
+        print(f"-- {args.targets.split(',')[i]} done in {time.time() - t0:.0f}s", flush=True)
+    with open(args.out / "overhead.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(asdict(points[0])))
+        w.writeheader()
+        w.writerows(asdict(p) for p in points)
+    result = summary(points, args.slo_ms)
+    result["load_average_1m_at_end"] = os.getloadavg()[0]
+    (args.out / "summary.json").write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

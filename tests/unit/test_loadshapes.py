@@ -1,0 +1,95 @@
+"""Load shapes as tables (target rate and users at run time t), and the loopback-only host guard."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from loadtests import corpus, shapes
+from loadtests.run_locust import check_host
+
+STEP = shapes.build("step", 30.0)  # 10 -> 100 -> 1,000 req/s, 10 s each
+RAMP = shapes.build("ramp", 10.0, start=10.0, end=110.0)
+SPIKE = shapes.build("spike", 50.0, base=20.0, peak=500.0, share=0.2)  # 20 s base, 10 s peak, 20 s base
+
+
+@pytest.mark.parametrize(
+    ("stages", "t", "rps", "tick"),
+    [
+        (STEP, 0.0, 10.0, (1, 1.0)),  # 10 / 10 per user = 1 user
+        (STEP, 9.99, 10.0, (1, 1.0)),
+        (STEP, 10.0, 100.0, (10, 10.0)),  # the step: all 10 users spawn within one second
+        (STEP, 25.0, 1000.0, (100, 100.0)),
+        (STEP, 30.0, None, None),  # table ran out: locust stops
+        (RAMP, 0.0, 10.0, (1, 1.0)),
+        (RAMP, 5.0, 60.0, (6, 6.0)),  # 10 + (110 - 10) * 5 / 10
+        (RAMP, 9.9, 109.0, (11, 11.0)),  # 10 + 100 * 0.99 = 109 -> ceil(10.9)
+        (SPIKE, 19.9, 20.0, (2, 2.0)),
+        (SPIKE, 20.0, 500.0, (50, 50.0)),
+        (SPIKE, 30.0, 20.0, (2, 2.0)),
+        (shapes.build("steady", 5.0, rps=0.5), 1.0, 0.5, (1, 1.0)),  # never fewer than one user
+    ],
+    ids=["step-start", "step-end-of-first", "step-to-100", "step-1000", "step-over", "ramp-start", "ramp-mid",
+         "ramp-near-end", "spike-before", "spike-peak", "spike-after", "steady-below-one-user"],
+)
+def test_shape_tables(stages, t: float, rps: float | None, tick) -> None:
+    got = shapes.target_rps(stages, t)
+    assert got == pytest.approx(rps) if rps is not None else got is None
+    assert shapes.tick(stages, t, per_user_rps=10.0) == tick
+
+
+@pytest.mark.parametrize(
+    ("name", "duration", "total"),
+    [("steady", 12.0, 12.0), ("step", 30.0, 30.0), ("ramp", 7.0, 7.0), ("spike", 50.0, 50.0)],
+)
+def test_every_shape_spans_the_requested_duration(name: str, duration: float, total: float) -> None:
+    assert shapes.total_duration(shapes.build(name, duration)) == pytest.approx(total)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: shapes.build("square", 10.0), "shape must be one of"),
+        (lambda: shapes.build("steady", 0.0), "duration_s must be > 0"),
+        (lambda: shapes.build("step", 10.0, levels=()), "levels"),
+        (lambda: shapes.build("spike", 10.0, share=1.5), "share"),
+        (lambda: shapes.users_for(10.0, 0.0), "per_user_rps"),
+        (lambda: shapes.Stage(5.0, -1.0), "rates must be >= 0"),
+    ],
+    ids=["unknown-shape", "zero-duration", "no-levels", "bad-share", "zero-pace", "negative-rate"],
+)
+def test_bad_shape_arguments_say_what_is_wrong(call, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://127.0.0.1:8000", "http://localhost:8000/", "http://[::1]:8000", "https://127.0.0.2:443"],
+)
+def test_loopback_hosts_are_accepted(url: str) -> None:
+    assert check_host(url) == url.rstrip("/")
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://10.0.0.5:8000", "http://0.0.0.0:8000", "http://example.com", "http://127.0.0.1.nip.io:8000",
+     "127.0.0.1:8000", "ftp://127.0.0.1/", ""],
+    ids=["private-ip", "all-interfaces", "dns-name", "dns-lookalike", "no-scheme", "wrong-scheme", "empty"],
+)
+def test_other_hosts_are_refused(url: str) -> None:
+    with pytest.raises(ValueError, match="host must be"):
+        check_host(url)
+
+
+def test_batches_follow_the_mix_and_the_cap(tmp_path) -> None:
+    csv = tmp_path / "c.csv"
+    csv.write_text("sentiment,confidence,text\npositive,1,good\nnegative,1,  \nneutral,1,fine\n", encoding="latin-1")
+    texts = corpus.load_texts(csv)
+    assert texts == ["good", "fine"]  # blank rows dropped
+    rng = random.Random(0)
+    sizes = [len(corpus.draw_batch(texts, rng)) for _ in range(2000)]
+    assert set(sizes) <= {n for n, _ in corpus.BATCH_MIX}
+    assert 0.55 < sizes.count(1) / len(sizes) < 0.65  # BATCH_MIX gives 60% single texts
+    assert max(len(corpus.draw_batch(texts, rng, max_batch=4)) for _ in range(200)) == 4
