@@ -98,6 +98,26 @@ def start_ray(cfg: ServeConfig, temp_dir: str | None = None) -> None:
         ray.init(**kwargs)
 
 
+def deploy_failure_reason(app: str, limit: int = 800) -> str:
+    """Why Serve could not start `app`: the replica's own error (e.g. Triton's load error).
+
+    `serve.run` raises only "Failed to update the deployments"; the cause is in the
+    deployment's status message, usually ending with the replica constructor's traceback.
+    """
+    from ray import serve
+
+    try:
+        overview = serve.status().applications.get(app)
+    except Exception:  # noqa: BLE001 - the reason is a nicety; never fail the failure path
+        return ""
+    if overview is None:
+        return ""
+    messages = [d.message for d in overview.deployments.values() if getattr(d, "message", "")]
+    text = " ".join(messages) or getattr(overview, "message", "")
+    # Keep the end: the innermost exception (TritonError: loading model ... failed: ...) is last.
+    return ("cause: ..." + text[-limit:]) if len(text) > limit else (f"cause: {text}" if text else "")
+
+
 class Runner:
     """Deploys and removes version applications to match the registry."""
 
@@ -146,15 +166,16 @@ class Runner:
                     self.registry.record_event(model, "deployed", f"version {version} deployed",
                                                {"version": version})
                 except Exception as e:  # noqa: BLE001 - a broken version must not stop the others
-                    log.error("deploying %s v%s failed: %s", model, version, e)
+                    reason = f"{e} {deploy_failure_reason(app_name(model, version))}".strip()
+                    log.error("deploying %s v%s failed: %s", model, version, reason)
                     self.failed_at[(model, version)] = time.monotonic()
-                    self.registry.record_event(model, "deploy_failed", f"version {version}: {e}",
+                    self.registry.record_event(model, "deploy_failed", f"version {version}: {reason}",
                                                {"version": version})
                     serve.delete(app_name(model, version), _blocking=False)
                     # A failed warm deploy (e.g. corrupt weights) is released, not retried every
                     # pass: each retry blocks reconcile for the whole failed rollout of replicas.
                     if version in self.registry.warm_versions(model):
-                        self.registry.set_warm(model, version, False, reason=f"deploy failed: {e}"[:500])
+                        self.registry.set_warm(model, version, False, reason=f"deploy failed: {reason}"[:500])
             for version in sorted(self.deployed[model] - wanted, key=int):
                 log.info("removing %s v%s", model, version)
                 serve.delete(app_name(model, version), _blocking=False)
@@ -174,6 +195,8 @@ class Runner:
 
 def serve_forever(cfg: ServeConfig, reconcile_s: float = 1.0) -> None:
     """Run until SIGINT/SIGTERM, then shut Serve and Ray down (and with them every Triton)."""
+    if not cfg.ray_address:
+        loopback_ray_env()  # before the first `import ray`: Ray reads these at import time
     import ray
     from ray import serve
 
