@@ -20,6 +20,8 @@ COMMANDS = (
     "history_cmd",
     "admin",
     "check_cmd",
+    "batch_cmd",
+    "deploy_cmd",
 )
 
 

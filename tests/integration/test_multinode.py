@@ -1,0 +1,293 @@
+"""Two Ray nodes on 127.0.0.1 (own temp dirs and ports): the stack spreads replicas over both.
+
+The scenario runs in a subprocess (`python tests/integration/test_multinode.py scenario ...`)
+because pytest's own process may already hold the session's single-node Ray. That process
+starts a head node (`ray start --head --block`) and a worker node, connects with
+`ray.init(address=...)`, deploys the stack with `ray_address` set, checks where the replicas
+landed and that both served requests, and stops ONLY the processes it started (never
+`ray stop`, which stops every Ray on the machine).
+
+Why the worker node is not `ray start --address=...`: on Linux the Ray 2.60 CLI rewrites a
+loopback `--node-ip-address` / `--address` to the machine's routable IP (services.
+resolve_ip_for_localhost) unless RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, and with that set it
+refuses to start a non-head node. A worker on 127.0.0.1 is therefore started the way Ray's
+own `ray.cluster_utils.Cluster.add_node` does it: `ray._private.node.Node(head=False)`, in a
+process of its own (`worker-node` below) that blocks like `ray start --block`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+RAY_CLI = Path(sys.executable).with_name("ray")
+SCENARIO_TIMEOUT_S = 420  # ~2 min on an idle 2-core machine; slack for a loaded CI box
+
+# Everything we start binds loopback and needs no token; HOME-level ray files stay untouched.
+LOOPBACK_ENV = {
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    "RAY_AUTH_MODE": "disabled",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_SERVE_DEFAULT_HTTP_HOST": "127.0.0.1",
+    "HF_HUB_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    # A stopped node shuts down at once instead of draining for 30 s.
+    "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# The pytest side
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.skipif(not RAY_CLI.is_file(), reason=f"the `ray` CLI is not installed next to {sys.executable}")
+def test_replicas_on_two_nodes_serve_requests(tiny_repo: Path, tmp_path: Path) -> None:
+    result_file = tmp_path / "result.json"
+    env = {**os.environ, **LOOPBACK_ENV, "PYTHONPATH": str(REPO_ROOT)}
+    # Its own session: whatever the scenario leaves behind (it should leave nothing) goes
+    # with its process group, and nothing else on the machine is touched.
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "scenario", str(tiny_repo), str(tmp_path / "registry.db"), str(result_file)],
+        cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    try:
+        stdout, stderr = proc.communicate(timeout=SCENARIO_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        _kill_group(proc.pid)
+    assert proc.returncode == 0 and result_file.is_file(), (
+        f"scenario failed (rc {proc.returncode})\nstdout:\n{stdout[-4000:]}\nstderr:\n{stderr[-8000:]}"
+    )
+    r = json.loads(result_file.read_text())
+    print(json.dumps(r, indent=2))  # shown with -s / -rA: where the replicas ran, what they served
+    assert len(r["nodes"]) == 2, r
+    head, worker = r["nodes"]["head"], r["nodes"]["worker"]
+    assert head != worker
+    # One ModelVersion replica on each node (each node has 1 CPU; a replica reserves 0.6).
+    assert sorted(r["replica_nodes"]) == sorted([head, worker]), r
+    assert r["ok_requests"] == r["sent_requests"], r
+    # Each node's own temp dir holds its replica's log, and both logged served requests.
+    assert r["served_per_node"]["head"] > 0 and r["served_per_node"]["worker"] > 0, r
+    assert r["off_loopback"] == [], r["off_loopback"]
+    assert r["left_running"] == [], r["left_running"]
+
+
+def _kill_group(pgid: int) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        time.sleep(2)
+
+
+# ---------------------------------------------------------------------------------------------
+# The subprocess side
+# ---------------------------------------------------------------------------------------------
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait(check, timeout: float, what: str) -> None:  # noqa: ANN001 - a callable
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except Exception:  # noqa: BLE001 - not up yet
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def worker_node(gcs_address: str, temp_dir: str, resources: str) -> None:
+    """A non-head Ray node on 127.0.0.1 that lives until SIGTERM (like `ray start --block`)."""
+    import ray._private.node
+    from ray._private.parameter import RayParams
+
+    params = RayParams(
+        node_ip_address="127.0.0.1", gcs_address=gcs_address, temp_dir=temp_dir, num_cpus=1, num_gpus=0,
+        resources=json.loads(resources), object_store_memory=200 * 1024 * 1024,
+        node_manager_port=0, include_log_monitor=False, min_worker_port=0, max_worker_port=0,
+    )
+    node = ray._private.node.Node(params, head=False, shutdown_at_exit=True, spawn_reaper=True)
+    print(f"worker node up: {node.unique_id}", flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # atexit then kills the node's processes
+    while True:
+        time.sleep(1)
+
+
+def _descendants(pids: list[int]) -> set[int]:
+    import psutil
+
+    found = set()
+    for pid in pids:
+        try:
+            p = psutil.Process(pid)
+            found |= {pid, *(c.pid for c in p.children(recursive=True))}
+        except psutil.Error:
+            pass
+    return found
+
+
+def _stop(procs: list[subprocess.Popen], extra: set[int]) -> list[str]:
+    """Stop our node processes (and anything of theirs still alive); returns what survived."""
+    import psutil
+
+    tracked = extra | _descendants([p.pid for p in procs])
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+    alive = []
+    for pid in tracked - {os.getpid()}:
+        try:
+            alive.append(psutil.Process(pid))
+        except psutil.Error:
+            pass
+    for p in alive:
+        try:
+            p.terminate()
+        except psutil.Error:
+            pass
+    _, still = psutil.wait_procs(alive, timeout=10)
+    for p in still:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(still, timeout=5)
+    return [f"{p.pid}" for p in still if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+
+def _served_requests(temp_dir: str) -> int:
+    """Requests the ModelVersion replica(s) of this node logged (Serve's per-replica access log)."""
+    n = 0
+    for log in Path(temp_dir).glob("session_*/logs/serve/replica_sentiment-v1_ModelVersion_*.log"):
+        n += len(re.findall(r"-- CALL /v1/predict OK ", log.read_text(errors="replace")))
+    return n
+
+
+def scenario(repo: str, registry: str, result_file: str) -> None:
+    head_dir = tempfile.mkdtemp(prefix="mh", dir="/tmp")
+    worker_dir = tempfile.mkdtemp(prefix="mw", dir="/tmp")
+    gcs_port = _free_port()
+    gcs = f"127.0.0.1:{gcs_port}"
+    procs: list[subprocess.Popen] = []
+    result: dict = {}
+    try:
+        procs.append(subprocess.Popen([
+            str(RAY_CLI), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs_port}",
+            f"--temp-dir={head_dir}", "--num-cpus=1", "--num-gpus=0", '--resources={"head": 1}',
+            "--include-dashboard=false", f"--dashboard-port={_free_port()}",
+            f"--dashboard-agent-listen-port={_free_port()}", f"--ray-client-server-port={_free_port()}",
+            f"--object-store-memory={200 * 1024 * 1024}", "--disable-usage-stats",
+        ], stdout=sys.stderr, stderr=sys.stderr))
+        _wait(lambda: list(Path(head_dir).glob("session_*/logs/raylet.out")), 60, "head raylet")
+        procs.append(subprocess.Popen(
+            [sys.executable, __file__, "worker-node", gcs, worker_dir, '{"worker": 1}'],
+            stdout=sys.stderr, stderr=sys.stderr))
+
+        import ray
+
+        from serving.raypatch import HOOK
+
+        # Both nodes are on this machine: keep replica gRPC servers on loopback, too.
+        ray.init(address=gcs, namespace="distilserve", log_to_driver=False,
+                 runtime_env={"worker_process_setup_hook": HOOK})
+        _wait(lambda: len([n for n in ray.nodes() if n["Alive"]]) == 2, 90, "two alive nodes")
+        nodes = {("head" if "head" in n["Resources"] else "worker"): n["NodeID"] for n in ray.nodes() if n["Alive"]}
+        result["nodes"] = nodes
+        print("nodes:", nodes, file=sys.stderr, flush=True)
+
+        import httpx
+
+        from serving.config import AutoscalingSettings, ServeConfig
+        from serving.runner import Runner
+
+        cfg = ServeConfig(
+            port=_free_port(), model_repository=Path(repo), registry=Path(registry), models=["sentiment"],
+            ray_address=gcs, torch_threads=1, replica_cpus=0.6,
+            autoscaling=AutoscalingSettings(min_replicas=2, max_replicas=2),
+        )
+        Runner(cfg).start()
+        url = f"http://127.0.0.1:{cfg.port}"
+        _wait(lambda: httpx.get(f"{url}/v2/health/ready").status_code == 200, 150, "ingress ready")
+
+        from ray import serve
+
+        _wait(lambda: serve.status().applications["sentiment-v1"].status == "RUNNING", 120, "both replicas")
+        # The actor table straight from the GCS: the state API (ray.util.state) needs the
+        # dashboard, which these nodes do not run. Ray is pinned (==2.60.0) in pyproject.toml.
+        from ray._private.state import actors
+
+        result["replica_nodes"] = [
+            a["Address"]["NodeID"] for a in actors(actor_state_name="ALIVE").values()
+            if a["ActorClassName"] == "ServeReplica:sentiment-v1:ModelVersion"
+        ]
+
+        # Concurrent requests: Serve's power-of-two router sends them to both replicas.
+        import asyncio
+
+        async def send(n: int) -> list[int]:
+            async with httpx.AsyncClient(timeout=60) as client:
+                rs = await asyncio.gather(*[client.post(f"{url}/v1/predict", json={"inputs": [f"text {i}"] * 4})
+                                            for i in range(n)])
+            return [r.status_code for r in rs]
+
+        codes: list[int] = []
+        for _ in range(6):
+            codes += asyncio.run(send(16))
+        result["sent_requests"] = len(codes)
+        result["ok_requests"] = codes.count(200)
+        time.sleep(2)  # replica access logs are flushed asynchronously
+        result["served_per_node"] = {"head": _served_requests(head_dir), "worker": _served_requests(worker_dir)}
+
+        sys.path.insert(0, str(REPO_ROOT))
+        from tests.helpers import listeners_off_loopback
+
+        ours = _descendants([p.pid for p in procs]) | {os.getpid()} | _descendants([os.getpid()])
+        result["off_loopback"] = listeners_off_loopback(ours)
+        serve.shutdown()
+    except BaseException:
+        traceback.print_exc()
+        raise
+    finally:
+        # Disconnect before the nodes go: a driver whose GCS vanished aborts the process.
+        if "ray" in sys.modules:
+            import ray
+
+            ray.shutdown()
+        result["left_running"] = _stop(procs, set())
+        shutil.rmtree(head_dir, ignore_errors=True)
+        shutil.rmtree(worker_dir, ignore_errors=True)
+        Path(result_file).write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "worker-node":
+        worker_node(*sys.argv[2:5])
+    elif sys.argv[1] == "scenario":
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the cleanup in `finally`
+        scenario(*sys.argv[2:5])
