@@ -219,15 +219,23 @@ class TritonServer:
         return self.proc is not None and self.proc.poll() is None and self._get("/v2/health/live") == 200
 
     def stop(self, grace: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL; then the whole process group, so no Python-backend stub outlives it."""
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
+        if proc is None:
             return
-        proc.send_signal(signal.SIGTERM)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        # The server runs in its own session (setsid), so its pid is its process group: the
+        # stubs it forked are in it too and were seen to linger when the server died first.
         try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
 
     def __enter__(self) -> TritonServer:
         return self.start() if self.proc is None else self
