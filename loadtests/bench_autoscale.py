@@ -43,8 +43,8 @@ class Second:
 
 # ---- pure analysis (unit-tested) ----------------------------------------------------------------
 def load_steps(rows: list[Second]) -> list[int]:
-    """Seconds at which the target load went up."""
-    return [b.t for a, b in zip(rows, rows[1:], strict=False) if b.target_rps > a.target_rps]
+    """Seconds at which the target load went up from a running load (the start from zero is no step)."""
+    return [b.t for a, b in zip(rows, rows[1:], strict=False) if b.target_rps > a.target_rps > 0]
 
 
 def scale_up_after(rows: list[Second], step_t: int) -> dict:

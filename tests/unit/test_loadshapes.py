@@ -93,3 +93,40 @@ def test_batches_follow_the_mix_and_the_cap(tmp_path) -> None:
     assert set(sizes) <= {n for n, _ in corpus.BATCH_MIX}
     assert 0.55 < sizes.count(1) / len(sizes) < 0.65  # BATCH_MIX gives 60% single texts
     assert max(len(corpus.draw_batch(texts, rng, max_batch=4)) for _ in range(200)) == 4
+
+
+# ---- the autoscaling benchmark's analysis (pure) ----------------------------------------------------
+def _rows(spec: list[tuple[float, int, int]]):
+    from loadtests.bench_autoscale import Second
+
+    return [Second(t, rps, int(rps // 10), running, starting, 0.0, 0.0, 0.0, 0) for t, (rps, running, starting)
+            in enumerate(spec)]
+
+
+@pytest.mark.parametrize(
+    ("counts", "changes"),
+    [
+        ([1, 1, 2, 2, 2], 0),  # one scale-up: no turn
+        ([1, 2, 2, 1], 1),  # up then down once (a load that went away)
+        ([1, 2, 1, 2, 1], 3),  # flapping
+        ([2, 2, 2], 0),
+        ([], 0),
+    ],
+    ids=["single-up", "up-down", "flapping", "flat", "empty"],
+)
+def test_direction_changes(counts: list[int], changes: int) -> None:
+    from loadtests.bench_autoscale import direction_changes
+
+    assert direction_changes(counts) == changes
+
+
+def test_scale_up_is_timed_from_the_load_step() -> None:
+    from loadtests.bench_autoscale import load_steps, scale_up_after
+
+    # (target rps, running, starting): start from 0 is no step; step at t=3; STARTING at t=5, RUNNING at t=8.
+    rows = _rows([(0, 1, 0), (10, 1, 0), (10, 1, 0), (100, 1, 0), (100, 1, 0), (100, 1, 1), (100, 1, 1),
+                  (100, 1, 1), (100, 2, 0), (100, 2, 0)])
+    assert load_steps(rows) == [3]
+    assert scale_up_after(rows, 3) == {"step_t": 3, "replicas_before": 1, "decision_s": 2, "ready_s": 5}
+    never = _rows([(10, 1, 0), (100, 1, 0), (100, 1, 0)])
+    assert scale_up_after(never, 1) == {"step_t": 1, "replicas_before": 1, "decision_s": None, "ready_s": None}
