@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +69,19 @@ def decode_texts(raw: np.ndarray) -> list[str]:
     return texts
 
 
+def _exit_when_orphaned(period_s: float = 1.0) -> None:
+    """Exit this stub when its tritonserver is gone (killed hard, the stub was seen to linger)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(period_s)
+            if os.getppid() != parent:
+                os._exit(0)
+
+    threading.Thread(target=watch, name="orphan-watch", daemon=True).start()
+
+
 class TritonPythonModel:
     def initialize(self, args: dict) -> None:
         config = json.loads(args["model_config"])
@@ -79,6 +94,7 @@ class TritonPythonModel:
             device = f"cuda:{args.get('model_instance_device_id', '0')}"
         version_dir = os.path.join(args["model_repository"], args["model_version"])
         self.clf = Classifier(version_dir, device=device)
+        _exit_when_orphaned()
 
     def _respond(self, probs: np.ndarray, labels: list[str]):  # noqa: ANN202 - pb_utils types
         return pb_utils.InferenceResponse(

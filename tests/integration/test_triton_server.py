@@ -10,6 +10,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
@@ -94,6 +95,7 @@ def test_server_dies_with_its_owner_even_on_sigkill(tiny_repo: Path, tmp_path: P
         from pathlib import Path
         from serving.triton.server import TritonServer
         srv = TritonServer(Path({str(tiny_repo)!r})).start()
+        srv.load("sentiment")  # Python-backend stubs must die with it too
         print(srv.proc.pid, flush=True)
         time.sleep(600)
         """
@@ -104,9 +106,12 @@ def test_server_dies_with_its_owner_even_on_sigkill(tiny_repo: Path, tmp_path: P
         line = owner.stdout.readline()
         triton_pid = int(line.strip())
         assert _alive(triton_pid)
+        stubs = {c.pid for c in psutil.Process(triton_pid).children(recursive=True)}
+        assert stubs, "loading a Python-backend model starts stub processes"
         owner.send_signal(signal.SIGKILL)
         owner.wait(10)
         wait_for(lambda: not _alive(triton_pid), 15, f"tritonserver {triton_pid} to die with its owner")
+        wait_for(lambda: not any(_alive(p) for p in stubs), 15, f"stubs {stubs} to exit once orphaned")
     finally:
         if owner.poll() is None:
             owner.kill()
