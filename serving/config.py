@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 
 class AutoscalingSettings(BaseModel):
@@ -77,11 +77,24 @@ class ServeConfig(BaseModel):
     ray_address: str | None = Field(default=None, description="Existing Ray cluster; None starts a local one.")
     webhooks: list[str] = Field(default_factory=list, description="URLs every rollout event is POSTed to.")
     rollout_tick_s: float = Field(default=5.0, gt=0, le=300, description="How often the rollout controller runs.")
+    prediction_cache: str | None = Field(
+        default=None, description="Batch prediction cache /v1/predict answers from: a SQLite file or a redis:// URL.")
+    rollback_warm_s: float = Field(
+        default=900.0, ge=0,
+        description="How long after a traffic change the previous version stays deployed for an "
+                    "instant rollback; after that it is scaled down (a rollback then waits for a cold start).",
+    )
     retain_versions: int = Field(
         default=3, ge=1, le=1000,
         description="Newest versions per model kept deployable at start; older ones are pruned "
                     "(folders deleted) unless live, shadowed, warm or the rollback target.",
     )
+
+    @field_validator("prediction_cache")
+    @classmethod
+    def _cache_path_absolute(cls, v: str | None) -> str | None:
+        # Ray workers need not share the CLI's working directory.
+        return v if v is None or "://" in v else str(Path(v).resolve())
 
     @classmethod
     def load(cls, path: Path | None = None, **overrides: object) -> ServeConfig:

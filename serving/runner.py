@@ -48,14 +48,21 @@ def ensure_initial_traffic(registry: Registry, model: str) -> None:
         registry.set_traffic(model, {available[0]: 100.0}, reason="initial deployment", actor="serve")
 
 
-def desired_versions(registry: Registry, model: str) -> set[str]:
+def desired_versions(registry: Registry, model: str, rollback_warm_s: float = float("inf"),
+                     now: float | None = None) -> set[str]:
+    """Versions that must be deployed: live, shadowed, warm, and the rollback target while the
+    last traffic change is younger than `rollback_warm_s` (an instant rollback is a traffic
+    switch, not a cold start; past that window the old colour is scaled down)."""
     wanted = {v for v, w in registry.get_traffic(model).items() if w > 0}
     shadow = registry.get_shadow(model)
     if shadow:
         wanted.add(shadow.version)
     target = registry.rollback_target(model)
     if target:
-        wanted.add(target)
+        last = registry.history(model, limit=1)
+        age = (time.time() if now is None else now) - last[0].ts if last else float("inf")
+        if age < rollback_warm_s:
+            wanted.add(target)
     wanted |= set(registry.warm_versions(model))
     return wanted
 
@@ -152,7 +159,7 @@ class Runner:
 
         for model in self.cfg.models:
             register_repository(self.registry, self.cfg.model_repository, model)
-            wanted = desired_versions(self.registry, model)
+            wanted = desired_versions(self.registry, model, self.cfg.rollback_warm_s)
             for version in sorted(wanted - self.deployed[model], key=int):
                 failed = self.failed_at.get((model, version))
                 if failed is not None and time.monotonic() - failed < self.retry_after_s:

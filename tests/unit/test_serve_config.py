@@ -43,3 +43,20 @@ def test_unknown_keys_and_yaml(tmp_path: Path) -> None:
 def test_describe_validation_names_nested_fields() -> None:
     errors = [{"loc": ("body", "inputs", 2), "msg": "Input should be a valid string"}]
     assert describe_validation(errors) == "inputs[2]: Input should be a valid string"
+
+
+def test_rollback_target_stays_warm_only_within_the_window(tmp_path: Path) -> None:
+    from serving.registry import Registry
+    from serving.runner import desired_versions
+    from tests.unit.test_registry import make_card
+
+    clock = [1000.0]
+    reg = Registry(tmp_path / "r.db", clock=lambda: clock[0])
+    for v in ("1", "2"):
+        reg.register_version("m", v, tmp_path / "m" / v, make_card(v, model="m"))
+    reg.set_traffic("m", {"1": 100}, reason="initial")
+    reg.set_traffic("m", {"2": 100}, reason="switch")  # at t=1000; rollback target is 1
+    assert desired_versions(reg, "m", rollback_warm_s=60, now=1059) == {"1", "2"}  # 59 s < 60 s
+    assert desired_versions(reg, "m", rollback_warm_s=60, now=1061) == {"2"}  # window over: scale down
+    reg.set_warm("m", "1")
+    assert desired_versions(reg, "m", rollback_warm_s=60, now=5000) == {"1", "2"}  # warm wins
