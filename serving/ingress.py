@@ -20,6 +20,7 @@ from ray import serve
 
 from serving import api_models
 from serving.backends import BackendUnavailable, ModelError
+from serving.batch.cache import open_cache
 from serving.config import ServeConfig
 from serving.errors import ApiError, describe_validation, install_handlers
 from serving.metrics import Metrics
@@ -62,6 +63,7 @@ class Ingress:
         self._handles: dict[tuple[str, str], object] = {}
         self._tasks: set[asyncio.Task] = set()
         self._names: dict[tuple[str, str], list[str]] = {}
+        self.cache = open_cache(self.cfg.prediction_cache) if self.cfg.prediction_cache else None
         app.state.ingress = self
 
     # ---- helpers ---------------------------------------------------------------------------
@@ -254,6 +256,9 @@ class Ingress:
             self.metrics.client_errors.labels("v1", "422").inc()
             raise ApiError(422, str(e)) from None
         rid = uuid.uuid4().hex
+        cached = await self._from_cache(req.model, req.version, req.user_id, req.inputs, rid)
+        if cached is not None:
+            return cached
         version, probs, labels = await self._serve(req.model, req.version, req.user_id, req.inputs, "v1", rid)
         names = await self._label_names(req.model, version)
         predictions = [
@@ -262,6 +267,30 @@ class Ingress:
         ]
         return JSONResponse(
             {"model": req.model, "version": version, "request_id": rid, "cached": False, "predictions": predictions},
+            headers={"X-Model-Version": version, "X-Request-ID": rid},
+        )
+
+    async def _from_cache(self, model: str, pinned: str | None, user_id: str | None, texts: list[str],
+                          rid: str) -> JSONResponse | None:
+        """Answer from the batch cache when every input is known for the live version the router picks."""
+        if self.cache is None:
+            return None
+        version = self._version_for(model, pinned, user_id)
+        table = self.view.tables.get(model)
+        if table is None or table.weights.get(version, 0) <= 0:  # never a version that is not live
+            return None
+        try:
+            preds = await asyncio.get_running_loop().run_in_executor(None, self.cache.lookup_many, model, version, texts)
+        except Exception:  # noqa: BLE001 - a broken cache falls back to the model, never fails the request
+            log.exception("prediction cache lookup failed")
+            return None
+        if any(p is None for p in preds):
+            return None
+        self.metrics.cache_hits.labels(model, version).inc(len(preds))
+        for i, p in enumerate(preds):
+            self.view.record(rid if len(preds) == 1 else f"{rid}.{i}", model, version, p["label"], user_id)
+        return JSONResponse(
+            {"model": model, "version": version, "request_id": rid, "cached": True, "predictions": preds},
             headers={"X-Model-Version": version, "X-Request-ID": rid},
         )
 

@@ -199,15 +199,15 @@ def ensure_ray(address: str | None = None, temp_dir: str | None = None, num_cpus
             kwargs["_temp_dir"] = temp_dir
         if num_cpus:
             kwargs["num_cpus"] = num_cpus
-        for attempt in (1, 2):
+        for attempt in (1, 2, 3):
             try:
                 ray.init(**kwargs)
                 break
             except Exception as e:  # noqa: BLE001 - Ray gives its raylet a fixed 30 s, too short on a busy host
                 ray.shutdown()
-                if attempt == 2 or "timed out during startup" not in str(e):
+                if attempt == 3 or "timed out during startup" not in str(e):
                     raise
-                log.warning("local Ray did not start in time (%s); trying once more", e)
+                log.warning("local Ray did not start in time (%s); trying again", e)
     return True
 
 
