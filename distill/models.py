@@ -47,20 +47,15 @@ def load_teacher_backbone(
     return model, tokenizer
 
 
-def write_tiny_vocab(folder: Path, words: list[str]) -> Path:
-    """A WordPiece vocab.txt with BERT's special tokens, characters and `words`."""
+def tiny_vocab(words: list[str]) -> list[str]:
+    """A WordPiece vocabulary: BERT's special tokens, characters, continuation pieces and `words`."""
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     chars = [chr(c) for c in range(ord("a"), ord("z") + 1)] + list("0123456789.,!?'#@")
     pieces = ["##" + c for c in chars]
-    vocab = list(dict.fromkeys(specials + chars + pieces + [w.lower() for w in words]))
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "vocab.txt"
-    path.write_text("\n".join(vocab) + "\n")
-    return path
+    return list(dict.fromkeys(specials + chars + pieces + [w.lower() for w in words]))
 
 
 def tiny_teacher(
-    folder: Path,
     words: list[str],
     *,
     layers: int = 2,
@@ -70,7 +65,9 @@ def tiny_teacher(
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """A tiny random BERT classifier and its tokenizer: fast stand-in for MiniLM in tests."""
     torch.manual_seed(seed)
-    tokenizer = BertTokenizerFast(vocab_file=str(write_tiny_vocab(folder, words)), do_lower_case=True)
+    # transformers 5 ignores `vocab_file` here (a 5-token tokenizer results): pass the mapping.
+    vocab = tiny_vocab(words)
+    tokenizer = BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}, do_lower_case=True)
     config = BertConfig(
         vocab_size=tokenizer.vocab_size,
         hidden_size=hidden,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import collections
 import re
-import tempfile
 from pathlib import Path
 
 import torch
@@ -41,13 +40,13 @@ def _common_words(texts: list[str], n: int) -> list[str]:
     return [w for w, _ in counts.most_common(n)]
 
 
-def build_teacher(cfg: TeacherConfig, workdir: Path) -> tuple[torch.nn.Module, object, data.Splits]:
+def build_teacher(cfg: TeacherConfig) -> tuple[torch.nn.Module, object, data.Splits]:
     splits = data.load_splits(
         min_confidence=cfg.min_confidence, test_size=cfg.test_size, train_size=cfg.train_size, seed=cfg.seed
     )
     torch.manual_seed(cfg.seed)
     if cfg.quick:
-        model, tokenizer = models.tiny_teacher(workdir / "vocab", _common_words(list(splits.train["text"]), 800), seed=cfg.seed)
+        model, tokenizer = models.tiny_teacher(_common_words(list(splits.train["text"]), 800), seed=cfg.seed)
     else:
         model, tokenizer = models.load_teacher_backbone()
     return model, tokenizer, splits
@@ -55,34 +54,33 @@ def build_teacher(cfg: TeacherConfig, workdir: Path) -> tuple[torch.nn.Module, o
 
 def run_teacher(cfg: TeacherConfig, repo: Path, model_name: str = "sentiment", version: str | None = None) -> tuple[Path, ModelCard]:
     """Fine-tune, evaluate, measure and export; returns the version folder and its card."""
-    with tempfile.TemporaryDirectory(prefix="distilserve-teacher-") as tmp:
-        model, tokenizer, splits = build_teacher(cfg, Path(tmp))
-        train_set = train.tokenize(splits.train, tokenizer, cfg.max_seq_len)
-        tcfg = train.TrainConfig(
-            epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, max_seq_len=cfg.max_seq_len
-        )
-        train.train(model, train_set, tokenizer, tcfg, desc="teacher")
-        acc = evaluate.accuracy(model, tokenizer, splits.test, cfg.max_seq_len)
-        lat = evaluate.latency(model, tokenizer, list(splits.test["text"]), cfg.max_seq_len, runs=cfg.latency_runs)
-        return export.export_version(
-            model,
-            tokenizer,
-            repo=repo,
-            model_name=model_name,
-            version=version,
-            card_fields={
-                "kind": "teacher",
-                "labels": list(splits.labels),
-                "max_seq_len": cfg.max_seq_len,
-                "accuracy": acc,
-                "accuracy_seeds": [acc],
-                "eval_examples": len(splits.test),
-                "latency": lat,
-                "measured_on": evaluate.machine(),
-            },
-            lineage_fields={
-                "data_fingerprint": splits.fingerprint,
-                "config": {"recipe": "teacher", **cfg.model_dump()},
-                "base_model": "tiny-random-bert" if cfg.quick else "sentence-transformers/all-MiniLM-L6-v2",
-            },
-        )
+    model, tokenizer, splits = build_teacher(cfg)
+    train_set = train.tokenize(splits.train, tokenizer, cfg.max_seq_len)
+    tcfg = train.TrainConfig(
+        epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, max_seq_len=cfg.max_seq_len
+    )
+    train.train(model, train_set, tokenizer, tcfg, desc="teacher")
+    acc = evaluate.accuracy(model, tokenizer, splits.test, cfg.max_seq_len)
+    lat = evaluate.latency(model, tokenizer, list(splits.test["text"]), cfg.max_seq_len, runs=cfg.latency_runs)
+    return export.export_version(
+        model,
+        tokenizer,
+        repo=repo,
+        model_name=model_name,
+        version=version,
+        card_fields={
+            "kind": "teacher",
+            "labels": list(splits.labels),
+            "max_seq_len": cfg.max_seq_len,
+            "accuracy": acc,
+            "accuracy_seeds": [acc],
+            "eval_examples": len(splits.test),
+            "latency": lat,
+            "measured_on": evaluate.machine(),
+        },
+        lineage_fields={
+            "data_fingerprint": splits.fingerprint,
+            "config": {"recipe": "teacher", **cfg.model_dump()},
+            "base_model": "tiny-random-bert" if cfg.quick else "sentence-transformers/all-MiniLM-L6-v2",
+        },
+    )
