@@ -4,8 +4,9 @@ The scenario runs in a subprocess (`python tests/integration/test_multinode.py s
 because pytest's own process may already hold the session's single-node Ray. That process
 starts a head node (`ray start --head --block`) and a worker node, connects with
 `ray.init(address=...)`, deploys the stack with `ray_address` set, checks where the replicas
-landed and that both served requests, and stops ONLY the processes it started (never
-`ray stop`, which stops every Ray on the machine).
+landed and that both served requests, then deploys the generated Serve config (the RayService
+path) on the same nodes, and stops ONLY the processes it started (never `ray stop`, which
+stops every Ray on the machine).
 
 Why the worker node is not `ray start --address=...`: on Linux the Ray 2.60 CLI rewrites a
 loopback `--node-ip-address` / `--address` to the machine's routable IP (services.
@@ -82,6 +83,9 @@ def test_replicas_on_two_nodes_serve_requests(tiny_repo: Path, tmp_path: Path) -
     # Each node's own temp dir holds its replica's log, and both logged served requests.
     assert r["served_per_node"]["head"] > 0 and r["served_per_node"]["worker"] > 0, r
     assert r["off_loopback"] == [], r["off_loopback"]
+    # The generated Serve config (the RayService's serveConfigV2 path) deploys and serves too.
+    assert r["declarative"]["ingress_on_head"], r["declarative"]
+    assert set(r["declarative"]["apps"]) == {"ingress", "sentiment-v1"}, r["declarative"]
     assert r["left_running"] == [], r["left_running"]
 
 
@@ -183,10 +187,44 @@ def _stop(procs: list[subprocess.Popen], extra: set[int]) -> list[str]:
 
 def _served_requests(temp_dir: str) -> int:
     """Requests the ModelVersion replica(s) of this node logged (Serve's per-replica access log)."""
-    n = 0
+    ids: set[str] = set()  # by request id: Serve may write a line to more than one log file
     for log in Path(temp_dir).glob("session_*/logs/serve/replica_sentiment-v1_ModelVersion_*.log"):
-        n += len(re.findall(r"-- CALL /v1/predict OK ", log.read_text(errors="replace")))
-    return n
+        ids |= set(re.findall(r"(\S+) -- CALL /v1/predict OK ", log.read_text(errors="replace")))
+    return len(ids)
+
+
+def deploy_generated_config(repo: str, registry: Path, nodes: dict[str, str]) -> dict:
+    """The RayService path: the Serve config from `serving.deploy_config`, deployed declaratively.
+
+    The same config KubeRay submits (import paths + args, ingress pinned by the `head`
+    resource, versions registered by a task pinned there) goes through Serve's own
+    config-deploy call; the ingress must land on the head node and answer predictions.
+    """
+    import httpx
+    from ray import serve
+    from ray._private.state import actors
+    from ray.serve.context import _get_global_client
+    from ray.serve.schema import ServeDeploySchema
+
+    from serving.config import AutoscalingSettings, ServeConfig
+    from serving.deploy_config import DeployConfig, serve_config
+
+    port = _free_port()
+    dc = DeployConfig(
+        serve=ServeConfig(port=port, model_repository=Path(repo), registry=registry, models=["sentiment"],
+                          torch_threads=1, replica_cpus=0.6, autoscaling=AutoscalingSettings(min_replicas=1, max_replicas=1)),
+        versions={"sentiment": ["1"]}, http_host="127.0.0.1", registry_resource="head",
+    )
+    serve.start(http_options={"host": "127.0.0.1", "port": port}, proxy_location="HeadOnly")
+    _get_global_client().deploy_apps(ServeDeploySchema.model_validate(serve_config(dc)))
+    url = f"http://127.0.0.1:{port}"
+    _wait(lambda: httpx.post(f"{url}/v1/predict", json={"inputs": ["good"]}, timeout=10).status_code == 200,
+          180, "the declaratively deployed stack")
+    ingress = [a["Address"]["NodeID"] for a in actors(actor_state_name="ALIVE").values()
+               if a["ActorClassName"] == "ServeReplica:ingress:Ingress"]
+    status = {name: str(app.status) for name, app in serve.status().applications.items()}
+    serve.shutdown()
+    return {"ingress_on_head": ingress == [nodes["head"]], "apps": status}
 
 
 def scenario(repo: str, registry: str, result_file: str) -> None:
@@ -270,6 +308,7 @@ def scenario(repo: str, registry: str, result_file: str) -> None:
         ours = _descendants([p.pid for p in procs]) | {os.getpid()} | _descendants([os.getpid()])
         result["off_loopback"] = listeners_off_loopback(ours)
         serve.shutdown()
+        result["declarative"] = deploy_generated_config(repo, Path(registry).with_name("declarative.db"), nodes)
     except BaseException:
         traceback.print_exc()
         raise
