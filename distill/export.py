@@ -7,6 +7,7 @@ Layout: `<repo>/<model>/<N>/` holds `model.safetensors`, `config.json`, tokenize
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import hashlib
 import json
@@ -89,7 +90,8 @@ def export_version(
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
-        to_save = model.to(dtype) if dtype is not None else model
+        # nn.Module.to() casts in place: cast a copy so the caller's model stays as it was.
+        to_save = copy.deepcopy(model).to(dtype) if dtype is not None else model
         to_save.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
         weights = staging / WEIGHTS

@@ -11,8 +11,9 @@ import importlib.util
 import shutil
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 
@@ -23,6 +24,18 @@ class ModelError(RuntimeError):
 
 class BackendUnavailable(RuntimeError):
     """The backend cannot take requests right now (HTTP 503)."""
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A failed inference returned as a value across the Ray hop.
+
+    Exceptions raised in a replica reach the caller wrapped with Ray's traceback (actor ids,
+    pids); a value keeps the client-facing message exactly what the backend said.
+    """
+
+    kind: Literal["model", "unavailable"]
+    message: str
 
 
 class Backend(Protocol):

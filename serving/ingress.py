@@ -19,14 +19,14 @@ from pydantic import ValidationError
 from ray import serve
 
 from serving import api_models
-from serving.backends import BackendUnavailable, ModelError
+from serving.backends import Failure
 from serving.batch.cache import open_cache
 from serving.config import ServeConfig
 from serving.errors import ApiError, describe_validation, install_handlers
 from serving.metrics import Metrics
 from serving.registry import RegistryError, UnknownRequestError
-from serving.state import RegistryView
 from serving.routers import extra_routers
+from serving.state import RegistryView
 from serving.triton import codec
 
 log = logging.getLogger("distilserve.ingress")
@@ -107,19 +107,25 @@ class Ingress:
         return handle
 
     async def _predict(self, model: str, version: str, texts: list[str]) -> tuple[np.ndarray, list[str]]:
-        try:
-            return await self._handle(model, version).predict.remote(texts)
-        except ApiError:
-            raise
-        except ModelError as e:
-            raise ApiError(500, f"model {model!r} version {version} failed on this request: {e}") from None
-        except BackendUnavailable as e:
-            raise ApiError(503, str(e), {"Retry-After": "1"}) from None
-        except Exception as e:  # noqa: BLE001 - replica died, app deleted, cluster shutting down
-            self._handles.pop((model, version), None)
-            log.warning("version %s of %s unavailable: %r", version, model, e)
-            raise ApiError(503, f"version {version} of model {model!r} is unavailable; retry",
-                           {"Retry-After": "1"}) from None
+        """Call the version's deployment; one retry when the replica was unavailable.
+
+        Inference is idempotent, so a request that met a dead replica (its Triton killed, the
+        replica being replaced) is sent once more and Serve routes it to a live one.
+        """
+        for attempt in (1, 2):
+            try:
+                result = await self._handle(model, version).predict.remote(texts)
+            except ApiError:
+                raise
+            except Exception as e:  # noqa: BLE001 - replica died, app deleted, cluster shutting down
+                self._handles.pop((model, version), None)
+                log.warning("version %s of %s unavailable (attempt %d): %r", version, model, attempt, e)
+                result = Failure("unavailable", f"version {version} of model {model!r} is unavailable; retry")
+            if not isinstance(result, Failure):
+                return result
+            if result.kind == "model":
+                raise ApiError(500, f"model {model!r} version {version} failed on this request: {result.message}")
+        raise ApiError(503, result.message, {"Retry-After": "1"})
 
     async def _serve(self, model: str, pinned: str | None, user_id: str | None, texts: list[str],
                      route: str, request_id: str) -> tuple[str, np.ndarray, list[str]]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from ray import serve
 
-from serving.backends import make_backend
+from serving.backends import BackendUnavailable, Failure, ModelError, make_backend
 
 log = logging.getLogger("ray.serve")
 
@@ -33,9 +33,14 @@ class ModelVersion:
         self.backend = make_backend(backend, Path(repository), model, version, gpu=gpu, torch_threads=torch_threads)
         log.info("ModelVersion %s v%s ready on %s backend", model, version, backend)
 
-    async def predict(self, texts: list[str]) -> tuple[np.ndarray, list[str]]:
-        """Probabilities [N, C] and labels; raises ModelError (-> 500) or BackendUnavailable (-> 503)."""
-        return await self.backend.infer(texts)
+    async def predict(self, texts: list[str]) -> tuple[np.ndarray, list[str]] | Failure:
+        """Probabilities [N, C] and labels, or a Failure: "model" (-> 500) or "unavailable" (-> 503)."""
+        try:
+            return await self.backend.infer(texts)
+        except ModelError as e:
+            return Failure("model", str(e))
+        except BackendUnavailable as e:
+            return Failure("unavailable", str(e))
 
     async def ready(self) -> bool:
         return self.backend.healthy()
