@@ -9,7 +9,8 @@ PORT   ?= 8000
 # torch first and pinned: a looser spec pulls a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install serve model test test-unit test-integration test-e2e lint bench-distill bench loadtest clean
+.PHONY: install serve model test test-unit test-integration test-e2e lint lint-docker deploy-config check \
+        bench-distill bench bench-batch bench-rollback loadtest gpu-check clean
 
 install: $(VENV)/.installed
 
@@ -40,6 +41,31 @@ test-e2e: install
 
 lint: install
 	$(BIN)/ruff check .
+
+lint-docker: install
+	$(BIN)/hadolint Dockerfile.gpu
+
+# Regenerate deploy/serve_config.yaml and the RayService from deploy/cluster.yaml.
+deploy-config: install
+	$(BIN)/distilserve deploy-config --out deploy/serve_config.yaml --rayservice deploy/rayservice.yaml
+
+URL   ?= http://127.0.0.1:$(PORT)
+MODEL ?= sentiment
+check: install
+	$(BIN)/distilserve check --url $(URL) --model $(MODEL) --junit runs/check.xml
+
+# Benchmarks measure speed on this machine; they are not tests.
+bench-distill: install
+	$(BIN)/python scripts/bench_distill.py
+
+bench-batch: install
+	$(BIN)/python loadtests/bench_batch.py --rows 2000
+
+bench-rollback: install
+	$(BIN)/python loadtests/bench_rollback.py --repo model_repository --users 60 --rollbacks 6
+
+gpu-check: install
+	scripts/gpu_check.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache runs

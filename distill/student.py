@@ -404,6 +404,11 @@ def main(argv: list[str] | None = None) -> int:
     """`distilserve distill student`: run one recipe and print its metrics as JSON."""
     args = add_arguments(argparse.ArgumentParser(prog="distilserve distill student")).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    return run_args(args)
+
+
+def run_args(args: argparse.Namespace) -> int:
+    """The command body, for the `distilserve distill student` subcommand."""
     result = run_student(load_config(args.config), args.repo, args.model, teacher_dir=args.teacher_dir,
                          seeds=args.seeds, export=not args.no_export, quick=args.quick, cache_dir=args.cache_dir)
     json.dump(result.summary(), sys.stdout, indent=2)

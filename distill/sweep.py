@@ -204,10 +204,16 @@ def default_config_names() -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     """`distilserve distill sweep`: run the recipes, print the table, write table.md + pareto.png."""
-    from distill import report  # matplotlib only when a report is drawn
 
     args = add_arguments(argparse.ArgumentParser(prog="distilserve distill sweep")).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    return run_args(args)
+
+
+def run_args(args: argparse.Namespace) -> int:
+    """The command body, for the `distilserve distill sweep` subcommand."""
+    from distill import report  # matplotlib only when a report is drawn
+
     configs = [load_config(name) for name in (args.configs or default_config_names())]
     result = run_sweep(configs, args.seeds if args.seeds is not None else [0, 1, 2], args.repo, args.model,
                        teacher_dir=args.teacher_dir, export_best=not args.no_export, quick=args.quick,

@@ -19,6 +19,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--seed", type=int, default=None)
     t.set_defaults(func=_teacher)
 
+    from distill import student, sweep
+
+    st = student.add_arguments(dsub.add_parser("student", help="distil one student recipe (YAML) from the teacher"))
+    st.set_defaults(func=student.run_args)
+    sw = sweep.add_arguments(dsub.add_parser("sweep", help="several recipes x seeds -> table, Pareto plot, exports"))
+    sw.set_defaults(func=sweep.run_args)
+
 
 def _teacher(args: argparse.Namespace) -> int:
     from distill.teacher import TeacherConfig, run_teacher

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 from collections.abc import Sequence
-
-import importlib
 
 from distilserve.cli import admin
 
