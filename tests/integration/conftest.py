@@ -34,9 +34,18 @@ def ray_session():
     temp_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")
     from serving.raypatch import HOOK
 
-    ray.init(address="local", namespace="distilserve-tests", include_dashboard=False, log_to_driver=False,
-             _node_ip_address="127.0.0.1", _temp_dir=temp_dir,
-             runtime_env={"worker_process_setup_hook": HOOK})
+    # Ray gives its node processes a fixed start-up deadline; on a loaded 2-core machine the
+    # first try can miss it. A second try is cheap; a third failure is a real failure.
+    for attempt in (1, 2, 3):
+        try:
+            ray.init(address="local", namespace="distilserve-tests", include_dashboard=False, log_to_driver=False,
+                     _node_ip_address="127.0.0.1", _temp_dir=temp_dir,
+                     runtime_env={"worker_process_setup_hook": HOOK})
+            break
+        except Exception:  # noqa: BLE001 - retried, then re-raised
+            ray.shutdown()
+            if attempt == 3:
+                raise
     yield
     from ray import serve
 
