@@ -76,7 +76,7 @@ def build_repository(repo: Path, args: argparse.Namespace) -> dict[str, Path]:
     shutil.copytree(ROOT / "model_repository" / "sentiment", repo / "sentiment",
                     ignore=shutil.ignore_patterns("[0-9]*", "__pycache__"))
     if args.dry_run:
-        teacher, tok = tiny_teacher(repo.parent / "vocab", " ".join(TEXTS).split(), layers=2, hidden=32)
+        teacher, tok = tiny_teacher(" ".join(TEXTS).split(), layers=2, hidden=32)
         layers = [0]
     else:
         teacher, tok = load_teacher_backbone()

@@ -215,7 +215,7 @@ def test_build_ingress_registers_versions_then_builds_the_ingress(tmp_path: Path
     repo = tmp_path / "repo"
     shutil.copytree(ROOT / "model_repository" / "sentiment", repo / "sentiment",
                     ignore=shutil.ignore_patterns("[0-9]*", "__pycache__"))
-    model, tok = tiny_teacher(tmp_path / "tok", ["good", "bad"], layers=1, hidden=16)
+    model, tok = tiny_teacher(["good", "bad"], layers=1, hidden=16)
     export_version(model, tok, repo=repo, model_name="sentiment", lineage_fields={"data_fingerprint": "t"},
                    card_fields={"kind": "teacher", "labels": ["negative", "neutral", "positive"], "max_seq_len": 16,
                                 "accuracy": 0.5, "eval_examples": 1,

@@ -74,7 +74,7 @@ def _export(tmp_path: Path, dtype: torch.dtype | None) -> Path:
     repo = tmp_path / "repo"
     if not (repo / "sentiment").is_dir():
         shutil.copytree(TEMPLATE, repo / "sentiment", ignore=shutil.ignore_patterns("[0-9]*", "__pycache__"))
-    model, tok = tiny_teacher(tmp_path / "tok", ["good", "bad", "fine"], layers=1, hidden=16)
+    model, tok = tiny_teacher(["good", "bad", "fine"], layers=1, hidden=16)
     latency = [{"batch_size": 1, "p50_ms": 1.0, "p99_ms": 2.0, "runs": 5}]
     path, _ = export_version(
         model, tok, repo=repo, model_name="sentiment", dtype=dtype,
