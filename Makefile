@@ -64,6 +64,18 @@ bench-batch: install
 bench-rollback: install
 	$(BIN)/python loadtests/bench_rollback.py --repo model_repository --users 60 --rollbacks 6
 
+# Load tests drive a running `make serve` on 127.0.0.1 (SHAPE=steady|step|ramp|spike).
+SHAPE    ?= step
+DURATION ?= 60
+VERSION  ?= 1
+loadtest: install
+	$(BIN)/python -m loadtests.run_locust --host http://127.0.0.1:$(PORT) --shape $(SHAPE) --duration $(DURATION) --out runs/loadtest/$(SHAPE)
+
+# Serving overhead (raw / Triton direct / stack / Serve+torch) and autoscaling; run on an idle machine.
+bench: install
+	$(BIN)/python -m loadtests.bench_overhead --version $(VERSION) --out runs/bench/overhead
+	$(BIN)/python -m loadtests.bench_autoscale --version $(VERSION) --levels 10,100,1000 --duration 90 --tail 30 --out runs/bench/autoscale
+
 gpu-check: install
 	scripts/gpu_check.sh
 
