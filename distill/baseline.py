@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,6 +10,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 
 from distill.data import Splits
+from distill.evaluate import time_batches
 from distilserve.card import LatencyStats
 
 
@@ -22,31 +21,6 @@ class BaselineResult:
     latency: list[LatencyStats]
     parameters: int  # coefficients + intercepts (the vocabulary itself is not counted)
     vocabulary: int
-
-
-def time_batches(
-    fn: Callable[[list[str]], object],
-    texts: Sequence[str],
-    batch_sizes: tuple[int, ...] = (1, 32),
-    runs: int = 50,
-    warmup: int = 3,
-) -> list[LatencyStats]:
-    """p50/p99 of `fn(batch)` per batch size; batches cycle through `texts` like evaluate.latency."""
-    texts = list(texts)
-    stats = []
-    for bs in batch_sizes:
-        times = []
-        for i in range(warmup + runs):
-            start = (i * bs) % max(1, len(texts) - bs)
-            batch = texts[start : start + bs]
-            t0 = time.perf_counter()
-            fn(batch)
-            if i >= warmup:
-                times.append((time.perf_counter() - t0) * 1000.0)
-        arr = np.asarray(times)
-        stats.append(LatencyStats(batch_size=bs, p50_ms=round(float(np.percentile(arr, 50)), 3),
-                                  p99_ms=round(float(np.percentile(arr, 99)), 3), runs=runs))
-    return stats
 
 
 def fit_baseline(splits: Splits, *, seed: int = 0) -> Pipeline:

@@ -15,9 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 from safetensors.numpy import load_file, save_file
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 DEFAULT_CACHE_DIR = Path(".distilserve/cache")
 
@@ -69,19 +67,3 @@ class LogitCache:
             raise ValueError(f"teacher logits have {logits.shape[0]} rows, expected {n_rows}")
         self.save(key, logits)
         return logits, False
-
-
-@torch.inference_mode()
-def teacher_logits(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_len: int,
-    batch_size: int = 64,
-) -> np.ndarray:
-    """Raw (pre-softmax) logits of `model` on `texts`, shape [N, num_labels], float32."""
-    model.eval()
-    device = next(model.parameters()).device
-    out = []
-    for i in range(0, len(texts), batch_size):
-        enc = tokenizer(list(texts[i : i + batch_size]), truncation=True, max_length=max_len,
-                        padding=True, return_tensors="pt")
-        out.append(model(**{k: v.to(device) for k, v in enc.items()}).logits.float().cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, model.config.num_labels), dtype=np.float32)

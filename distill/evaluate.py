@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import platform
 import time
+from collections.abc import Callable, Sequence
 
 import datasets
 import numpy as np
@@ -14,22 +15,33 @@ from distilserve.card import LatencyStats
 
 
 @torch.inference_mode()
-def predict(
+def logits(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
-    texts: list[str],
+    texts: Sequence[str],
     max_len: int,
     batch_size: int = 64,
 ) -> np.ndarray:
-    """Class probabilities, shape [len(texts), num_labels]."""
+    """Raw (pre-softmax) logits, shape [len(texts), num_labels], float32."""
     model.eval()
     device = next(model.parameters()).device
     out = []
     for i in range(0, len(texts), batch_size):
-        enc = tokenizer(texts[i : i + batch_size], truncation=True, max_length=max_len, padding=True, return_tensors="pt")
-        logits = model(**{k: v.to(device) for k, v in enc.items()}).logits
-        out.append(torch.softmax(logits.float(), dim=-1).cpu().numpy())
+        enc = tokenizer(list(texts[i : i + batch_size]), truncation=True, max_length=max_len, padding=True,
+                        return_tensors="pt")
+        out.append(model(**{k: v.to(device) for k, v in enc.items()}).logits.float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, model.config.num_labels), dtype=np.float32)
+
+
+def predict(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    max_len: int,
+    batch_size: int = 64,
+) -> np.ndarray:
+    """Class probabilities, shape [len(texts), num_labels]."""
+    return torch.softmax(torch.from_numpy(logits(model, tokenizer, texts, max_len, batch_size)), dim=-1).numpy()
 
 
 def accuracy(
@@ -40,7 +52,35 @@ def accuracy(
     return float((probs.argmax(axis=1) == np.asarray(ds["label"])).mean())
 
 
-@torch.inference_mode()
+def time_batches(
+    fn: Callable[[list[str]], object],
+    texts: Sequence[str],
+    batch_sizes: tuple[int, ...] = (1, 32),
+    runs: int = 50,
+    warmup: int = 3,
+) -> list[LatencyStats]:
+    """p50/p99 of `fn(batch)` per batch size.
+
+    Every batch draws different texts (cycling through `texts`) so a tokenizer cannot cache
+    its way to a flattering number.
+    """
+    texts = list(texts)
+    stats = []
+    for bs in batch_sizes:
+        times = []
+        for i in range(warmup + runs):
+            start = (i * bs) % max(1, len(texts) - bs)
+            batch = texts[start : start + bs]
+            t0 = time.perf_counter()
+            fn(batch)
+            if i >= warmup:
+                times.append((time.perf_counter() - t0) * 1000.0)
+        arr = np.asarray(times)
+        stats.append(LatencyStats(batch_size=bs, p50_ms=round(float(np.percentile(arr, 50)), 3),
+                                  p99_ms=round(float(np.percentile(arr, 99)), 3), runs=runs))
+    return stats
+
+
 def latency(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -50,36 +90,18 @@ def latency(
     runs: int = 50,
     warmup: int = 3,
 ) -> list[LatencyStats]:
-    """p50/p99 of tokenize + forward, per batch size, on this machine's CPU/GPU as is.
-
-    Every batch draws different texts (cycling through `texts`) so the tokenizer cannot
-    cache its way to a flattering number.
-    """
+    """p50/p99 of tokenize + forward, per batch size, on this machine's CPU/GPU as is."""
     model.eval()
     device = next(model.parameters()).device
-    stats = []
-    for bs in batch_sizes:
-        times = []
-        for i in range(warmup + runs):
-            start = (i * bs) % max(1, len(texts) - bs)
-            batch = texts[start : start + bs]
-            t0 = time.perf_counter()
-            enc = tokenizer(batch, truncation=True, max_length=max_len, padding=True, return_tensors="pt")
-            model(**{k: v.to(device) for k, v in enc.items()})
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            if i >= warmup:
-                times.append((time.perf_counter() - t0) * 1000.0)
-        arr = np.asarray(times)
-        stats.append(
-            LatencyStats(
-                batch_size=bs,
-                p50_ms=round(float(np.percentile(arr, 50)), 3),
-                p99_ms=round(float(np.percentile(arr, 99)), 3),
-                runs=runs,
-            )
-        )
-    return stats
+
+    @torch.inference_mode()
+    def forward(batch: list[str]) -> None:
+        enc = tokenizer(batch, truncation=True, max_length=max_len, padding=True, return_tensors="pt")
+        model(**{k: v.to(device) for k, v in enc.items()})
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    return time_batches(forward, texts, batch_sizes, runs, warmup)
 
 
 def count_parameters(model: torch.nn.Module) -> int:

@@ -191,7 +191,7 @@ def cached_teacher_logits(
 ) -> tuple[list[list[float]], bool]:
     key = cache.cache_key(teacher.weights_sha256, fingerprint, max_len, texts)
     logits, hit = logit_cache.get_or_compute(
-        key, len(texts), lambda: cache.teacher_logits(teacher.model, teacher.tokenizer, texts, max_len)
+        key, len(texts), lambda: evaluate.logits(teacher.model, teacher.tokenizer, texts, max_len)
     )
     return logits.tolist(), hit
 
