@@ -59,3 +59,23 @@ def ray_session():
 @pytest.fixture(scope="session")
 def admin_token() -> str:
     return os.environ.setdefault("DISTILSERVE_TEST_ADMIN_TOKEN", "test-token-" + os.urandom(8).hex())
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _fresh_serve_per_module():
+    """Shut Serve down after each module: Serve's HTTP port is fixed by the first serve.start()
+    in a Ray session, so the next module's stack (on its own free port) needs a fresh Serve."""
+    yield
+    import sys
+
+    if "ray" not in sys.modules:
+        return
+    import ray
+
+    if ray.is_initialized():
+        from ray import serve
+
+        try:
+            serve.shutdown()
+        except Exception:  # noqa: BLE001 - best effort between modules
+            pass
