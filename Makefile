@@ -28,7 +28,7 @@ serve: install
 	$(BIN)/distilserve serve --port $(PORT)
 
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=20
 
 test-unit: install
 	$(BIN)/python -m pytest -q tests/unit
