@@ -211,9 +211,10 @@ class Ingress:
         ok = await self._version_ready(model, version)
         return JSONResponse({"name": model, "version": version, "ready": ok}, status_code=200 if ok else 503)
 
-    async def _version_ready(self, model: str, version: str) -> bool:
+    async def _version_ready(self, model: str, version: str, timeout_s: float = 3.0) -> bool:
+        # Bounded: a handle to an app being deleted waits for replicas that never come.
         try:
-            return bool(await self._handle(model, version).ready.remote())
+            return bool(await asyncio.wait_for(self._handle(model, version).ready.remote(), timeout_s))
         except Exception:  # noqa: BLE001 - not deployed or not answering: not ready
             self._handles.pop((model, version), None)
             return False
