@@ -247,3 +247,52 @@ def test_blue_green_switches_at_once_and_rolls_back(stack, tmp_path: Path) -> No
     out = tmp_path / "timeline.png"
     assert cli(stack, "timeline", "--model", "sentiment", "--out", str(out)) == 0
     assert out.read_bytes()[:4] == b"\x89PNG"
+
+
+def _ab_users(stack, first: int, count: int, converts: Callable[[int, str], bool]) -> dict[str, str]:
+    """Simulated users: each predicts once with its user_id, then reports a 0/1 outcome."""
+    seen: dict[str, str] = {}
+    with httpx.Client(base_url=stack["url"], timeout=30) as client:
+        for i in range(first, first + count):
+            user = f"user-{i}"
+            r = client.post("/v1/predict", json={"inputs": ["is this any good"], "user_id": user})
+            assert r.status_code == 200, r.text
+            version = r.json()["version"]
+            seen[user] = version
+            fb = client.post("/v1/feedback", json={"request_id": r.json()["request_id"],
+                                                    "outcome": int(converts(i, version))})
+            assert fb.status_code == 200, fb.text
+    return seen
+
+
+def test_ab_test_names_a_winner_only_when_the_data_support_it(stack) -> None:
+    reg = stack["reg"]
+    stable = max(reg.get_traffic("sentiment").items(), key=lambda kv: kv[1])[0]
+    candidate = "3" if stable != "3" else "2"
+    out = admin(stack, "POST", "/admin/models/sentiment/rollouts", {
+        "version": candidate,
+        "policy": {"strategy": "ab", "salt": "exp-ab-test", "min_trials": 30, "tau": 0.2},
+    })
+    ab_id = out["rollout_id"]
+    drive(stack, lambda: reg.get_traffic("sentiment").get(candidate, 0) > 0, 60, "A/B split live")
+
+    # Phase 1: both arms convert exactly one user in three -> no difference -> no winner.
+    seen = _ab_users(stack, 0, 240, lambda i, v: i % 3 == 0)
+    assert set(seen.values()) == {stable, candidate}  # both arms got users
+    again = _ab_users(stack, 0, 40, lambda i, v: False)  # sticky: the same users, the same arms
+    assert all(seen[u] == v for u, v in again.items())
+    for _ in range(3):
+        stack["runner"].reconcile()
+        stack["controller"].tick()
+        time.sleep(0.5)
+    assert active_id(stack) == ab_id, "an A/A-like phase must not end the test"
+    assert not [e for e in reg.events("sentiment", rollout_id=ab_id) if e.kind == "rollout.promote_winner"]
+
+    # Phase 2: the candidate converts two users in three, stable still one in three -> a winner.
+    _ab_users(stack, 1000, 400, lambda i, v: (i % 3 != 0) if v == candidate else (i % 3 == 0))
+    drive(stack, lambda: no_rollout(stack), 60, "A/B verdict")
+    kinds = rollout_kinds(stack, ab_id)
+    assert "rollout.promote_winner" in kinds, kinds
+    verdict = next(e for e in reg.events("sentiment", rollout_id=ab_id) if e.kind == "rollout.promote_winner")
+    assert candidate in verdict.message, verdict.message
+    assert reg.get_traffic("sentiment").get(candidate) == 100.0
