@@ -60,8 +60,12 @@ def desired_versions(registry: Registry, model: str, rollback_warm_s: float = fl
     target = registry.rollback_target(model)
     if target:
         last = registry.history(model, limit=1)
-        age = (time.time() if now is None else now) - last[0].ts if last else float("inf")
-        if age < rollback_warm_s:
+        since = last[0].ts if last else 0.0
+        age = (time.time() if now is None else now) - since if last else float("inf")
+        # A blue-green rollout retires its old colour when its own rollback window ends.
+        retired = {e.data.get("stable") for e in registry.events(model, limit=200)
+                   if e.kind == "rollout.scale_down" and e.ts >= since}
+        if age < rollback_warm_s and target not in retired:
             wanted.add(target)
     wanted |= set(registry.warm_versions(model))
     return wanted

@@ -275,6 +275,7 @@ def test_ab_test_names_a_winner_only_when_the_data_support_it(stack) -> None:
     })
     ab_id = out["rollout_id"]
     drive(stack, lambda: reg.get_traffic("sentiment").get(candidate, 0) > 0, 60, "A/B split live")
+    time.sleep(1.0)  # the ingress rereads the traffic table every 0.25 s: let it see the split first
 
     # Phase 1: both arms convert exactly one user in three -> no difference -> no winner.
     seen = _ab_users(stack, 0, 240, lambda i, v: i % 3 == 0)

@@ -60,3 +60,23 @@ def test_rollback_target_stays_warm_only_within_the_window(tmp_path: Path) -> No
     assert desired_versions(reg, "m", rollback_warm_s=60, now=1061) == {"2"}  # window over: scale down
     reg.set_warm("m", "1")
     assert desired_versions(reg, "m", rollback_warm_s=60, now=5000) == {"1", "2"}  # warm wins
+
+
+def test_a_blue_green_scale_down_retires_the_old_colour_before_the_window(tmp_path: Path) -> None:
+    from serving.registry import Registry
+    from serving.runner import desired_versions
+    from tests.unit.test_registry import make_card
+
+    clock = [1000.0]
+    reg = Registry(tmp_path / "r.db", clock=lambda: clock[0])
+    for v in ("1", "2"):
+        reg.register_version("m", v, tmp_path / "m" / v, make_card(v, model="m"))
+    reg.set_traffic("m", {"1": 100}, reason="initial")
+    reg.set_traffic("m", {"2": 100}, reason="blue-green switch")  # t=1000
+    assert desired_versions(reg, "m", rollback_warm_s=900, now=1100) == {"1", "2"}
+    clock[0] = 1120.0
+    reg.record_event("m", "rollout.scale_down", "rollback window over", {"stable": "1"}, rollout_id="r1")
+    assert desired_versions(reg, "m", rollback_warm_s=900, now=1130) == {"2"}  # the policy's window ruled
+    clock[0] = 1200.0
+    reg.set_traffic("m", {"1": 100}, reason="manual rollback")  # a newer change: the old event no longer applies
+    assert desired_versions(reg, "m", rollback_warm_s=900, now=1210) == {"1", "2"}
