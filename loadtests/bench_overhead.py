@@ -9,7 +9,8 @@ the corpus (per-request overhead is what differs between them):
 - `triton`       Triton direct: a tritonserver on this version, tritonclient gRPC (asyncio);
 - `stack`        the full stack: Ray Serve proxy -> Ingress -> ModelVersion -> its Triton (HTTP /v1/predict);
 - `serve-torch`  the same Ray Serve stack with the in-process torch backend instead of Triton.
-A `stack` target may carry Ray Serve flags: `stack@RAY_SERVE_THROUGHPUT_OPTIMIZED=1+FLAG=V`.
+A `stack` target may carry Ray Serve flags (upper case, set in the environment of its own Ray)
+and ServeConfig settings (dotted lower case): `stack@RAY_SERVE_THROUGHPUT_OPTIMIZED=1+batching.enabled=false`.
 
 The result per target is the best throughput whose p99 <= --slo-ms, and ratios between targets.
 The benchmark uses serving's launchers only to start the system under test; it drives it over
@@ -157,6 +158,8 @@ def bench_triton(repo: Path, model: str, version: str, texts: list[str], levels:
 def bench_stack(name: str, backend: str, env: dict[str, str], repo: Path, model: str, version: str,
                 texts: list[str], levels: list[int], duration_s: float, warmup_s: float) -> list[Point]:
     """Start Ray + the stack with `env` set (Serve reads its flags at import, so each gets a fresh Ray)."""
+    settings = {k: v for k, v in env.items() if not k.isupper()}
+    env = {k: v for k, v in env.items() if k.isupper()}
     os.environ.update(env)
     from serving.config import AutoscalingSettings, ServeConfig
     from serving.runner import Runner
@@ -166,6 +169,7 @@ def bench_stack(name: str, backend: str, env: dict[str, str], repo: Path, model:
     # One replica, fixed: this measures the serving path, not the autoscaler.
     cfg = ServeConfig(port=free_port(), model_repository=repo, registry=tmp / "registry.db", models=[model],
                       backend=backend, autoscaling=AutoscalingSettings(min_replicas=1, max_replicas=1))
+    cfg = ServeConfig.model_validate(apply_settings(cfg.model_dump(), settings))
     try:
         start_ray_retrying(cfg, str(tmp / "ray"))
         runner = Runner(cfg)
@@ -181,6 +185,17 @@ def bench_stack(name: str, backend: str, env: dict[str, str], repo: Path, model:
         for k in env:
             os.environ.pop(k, None)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def apply_settings(data: dict, settings: dict[str, str]) -> dict:
+    """{'batching.max_wait_ms': '2'} applied to a ServeConfig dump (pydantic converts the strings)."""
+    for key, value in settings.items():
+        node = data
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return data
 
 
 def start_ray_retrying(cfg, temp_dir: str, attempts: int = 3) -> None:  # noqa: ANN001 - a ServeConfig

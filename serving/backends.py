@@ -10,6 +10,7 @@ import asyncio
 import importlib.util
 import shutil
 import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +69,7 @@ class TritonBackend:
             self.close()
             raise
         self._client = None
+        self._last_request_time: tuple[float, float] | None = None
 
     def _get_client(self):  # noqa: ANN202 - created lazily on the replica's event loop
         if self._client is None:
@@ -77,21 +79,28 @@ class TritonBackend:
         return self._client
 
     async def infer(self, texts: list[str]) -> tuple[np.ndarray, list[str]]:
-        import tritonclient.grpc as grpcclient
-        from tritonclient.utils import InferenceServerException
-
-        arr = np.array([t.encode() for t in texts], dtype=np.object_).reshape(len(texts), 1)
-        inp = grpcclient.InferInput("TEXT", list(arr.shape), "BYTES")
-        inp.set_data_from_numpy(arr)
         try:
-            result = await self._get_client().infer(self.model, [inp], model_version=self.version)
-        except InferenceServerException as e:
+            return await triton_infer(self._get_client(), self.model, self.version, texts)
+        except BackendUnavailable:
+            raise
+        except ModelError:
             if not self.server.alive():
                 raise BackendUnavailable(f"Triton for {self.model} v{self.version} is down") from None
-            raise ModelError(str(e.message() or e)) from None
-        probs = result.as_numpy("PROBABILITIES")
-        labels = [x.decode() if isinstance(x, bytes) else str(x) for x in result.as_numpy("LABEL").reshape(-1)]
-        return probs, labels
+            raise
+
+    def concurrency(self) -> float:
+        """Mean requests inside this Triton (queued or executing) since the last call.
+
+        Little's law on Triton's own counter of request time: the request-microseconds it
+        completed per wall-clock microsecond. This is the replica's load whichever path the
+        requests took (Serve's handle or the ingress's short path straight to Triton).
+        """
+        now = time.monotonic()
+        total = request_time_us(self.server.metrics_text())
+        last, self._last_request_time = self._last_request_time, (now, total)
+        if last is None or now <= last[0] or total < last[1]:
+            return 0.0
+        return (total - last[1]) / 1e6 / (now - last[0])
 
     def healthy(self) -> bool:
         return self.server.alive() and self.server.model_ready(self.model, self.version)
@@ -99,6 +108,44 @@ class TritonBackend:
     def close(self) -> None:
         self.server.stop()
         shutil.rmtree(self._view, ignore_errors=True)
+
+
+_UNAVAILABLE = ("StatusCode.UNAVAILABLE", "StatusCode.CANCELLED", "StatusCode.DEADLINE_EXCEEDED")
+
+
+async def triton_infer(client, model: str, version: str, texts: list[str]) -> tuple[np.ndarray, list[str]]:  # noqa: ANN001 - a tritonclient.grpc.aio client
+    """One inference over gRPC: probabilities [N, C] and labels.
+
+    Raises BackendUnavailable when the server cannot be reached, ModelError for anything the
+    server answered with an error (the model failed on this request).
+    """
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    arr = np.array([t.encode() for t in texts], dtype=np.object_).reshape(len(texts), 1)
+    inp = grpcclient.InferInput("TEXT", list(arr.shape), "BYTES")
+    inp.set_data_from_numpy(arr)
+    try:
+        result = await client.infer(model, [inp], model_version=version)
+    except InferenceServerException as e:
+        if str(e.status()) in _UNAVAILABLE:
+            raise BackendUnavailable(f"Triton for {model} v{version} unreachable: {e.message()}") from None
+        raise ModelError(str(e.message() or e)) from None
+    probs = result.as_numpy("PROBABILITIES")
+    labels = [x.decode() if isinstance(x, bytes) else str(x) for x in result.as_numpy("LABEL").reshape(-1)]
+    return probs, labels
+
+
+def request_time_us(metrics_text: str) -> float:
+    """Sum of Triton's `nv_inference_request_duration_us` counters in a /metrics page."""
+    total = 0.0
+    for line in metrics_text.splitlines():
+        if line.startswith("nv_inference_request_duration_us"):
+            try:
+                total += float(line.rsplit(" ", 1)[1])
+            except (IndexError, ValueError):
+                continue
+    return total
 
 
 def load_classifier_module(repository: Path, model: str):  # noqa: ANN201 - a module

@@ -42,6 +42,8 @@ class AutoscalingSettings(BaseModel):
             "downscale_delay_s": self.downscale_delay_s,
             "look_back_period_s": self.look_back_period_s,
             "metrics_interval_s": self.metrics_interval_s,
+            # Counts the ingress's short path to Triton as well (serving/autoscale_policy.py).
+            "policy": {"policy_function": "serving.autoscale_policy:triton_aware_policy"},
         }
 
 
@@ -53,6 +55,21 @@ class LimitSettings(BaseModel):
     max_items: int = Field(default=64, ge=1, le=64, description="Texts per request (Triton max_batch_size is 64).")
     max_text_chars: int = Field(default=2000, ge=1, le=100_000, description="Characters per text.")
     max_body_bytes: int = Field(default=1_000_000, ge=1024, description="Request body size.")
+
+
+class BatchingSettings(BaseModel):
+    """Micro-batching at the ingress (serving/batcher.py; BENCHMARKS.md has the measurements)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(default=True, description="Coalesce concurrent requests to one version into one call.")
+    max_texts: int = Field(default=32, ge=1, le=64, description="Texts per coalesced call (Triton max_batch_size is 64).")
+    max_wait_ms: float = Field(default=4.0, ge=0, le=100,
+                               description="Longest a request waits for others to share its call.")
+    flush_when_idle: bool = Field(
+        default=False,
+        description="Send at once when no call to the version is in flight (lowest latency when idle; "
+                    "concurrent clients then tend to fall out of step and stop sharing calls).")
 
 
 class ServeConfig(BaseModel):
@@ -71,7 +88,18 @@ class ServeConfig(BaseModel):
     torch_threads: int | None = Field(default=None, ge=1, le=256, description="torch threads per model process.")
     autoscaling: AutoscalingSettings = Field(default_factory=AutoscalingSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
+    batching: BatchingSettings = Field(default_factory=BatchingSettings)
     ingress_replicas: int = Field(default=1, ge=1, le=64, description="Ingress replicas.")
+    direct_triton: bool = Field(
+        default=True,
+        description="The ingress sends inference straight to a same-node replica's Triton (one hop, Triton's "
+                    "dynamic batcher does the batching); Serve's handle path is the fallback.",
+    )
+    http_server: Literal["ingress", "serve-proxy"] = Field(
+        default="ingress",
+        description="Who listens on host:port: 'ingress' = each Ingress replica itself (uvicorn, SO_REUSEPORT, "
+                    "no proxy hop; the fast path), 'serve-proxy' = Ray Serve's HTTP proxy in front of the ingress.",
+    )
     admin_token: SecretStr | None = Field(default=None, description="Bearer token for admin endpoints.")
     traffic_poll_s: float = Field(default=0.25, gt=0, le=5, description="How often the ingress rereads traffic.")
     ray_address: str | None = Field(default=None, description="Existing Ray cluster; None starts a local one.")

@@ -62,6 +62,8 @@ def serve_config(dc: DeployConfig) -> dict:
     # Only what deploy/cluster.yaml sets: defaults stay the code's, so new ServeConfig fields
     # do not churn the generated file.
     cfg = dc.serve.model_dump(mode="json", exclude_unset=True, exclude={"admin_token", "ray_address", "host", "port"})
+    # On a cluster Ray Serve's proxy listens (KubeRay's Service and health probes expect it).
+    cfg["http_server"] = "serve-proxy"
     apps: list[dict] = [{
         "name": "ingress",
         "route_prefix": "/",

@@ -19,10 +19,13 @@ from pydantic import ValidationError
 from ray import serve
 
 from serving import api_models
-from serving.backends import Failure
+from serving.backends import BackendUnavailable, Failure, ModelError, triton_infer
 from serving.batch.cache import open_cache
+from serving.batcher import MicroBatcher
 from serving.config import ServeConfig
+from serving.endpoints import EndpointWatcher
 from serving.errors import ApiError, describe_validation, install_handlers
+from serving.http_server import IngressHttpServer
 from serving.metrics import Metrics
 from serving.registry import RegistryError, UnknownRequestError
 from serving.routers import extra_routers
@@ -63,8 +66,41 @@ class Ingress:
         self._handles: dict[tuple[str, str], object] = {}
         self._tasks: set[asyncio.Task] = set()
         self._names: dict[tuple[str, str], list[str]] = {}
+        self._batchers: dict[tuple[str, str], MicroBatcher] = {}
         self.cache = open_cache(self.cfg.prediction_cache) if self.cfg.prediction_cache else None
         app.state.ingress = self
+        self._watcher: EndpointWatcher | None = None
+        self._triton_clients: dict[str, object] = {}
+        if self.cfg.direct_triton:
+            self._start_watcher()
+        self._http: IngressHttpServer | None = None
+        if self.cfg.http_server == "ingress":
+            # This replica answers HTTP itself on host:port; Serve's proxy is off (runner.py).
+            self._http = IngressHttpServer(app, self.cfg.host, self.cfg.port)
+            self._http.start()
+
+    def _start_watcher(self) -> None:
+        import threading
+
+        import ray
+
+        self._watcher = watcher = EndpointWatcher(ray.get_runtime_context().get_node_id())
+        self._watch_stop = stop = threading.Event()
+
+        def run() -> None:
+            while True:
+                try:
+                    watcher.poll_once()
+                except Exception:  # noqa: BLE001 - keep polling; the Serve path works meanwhile
+                    log.exception("reading Triton endpoints failed")
+                if stop.wait(watcher.poll_s):
+                    return
+
+        threading.Thread(target=run, name="triton-endpoints", daemon=True).start()
+
+    def check_health(self) -> None:
+        if self._http is not None and not self._http.alive():
+            raise RuntimeError(f"the ingress HTTP listener on {self.cfg.host}:{self.cfg.port} is down")
 
     # ---- helpers ---------------------------------------------------------------------------
     async def _body(self, request: Request) -> bytes:
@@ -106,21 +142,70 @@ class Ingress:
             self._handles[key] = handle
         return handle
 
+    async def _call_version(self, model: str, version: str, texts: list[str]) -> tuple[np.ndarray, list[str]] | Failure:
+        """One call for `texts`: straight to a same-node Triton of the version when one is known
+        (serving/endpoints.py), else through the version's Serve deployment. Failures are values."""
+        pool = self._watcher.pools.get(app_name(model, version)) if self._watcher else None
+        endpoint = pool.pick(time.time()) if pool else None
+        if pool is not None and endpoint is not None:
+            pool.acquire(endpoint)
+            try:
+                result = await triton_infer(self._triton_client(endpoint.grpc), model, version, texts)
+                self.metrics.calls.labels(model, version, "triton").inc()
+                return result
+            except ModelError as e:
+                self.metrics.calls.labels(model, version, "triton").inc()
+                return Failure("model", str(e))
+            except (BackendUnavailable, OSError, RuntimeError) as e:
+                # Its Triton is gone (replica replaced or dying): bench it and let Serve route this one.
+                log.warning("short path to %s failed (%r); using Serve", endpoint.grpc, e)
+                pool.bench(endpoint, time.time())
+            finally:
+                pool.release(endpoint)
+        self.metrics.calls.labels(model, version, "serve").inc()
+        try:
+            return await self._handle(model, version).predict.remote(texts)
+        except ApiError as e:
+            return Failure("unavailable", e.message)
+        except Exception as e:  # noqa: BLE001 - replica died, app deleted, cluster shutting down
+            self._handles.pop((model, version), None)
+            log.warning("version %s of %s unavailable: %r", version, model, e)
+            return Failure("unavailable", f"version {version} of model {model!r} is unavailable; retry")
+
+    def _triton_client(self, address: str):  # noqa: ANN202 - a tritonclient.grpc.aio client, made on this loop
+        client = self._triton_clients.get(address)
+        if client is None:
+            import tritonclient.grpc.aio as grpc_aio
+
+            client = self._triton_clients[address] = grpc_aio.InferenceServerClient(address)
+        return client
+
+    def _batcher(self, model: str, version: str) -> MicroBatcher:
+        key = (model, version)
+        batcher = self._batchers.get(key)
+        if batcher is None:
+            b = self.cfg.batching
+            batcher = self._batchers[key] = MicroBatcher(
+                lambda texts: self._call_version(model, version, texts),
+                slice_result=lambda r, a, z: (r[0][a:z], r[1][a:z]),
+                is_failure=lambda r: isinstance(r, Failure),
+                is_model_failure=lambda r: isinstance(r, Failure) and r.kind == "model",
+                max_texts=b.max_texts, max_wait_s=b.max_wait_ms / 1000, flush_when_idle=b.flush_when_idle,
+                on_call=self.metrics.downstream_batch.labels(model, version).observe,
+            )
+        return batcher
+
     async def _predict(self, model: str, version: str, texts: list[str]) -> tuple[np.ndarray, list[str]]:
-        """Call the version's deployment; one retry when the replica was unavailable.
+        """Call the version (micro-batched with concurrent requests); one retry when unavailable.
 
         Inference is idempotent, so a request that met a dead replica (its Triton killed, the
         replica being replaced) is sent once more and Serve routes it to a live one.
         """
-        for attempt in (1, 2):
-            try:
-                result = await self._handle(model, version).predict.remote(texts)
-            except ApiError:
-                raise
-            except Exception as e:  # noqa: BLE001 - replica died, app deleted, cluster shutting down
-                self._handles.pop((model, version), None)
-                log.warning("version %s of %s unavailable (attempt %d): %r", version, model, attempt, e)
-                result = Failure("unavailable", f"version {version} of model {model!r} is unavailable; retry")
+        for _attempt in (1, 2):
+            if self.cfg.batching.enabled:
+                result = await self._batcher(model, version).submit(texts)
+            else:
+                result = await self._call_version(model, version, texts)
             if not isinstance(result, Failure):
                 return result
             if result.kind == "model":
@@ -405,6 +490,12 @@ class Ingress:
         return {"model": model, "traffic": rec.traffic, "previous": rec.previous, "id": rec.id}
 
     def __del__(self) -> None:
+        stop = getattr(self, "_watch_stop", None)
+        if stop is not None:
+            stop.set()
+        http = getattr(self, "_http", None)
+        if http is not None:
+            http.stop()
         view = getattr(self, "view", None)
         if view is not None:
             view.close()

@@ -23,6 +23,14 @@ class Metrics:
             "distilserve_batch_size", "Texts per request", labels,
             buckets=(1, 2, 4, 8, 16, 32, 64), registry=self.registry,
         )
+        self.downstream_batch = Histogram(
+            "distilserve_downstream_batch_texts", "Texts per call from the ingress to a version (micro-batched)",
+            labels, buckets=(1, 2, 4, 8, 16, 32, 64), registry=self.registry,
+        )
+        self.calls = Counter(
+            "distilserve_version_calls", "Calls from the ingress to a version, by path: 'triton' = straight to a "
+            "same-node Triton, 'serve' = through the version's Serve deployment", [*labels, "path"], registry=self.registry,
+        )
         self.cache_hits = Counter("distilserve_cache_hits", "Predictions served from the batch cache", labels,
                                   registry=self.registry)
         self.client_errors = Counter("distilserve_client_errors", "Requests refused (4xx)", ["route", "code"],

@@ -8,12 +8,14 @@ in-process model) created in `__init__`, checked by Serve's health checks, and c
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
 from ray import serve
 
-from serving.backends import BackendUnavailable, Failure, ModelError, make_backend
+from serving import endpoints
+from serving.backends import BackendUnavailable, Failure, ModelError, TritonBackend, make_backend
 
 log = logging.getLogger("ray.serve")
 
@@ -31,7 +33,26 @@ class ModelVersion:
                  gpu: bool = False, torch_threads: int | None = None) -> None:
         self.model, self.version = model, version
         self.backend = make_backend(backend, Path(repository), model, version, gpu=gpu, torch_threads=torch_threads)
+        self._endpoint: endpoints.Endpoint | None = None
+        if isinstance(self.backend, TritonBackend):
+            import ray
+
+            ctx = serve.get_replica_context()
+            self._endpoint = endpoints.Endpoint(
+                app=ctx.app_name, replica=ctx.replica_id.unique_id, node=ray.get_runtime_context().get_node_id(),
+                grpc=self.backend.server.grpc_url, ts=time.time())
+            self._publish()
         log.info("ModelVersion %s v%s ready on %s backend", model, version, backend)
+
+    def _publish(self) -> None:
+        """Tell same-node ingresses where this replica's Triton listens (serving/endpoints.py)."""
+        if self._endpoint is None:
+            return
+        self._endpoint = endpoints.Endpoint(**{**self._endpoint.__dict__, "ts": time.time()})
+        try:
+            endpoints.publish(self._endpoint)
+        except Exception:  # noqa: BLE001 - the Serve path still works without it
+            log.exception("could not publish the Triton endpoint of %s v%s", self.model, self.version)
 
     async def predict(self, texts: list[str]) -> tuple[np.ndarray, list[str]] | Failure:
         """Probabilities [N, C] and labels, or a Failure: "model" (-> 500) or "unavailable" (-> 503)."""
@@ -48,8 +69,22 @@ class ModelVersion:
     def check_health(self) -> None:
         if not self.backend.healthy():
             raise RuntimeError(f"backend of {self.model} v{self.version} is not healthy")
+        self._publish()  # only a healthy replica keeps its endpoint fresh
+
+    def record_autoscaling_stats(self) -> dict[str, float]:
+        """Custom autoscaling metric: requests inside this replica's Triton, whichever path they
+        took (serving/autoscale_policy.py adds it to Serve's own count of ongoing requests)."""
+        if isinstance(self.backend, TritonBackend):
+            return {"triton_concurrency": self.backend.concurrency()}
+        return {"triton_concurrency": 0.0}
 
     def __del__(self) -> None:
+        endpoint = getattr(self, "_endpoint", None)
+        if endpoint is not None:
+            try:
+                endpoints.withdraw(endpoint.app, endpoint.replica)
+            except Exception:  # noqa: BLE001 - the entry goes stale and is ignored anyway
+                pass
         backend = getattr(self, "backend", None)
         if backend is not None:
             backend.close()

@@ -199,7 +199,14 @@ class Runner:
         from serving.app import INGRESS_APP, ingress_app
 
         self.prepare()
-        serve.start(http_options={"host": self.cfg.host, "port": self.cfg.port}, proxy_location="HeadOnly")
+        if self.cfg.http_server == "ingress":
+            # The Ingress replica listens on host:port itself (serving/http_server.py): no Serve proxy.
+            from serving.http_server import check_port_free
+
+            check_port_free(self.cfg.host, self.cfg.port)
+            serve.start(proxy_location="Disabled")
+        else:
+            serve.start(http_options={"host": self.cfg.host, "port": self.cfg.port}, proxy_location="HeadOnly")
         self.reconcile()
         serve.run(ingress_app(self.cfg), name=INGRESS_APP, route_prefix="/", blocking=False)
 

@@ -29,11 +29,25 @@ class RegistryView:
         self._pending: list[tuple] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._seen_data_version: int | None = None
+        self.refreshes = 0
         self.refresh()
         self._thread = threading.Thread(target=self._run, name="registry-view", daemon=True)
         self._thread.start()
 
+    def refresh_if_changed(self) -> bool:
+        """Reread only when another process committed since the last look (a cheap PRAGMA
+        instead of parsing every version's card several times a second on a busy ingress)."""
+        seen = self.registry.data_version()
+        if seen == self._seen_data_version:
+            return False
+        self.refresh()
+        self._seen_data_version = seen
+        return True
+
     def refresh(self) -> None:
+        """Reread traffic, shadow and versions now (also after this process's own writes)."""
+        self.refreshes += 1
         for model in self.models:
             weights = self.registry.get_traffic(model)
             shadow = self.registry.get_shadow(model)
@@ -66,7 +80,7 @@ class RegistryView:
     def _run(self) -> None:
         while not self._stop.wait(self.poll_s):
             try:
-                self.refresh()
+                self.refresh_if_changed()
             except Exception:  # noqa: BLE001 - a locked or busy registry must not kill the poller
                 log.exception("registry refresh failed")
             self.flush()

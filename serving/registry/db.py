@@ -58,6 +58,15 @@ class Database:
             raise ValueError(f"registry {str(self.path)!r} is closed")
         return self._conn
 
+    def data_version(self) -> int:
+        """SQLite's PRAGMA data_version: changes whenever *another* connection commits.
+
+        A reader polling for changes made elsewhere compares it between polls instead of
+        rereading tables (its own writes do not change it).
+        """
+        with self._lock:
+            return int(self._connection().execute("PRAGMA data_version").fetchone()[0])
+
     @property
     def schema_version(self) -> int:
         """PRAGMA user_version of the file (equals SCHEMA_VERSION once opened)."""

@@ -265,6 +265,14 @@ class TritonServer:
         path = f"/v2/models/{model}" + (f"/versions/{version}" if version else "") + "/ready"
         return self._get(path) == 200
 
+    def metrics_text(self, timeout: float = 2.0) -> str:
+        """Triton's Prometheus page ('' when it cannot be read)."""
+        try:
+            with urllib.request.urlopen(self.metrics_url, timeout=timeout) as r:
+                return r.read().decode(errors="replace")
+        except (OSError, ValueError):
+            return ""
+
     # -- tiny HTTP helpers (stdlib: this runs before any event loop exists) --------
     def _get(self, path: str, timeout: float = 2.0) -> int:
         try:

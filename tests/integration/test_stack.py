@@ -204,3 +204,29 @@ def test_nothing_listens_beyond_loopback(stack) -> None:
     ours = descendants(os.getpid())
     assert len(ours) > 5
     assert listeners_off_loopback(ours) == []
+
+
+def _version_calls(url: str, path: str) -> float:
+    import re
+
+    text = httpx.get(url + "/metrics").text
+    pattern = rf'^distilserve_version_calls_total{{model="sentiment",path="{path}",version="1"}} ([0-9.e+]+)$'
+    return sum(float(m) for m in re.findall(pattern, text, re.M))
+
+
+def test_ingress_sends_straight_to_a_same_node_triton(stack) -> None:
+    """The short path (serving/endpoints.py): replicas publish their Triton, the ingress calls it
+    directly; answers equal those through the replica's Serve deployment."""
+    url = stack["url"]
+    wait_for(lambda: _predict(url, {"inputs": ["short path"]}).status_code == 200
+             and _version_calls(url, "triton") > 0, 30, "a call on the short path")
+    before = _version_calls(url, "triton")
+    direct = _predict(url, {"inputs": ["good movie", "bad movie"], "version": "1"}).json()
+    assert _version_calls(url, "triton") > before
+    from ray import serve
+
+    probs, labels = serve.get_deployment_handle("ModelVersion", app_name="sentiment-v1").predict.remote(
+        ["good movie", "bad movie"]).result()
+    assert [p["label"] for p in direct["predictions"]] == labels
+    for pred, row in zip(direct["predictions"], probs, strict=True):
+        assert list(pred["scores"].values()) == pytest.approx([float(x) for x in row], abs=1e-5)

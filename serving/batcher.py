@@ -1,0 +1,154 @@
+"""Micro-batching at the ingress: concurrent requests to one version share one downstream call.
+
+Every hop behind the ingress (the Ray handle call, the replica, the gRPC call into Triton,
+the Python-backend stub) costs CPU per call, not per text. On a busy ingress, requests for
+the same model version that arrive within a few milliseconds are therefore sent as one call,
+and each request gets back its own slice of the answer.
+
+The policy is deliberately simple and free of I/O so it can be tested as a table of cases:
+- nothing in flight for this version: the request goes at once (an idle server adds no wait);
+- otherwise requests gather until `max_texts` texts are waiting or `max_wait_s` passed since
+  the first of them, whichever comes first;
+- a request is never split: one whose texts do not fit the current batch opens the next one;
+- a batch that fails as a model fault ("model", HTTP 500) is re-sent request by request, so
+  only the request that broke the model fails; any other failure goes to every request of the
+  batch (the caller retries unavailability itself).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+R = TypeVar("R")
+
+
+@dataclass
+class _Waiting:
+    texts: list[str]
+    future: asyncio.Future
+
+
+@dataclass
+class BatchStats:
+    calls: int = 0
+    texts: int = 0
+    requests: int = 0
+    split_retries: int = 0
+    sizes: list[int] = field(default_factory=list)  # texts per call, most recent last (bounded)
+
+
+class MicroBatcher(Generic[R]):
+    """Coalesce `submit(texts)` calls into `call(all_texts)` calls.
+
+    `call` returns a result for all texts, or a failure value; `is_model_failure(result)` says
+    whether the result is a per-request model fault worth isolating; `slice_result(result, a, b)`
+    cuts rows a..b out of a success.
+    """
+
+    def __init__(self, call: Callable[[list[str]], Awaitable[R]], *, slice_result: Callable[[R, int, int], R],
+                 is_failure: Callable[[R], bool], is_model_failure: Callable[[R], bool],
+                 max_texts: int = 32, max_wait_s: float = 0.004, max_inflight: int | Callable[[], int] | None = None,
+                 flush_when_idle: bool = False, on_call: Callable[[int], None] | None = None) -> None:
+        if max_texts < 1:
+            raise ValueError(f"max_texts must be >= 1, got {max_texts}")
+        if max_wait_s < 0:
+            raise ValueError(f"max_wait_s must be >= 0, got {max_wait_s}")
+        self._call, self._slice = call, slice_result
+        self._is_failure, self._is_model_failure = is_failure, is_model_failure
+        self.max_texts, self.max_wait_s = max_texts, max_wait_s
+        self._max_inflight = max_inflight
+        self.flush_when_idle = flush_when_idle
+        self._on_call = on_call
+        self._waiting: list[_Waiting] = []
+        self._waiting_texts = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._inflight = 0
+        self._tasks: set[asyncio.Task] = set()
+        self.stats = BatchStats()
+
+    @property
+    def inflight(self) -> int:
+        return self._inflight
+
+    def _slot_free(self) -> bool:
+        """May a call start now? Without a cap: only when none is in flight (then wait max_wait_s)."""
+        cap = self._max_inflight() if callable(self._max_inflight) else self._max_inflight
+        if cap is None:
+            return self.flush_when_idle and self._inflight == 0
+        return self._inflight < max(1, cap)
+
+    async def submit(self, texts: list[str]) -> R:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        if self._waiting_texts + len(texts) > self.max_texts:
+            self._flush()  # the new request would overflow the open batch: send that one first
+        self._waiting.append(_Waiting(list(texts), future))
+        self._waiting_texts += len(texts)
+        if self._slot_free() or self._waiting_texts >= self.max_texts or self.max_wait_s == 0:
+            self._flush()
+        elif self._timer is None:
+            self._timer = loop.call_later(self.max_wait_s, self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._waiting:
+            return
+        batch, self._waiting, self._waiting_texts = self._waiting, [], 0
+        self._inflight += 1
+        task = asyncio.get_running_loop().create_task(self._run(batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, batch: list[_Waiting]) -> None:
+        try:
+            texts = [t for w in batch for t in w.texts]
+            self.stats.calls += 1
+            self.stats.texts += len(texts)
+            self.stats.requests += len(batch)
+            self.stats.sizes = [*self.stats.sizes[-999:], len(texts)]
+            if self._on_call is not None:
+                self._on_call(len(texts))
+            try:
+                result = await self._call(texts)
+            except BaseException as e:  # noqa: BLE001 - every waiter must hear of it
+                for w in batch:
+                    if not w.future.done():
+                        w.future.set_exception(e)
+                if not isinstance(e, Exception):
+                    raise
+                return
+            if self._is_failure(result):
+                if self._is_model_failure(result) and len(batch) > 1:
+                    # Isolate the request that broke the model: each one alone, concurrently.
+                    self.stats.split_retries += 1
+                    alone = await asyncio.gather(*(self._call(w.texts) for w in batch), return_exceptions=True)
+                    for w, r in zip(batch, alone, strict=True):
+                        _settle(w.future, r)
+                    return
+                for w in batch:
+                    _settle(w.future, result)
+                return
+            start = 0
+            for w in batch:
+                end = start + len(w.texts)
+                _settle(w.future, self._slice(result, start, end))
+                start = end
+        finally:
+            self._inflight -= 1
+            if self._waiting and self._max_inflight is not None and self._slot_free():
+                self._flush()  # a call returned: the waiting requests go now, as one batch
+
+
+def _settle(future: asyncio.Future, value: object) -> None:
+    if future.done():  # the caller went away (cancelled); nothing to deliver
+        return
+    if isinstance(value, BaseException):
+        future.set_exception(value)
+    else:
+        future.set_result(value)

@@ -1,0 +1,136 @@
+"""The ingress's short path (endpoint pools), the autoscaling policy that still sees its load,
+Triton's request-time counter, and the ingress's own HTTP listener."""
+
+from __future__ import annotations
+
+import random
+import socket
+
+import pytest
+
+from serving.autoscale_policy import desired_replicas
+from serving.backends import request_time_us
+from serving.endpoints import Endpoint, EndpointPool, EndpointWatcher, parse
+from serving.http_server import IngressHttpServer, PortInUseError, check_port_free
+
+NODE, OTHER = "node-a", "node-b"
+
+
+def ep(grpc: str, *, app: str = "sentiment-v1", node: str = NODE, ts: float = 100.0, replica: str | None = None) -> Endpoint:
+    return Endpoint(app=app, replica=replica or grpc, node=node, grpc=grpc, ts=ts)
+
+
+@pytest.mark.parametrize(
+    ("endpoints", "now", "usable"),
+    [
+        ([ep("a:1"), ep("a:2")], 101.0, ["a:1", "a:2"]),
+        ([ep("a:1"), ep("b:1", node=OTHER)], 101.0, ["a:1"]),  # other nodes' Tritons listen on their loopback
+        ([ep("a:1", ts=80.0), ep("a:2", ts=95.0)], 101.0, ["a:2"]),  # 21 s without a health check: stale
+        ([], 101.0, []),
+    ],
+)
+def test_pool_keeps_fresh_same_node_endpoints(endpoints: list[Endpoint], now: float, usable: list[str]) -> None:
+    pool = EndpointPool(NODE, max_age_s=10.0)
+    pool.update(endpoints, now)
+    assert [e.grpc for e in pool.endpoints] == usable
+
+
+def test_pick_prefers_fewest_in_flight_and_none_when_empty() -> None:
+    pool = EndpointPool(NODE)
+    assert pool.pick(100.0) is None  # no endpoint yet: the caller uses Serve's handle
+    pool.update([ep("a:1"), ep("a:2")], 100.0)
+    first = pool.pick(100.0, random.Random(0))
+    assert first is not None
+    pool.acquire(first)
+    second = pool.pick(100.0, random.Random(0))
+    assert second is not None and second.grpc != first.grpc
+    pool.acquire(second)
+    pool.release(first)
+    assert pool.pick(100.0).grpc == first.grpc  # type: ignore[union-attr]
+    pool.release(first)  # never below zero
+    assert pool.inflight[first.grpc] == 0
+
+
+def test_benched_endpoint_is_skipped_until_its_cooldown_ends() -> None:
+    pool = EndpointPool(NODE, cooldown_s=10.0)
+    pool.update([ep("a:1")], 100.0)
+    pool.bench(pool.endpoints[0], 100.0)
+    assert pool.pick(105.0) is None
+    pool.update([ep("a:1", ts=106.0)], 106.0)  # still listed (and fresh): still benched
+    assert pool.pick(106.0) is None
+    assert pool.pick(110.5).grpc == "a:1"  # type: ignore[union-attr]
+
+
+def test_watcher_groups_by_application_and_forgets_vanished_ones() -> None:
+    w = EndpointWatcher(NODE)
+    w.apply([ep("a:1"), ep("a:2", app="sentiment-v2")], 100.0)
+    assert {app: [e.grpc for e in p.endpoints] for app, p in w.pools.items()} == {
+        "sentiment-v1": ["a:1"], "sentiment-v2": ["a:2"]}
+    w.apply([ep("a:2", app="sentiment-v2")], 101.0)  # v1's replicas withdrew their endpoints
+    assert w.pools["sentiment-v1"].endpoints == ()
+
+
+@pytest.mark.parametrize("raw", [b"not json", b'{"app": "x"}', b'{"app": "x", "replica": "r", "node": "n", "grpc": "g", "ts": "soon"}'])
+def test_malformed_store_entries_are_ignored(raw: bytes) -> None:
+    assert parse(raw) is None
+
+
+@pytest.mark.parametrize(
+    ("current", "target", "serve_requests", "triton", "target_ongoing", "desired"),
+    [
+        (1, 1, 0.0, 16.0, 8.0, 2.0),  # all load on the short path: Serve sees none, Triton sees it
+        (1, 1, 16.0, 0.0, 8.0, 2.0),  # all on the handle path (no endpoint published)
+        (2, 2, 6.0, 8.0, 8.0, 1.0),  # the two views overlap: the larger counts, not the sum
+        (2, 2, 0.0, 4.0, 8.0, 0.5),  # idle enough to shrink (Serve applies min_replicas and delays)
+        (0, 1, 0.0, 0.0, 8.0, 1.0),  # cold start: Serve's target
+    ],
+)
+def test_autoscaling_counts_the_short_path(current: int, target: int, serve_requests: float, triton: float,
+                                           target_ongoing: float, desired: float) -> None:
+    assert desired_replicas(current, target, serve_requests, triton, target_ongoing) == pytest.approx(desired)
+
+
+def test_request_time_counter_sums_every_model_and_ignores_other_lines() -> None:
+    page = "\n".join([
+        "# HELP nv_inference_request_duration_us Cumulative inference request duration in microseconds",
+        'nv_inference_request_duration_us{model="sentiment",version="1"} 1500000',
+        'nv_inference_request_duration_us{model="other",version="2"} 500',
+        'nv_inference_queue_duration_us{model="sentiment",version="1"} 99999',
+        "nv_inference_request_duration_us{broken",
+    ])
+    assert request_time_us(page) == 1_500_500
+    assert request_time_us("") == 0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ingress_listener_serves_the_app_and_refuses_a_taken_port() -> None:
+    import httpx
+    from fastapi import FastAPI
+
+    app = FastAPI()
+
+    @app.get("/ping")
+    async def ping() -> dict:
+        return {"pong": True}
+
+    port = _free_port()
+    server = IngressHttpServer(app, "127.0.0.1", port)
+    server.start()
+    try:
+        assert server.alive()
+        assert httpx.get(f"http://127.0.0.1:{port}/ping", timeout=5).json() == {"pong": True}
+        # A second distilserve on the same port is refused, though replicas of one share it.
+        with pytest.raises(PortInUseError, match=f"port: 127.0.0.1:{port} is already in use"):
+            check_port_free("127.0.0.1", port)
+        sibling = IngressHttpServer(app, "127.0.0.1", port)  # another ingress replica (SO_REUSEPORT)
+        sibling.start()
+        sibling.stop()
+    finally:
+        server.stop()
+    assert not server.alive()
+    check_port_free("127.0.0.1", port)  # released
