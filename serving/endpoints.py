@@ -84,14 +84,15 @@ class EndpointPool:
         self.node = node
         self.max_age_s, self.cooldown_s = max_age_s, cooldown_s
         self._endpoints: tuple[Endpoint, ...] = ()
+        self.total = 0  # fresh endpoints of the application on every node
         self._benched: dict[str, float] = {}  # grpc address -> benched until
         self.inflight: dict[str, int] = {}
 
     def update(self, endpoints: list[Endpoint], now: float) -> None:
         """Keep the fresh endpoints on this node; replace the set at once (read by another thread)."""
-        fresh = tuple(sorted((e for e in endpoints if e.node == self.node and now - e.ts <= self.max_age_s),
-                             key=lambda e: e.grpc))
-        self._endpoints = fresh
+        fresh_anywhere = [e for e in endpoints if now - e.ts <= self.max_age_s]
+        self._endpoints = tuple(sorted((e for e in fresh_anywhere if e.node == self.node), key=lambda e: e.grpc))
+        self.total = len(fresh_anywhere)
         self._benched = {k: v for k, v in dict(self._benched).items() if v > now}
 
     @property
@@ -99,12 +100,20 @@ class EndpointPool:
         return self._endpoints
 
     def pick(self, now: float, rng: random.Random | None = None) -> Endpoint | None:
-        """The endpoint with the fewest requests in flight (ties at random); None: use Serve."""
+        """The endpoint with the fewest requests in flight (ties at random); None: use Serve.
+
+        With replicas on other nodes too, only the local share of requests (local replicas /
+        all replicas) takes the short path; the rest go through Serve, which spreads them over
+        every replica, so remote replicas are not starved.
+        """
+        rng = rng or random
         usable = [e for e in self._endpoints if self._benched.get(e.grpc, 0.0) <= now]
         if not usable:
             return None
+        if self.total > len(self._endpoints) and rng.random() >= len(self._endpoints) / self.total:
+            return None
         least = min(self.inflight.get(e.grpc, 0) for e in usable)
-        return (rng or random).choice([e for e in usable if self.inflight.get(e.grpc, 0) == least])
+        return rng.choice([e for e in usable if self.inflight.get(e.grpc, 0) == least])
 
     def acquire(self, endpoint: Endpoint) -> None:
         self.inflight[endpoint.grpc] = self.inflight.get(endpoint.grpc, 0) + 1

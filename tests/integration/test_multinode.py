@@ -186,10 +186,15 @@ def _stop(procs: list[subprocess.Popen], extra: set[int]) -> list[str]:
 
 
 def _served_requests(temp_dir: str) -> int:
-    """Requests the ModelVersion replica(s) of this node logged (Serve's per-replica access log)."""
+    """Requests the ModelVersion replica(s) of this node logged (Serve's per-replica access log).
+
+    Only calls through Serve are logged there: the ingress's short path to the head's Triton
+    bypasses the replica, but it takes only the local share (1 of 2 replicas), so both
+    replicas still log calls routed by Serve ("predict"; "/v1/predict" behind Serve's proxy).
+    """
     ids: set[str] = set()  # by request id: Serve may write a line to more than one log file
     for log in Path(temp_dir).glob("session_*/logs/serve/replica_sentiment-v1_ModelVersion_*.log"):
-        ids |= set(re.findall(r"(\S+) -- CALL /v1/predict OK ", log.read_text(errors="replace")))
+        ids |= set(re.findall(r"(\S+) -- CALL (?:/v1/)?predict OK ", log.read_text(errors="replace")))
     return len(ids)
 
 

@@ -133,6 +133,11 @@ class Load:
         return [r for r in self.results if r[1] != 200 and r[2] != candidate]
 
 
+def _predict_version(url: str) -> str | None:
+    r = httpx.post(f"{url}/v1/predict", json={"inputs": ["is it over?"]}, timeout=30)
+    return r.json().get("version") if r.status_code == 200 else None
+
+
 def admin(stack, method: str, path: str, body: dict | None = None) -> dict:
     r = httpx.request(method, stack["url"] + path, json=body, timeout=30,
                       headers={"Authorization": f"Bearer {stack['token']}"})
@@ -220,6 +225,8 @@ def test_broken_canary_is_rolled_back_without_a_human(stack, capsys: pytest.Capt
     canary_failures = [r for r in load.results if r[1] != 200 and r[2] == "4"]
     assert canary_failures and {code for _, code, _ in canary_failures} == {500}
     assert load.failures(candidate="4") == []  # 0 failed requests on the stable path
+    # The controller wrote the rollback to the registry; the ingress rereads it within a poll.
+    wait_for(lambda: {_predict_version(stack["url"]) for _ in range(10)} == {"2"}, 10, "ingress off version 4")
     capsys.readouterr()
     assert cli(stack, "status", "--model", "sentiment") == 0
     shown = capsys.readouterr().out

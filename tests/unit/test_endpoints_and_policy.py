@@ -51,6 +51,14 @@ def test_pick_prefers_fewest_in_flight_and_none_when_empty() -> None:
     assert pool.inflight[first.grpc] == 0
 
 
+def test_with_replicas_on_other_nodes_only_the_local_share_takes_the_short_path() -> None:
+    pool = EndpointPool(NODE)
+    pool.update([ep("a:1"), ep("b:1", node=OTHER), ep("b:2", node=OTHER), ep("b:3", node=OTHER)], 100.0)
+    rng = random.Random(1)
+    short = sum(pool.pick(100.0, rng) is not None for _ in range(4000))
+    assert 850 < short < 1150  # about 1 in 4: one of the four replicas is local
+
+
 def test_benched_endpoint_is_skipped_until_its_cooldown_ends() -> None:
     pool = EndpointPool(NODE, cooldown_s=10.0)
     pool.update([ep("a:1")], 100.0)
