@@ -69,7 +69,7 @@ class TritonBackend:
             self.close()
             raise
         self._client = None
-        self._last_request_time: tuple[float, float] | None = None
+        self._last_counters: tuple[float, dict[str, float]] | None = None
 
     def _get_client(self):  # noqa: ANN202 - created lazily on the replica's event loop
         if self._client is None:
@@ -89,18 +89,17 @@ class TritonBackend:
             raise
 
     def concurrency(self) -> float:
-        """Mean requests inside this Triton (queued or executing) since the last call.
+        """Mean texts inside this Triton (queued or executing) since the last call.
 
-        Little's law on Triton's own counter of request time: the request-microseconds it
-        completed per wall-clock microsecond. This is the replica's load whichever path the
-        requests took (Serve's handle or the ingress's short path straight to Triton).
+        Little's law on Triton's own counters: request-microseconds completed per wall-clock
+        microsecond is the mean number of requests inside; times texts per request (inferences /
+        requests) it is texts, so the figure does not shrink when the ingress batches. It is
+        the replica's load whichever path the requests took (Serve's handle or the short path).
         """
         now = time.monotonic()
-        total = request_time_us(self.server.metrics_text())
-        last, self._last_request_time = self._last_request_time, (now, total)
-        if last is None or now <= last[0] or total < last[1]:
-            return 0.0
-        return (total - last[1]) / 1e6 / (now - last[0])
+        counters = triton_counters(self.server.metrics_text())
+        last, self._last_counters = self._last_counters, (now, counters)
+        return texts_in_flight(last, (now, counters))
 
     def healthy(self) -> bool:
         return self.server.alive() and self.server.model_ready(self.model, self.version)
@@ -136,16 +135,31 @@ async def triton_infer(client, model: str, version: str, texts: list[str]) -> tu
     return probs, labels
 
 
-def request_time_us(metrics_text: str) -> float:
-    """Sum of Triton's `nv_inference_request_duration_us` counters in a /metrics page."""
-    total = 0.0
+COUNTERS = ("nv_inference_request_duration_us", "nv_inference_request_success", "nv_inference_count")
+
+
+def triton_counters(metrics_text: str) -> dict[str, float]:
+    """Sums (over models and versions) of the counters in COUNTERS from a Triton /metrics page."""
+    totals = dict.fromkeys(COUNTERS, 0.0)
     for line in metrics_text.splitlines():
-        if line.startswith("nv_inference_request_duration_us"):
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        if name in totals:
             try:
-                total += float(line.rsplit(" ", 1)[1])
+                totals[name] += float(line.rsplit(" ", 1)[1])
             except (IndexError, ValueError):
                 continue
-    return total
+    return totals
+
+
+def texts_in_flight(before: tuple[float, dict[str, float]] | None, after: tuple[float, dict[str, float]]) -> float:
+    """Mean texts inside Triton between two readings (time, counters); 0 without a usable pair."""
+    if before is None or after[0] <= before[0]:
+        return 0.0
+    d = {k: after[1].get(k, 0.0) - before[1].get(k, 0.0) for k in COUNTERS}
+    if d["nv_inference_request_success"] <= 0 or d["nv_inference_request_duration_us"] < 0:
+        return 0.0  # nothing completed (or Triton restarted and its counters did)
+    requests_inside = d["nv_inference_request_duration_us"] / 1e6 / (after[0] - before[0])
+    return requests_inside * max(1.0, d["nv_inference_count"] / d["nv_inference_request_success"])
 
 
 def load_classifier_module(repository: Path, model: str):  # noqa: ANN201 - a module

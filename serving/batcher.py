@@ -51,7 +51,7 @@ class MicroBatcher(Generic[R]):
     def __init__(self, call: Callable[[list[str]], Awaitable[R]], *, slice_result: Callable[[R, int, int], R],
                  is_failure: Callable[[R], bool], is_model_failure: Callable[[R], bool],
                  max_texts: int = 32, max_wait_s: float = 0.004, max_inflight: int | Callable[[], int] | None = None,
-                 flush_when_idle: bool = False, on_call: Callable[[int], None] | None = None) -> None:
+                 flush_when_idle: bool = False, paced: bool = False, on_call: Callable[[int], None] | None = None) -> None:
         if max_texts < 1:
             raise ValueError(f"max_texts must be >= 1, got {max_texts}")
         if max_wait_s < 0:
@@ -61,6 +61,8 @@ class MicroBatcher(Generic[R]):
         self.max_texts, self.max_wait_s = max_texts, max_wait_s
         self._max_inflight = max_inflight
         self.flush_when_idle = flush_when_idle
+        self.paced = paced
+        self._expect = 1  # paced: requests the next call should carry (see _after_call)
         self._on_call = on_call
         self._waiting: list[_Waiting] = []
         self._waiting_texts = 0
@@ -87,11 +89,32 @@ class MicroBatcher(Generic[R]):
             self._flush()  # the new request would overflow the open batch: send that one first
         self._waiting.append(_Waiting(list(texts), future))
         self._waiting_texts += len(texts)
-        if self._slot_free() or self._waiting_texts >= self.max_texts or self.max_wait_s == 0:
+        if self.paced:
+            self._paced_decide()
+        elif self._slot_free() or self._waiting_texts >= self.max_texts or self.max_wait_s == 0:
             self._flush()
         elif self._timer is None:
             self._timer = loop.call_later(self.max_wait_s, self._flush)
         return await future
+
+    def _cap(self) -> int | None:
+        cap = self._max_inflight() if callable(self._max_inflight) else self._max_inflight
+        return None if cap is None else max(1, cap)
+
+    def _paced_decide(self) -> None:
+        """Paced policy: send when as many requests wait as the last call carried (closed-loop
+        clients come back together), at most max_wait_s after the first; while `cap` calls are
+        in flight, hold them (they would only queue inside Triton) until one returns."""
+        if self._waiting_texts >= self.max_texts:
+            self._flush()
+            return
+        cap = self._cap()
+        if cap is not None and self._inflight >= cap:
+            return  # a returning call releases them (_run's finally)
+        if len(self._waiting) >= self._expect or self.max_wait_s == 0:
+            self._flush()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.max_wait_s, self._flush)
 
     def _flush(self) -> None:
         if self._timer is not None:
@@ -141,7 +164,12 @@ class MicroBatcher(Generic[R]):
                 start = end
         finally:
             self._inflight -= 1
-            if self._waiting and self._max_inflight is not None and self._slot_free():
+            if self.paced:
+                # The clients of the call that just returned will be back: wait for them too.
+                self._expect = max(1, len(self._waiting) + len(batch))
+                if self._waiting:
+                    self._paced_decide()
+            elif self._waiting and self._max_inflight is not None and self._slot_free():
                 self._flush()  # a call returned: the waiting requests go now, as one batch
 
 

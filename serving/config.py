@@ -66,6 +66,10 @@ class BatchingSettings(BaseModel):
     max_texts: int = Field(default=32, ge=1, le=64, description="Texts per coalesced call (Triton max_batch_size is 64).")
     max_wait_ms: float = Field(default=4.0, ge=0, le=100,
                                description="Longest a request waits for others to share its call.")
+    paced: bool = Field(
+        default=True,
+        description="Send when as many requests wait as the last call carried (clients come back together), "
+                    "and hold requests while every same-node Triton has a call in flight; max_wait_ms bounds the wait.")
     flush_when_idle: bool = Field(
         default=False,
         description="Send at once when no call to the version is in flight (lowest latency when idle; "

@@ -172,6 +172,13 @@ class Ingress:
             log.warning("version %s of %s unavailable: %r", version, model, e)
             return Failure("unavailable", f"version {version} of model {model!r} is unavailable; retry")
 
+    def _local_tritons(self, model: str, version: str) -> int | None:
+        """Calls the batcher may have in flight: one per same-node Triton (each runs one batch at a
+        time; more would only queue inside it); no cap when calls go through Serve."""
+        pool = self._watcher.pools.get(app_name(model, version)) if self._watcher else None
+        n = len(pool.endpoints) if pool is not None else 0
+        return n if n and pool is not None and pool.total == n else None
+
     def _triton_client(self, address: str):  # noqa: ANN202 - a tritonclient.grpc.aio client, made on this loop
         client = self._triton_clients.get(address)
         if client is None:
@@ -191,6 +198,7 @@ class Ingress:
                 is_failure=lambda r: isinstance(r, Failure),
                 is_model_failure=lambda r: isinstance(r, Failure) and r.kind == "model",
                 max_texts=b.max_texts, max_wait_s=b.max_wait_ms / 1000, flush_when_idle=b.flush_when_idle,
+                paced=b.paced, max_inflight=(lambda: self._local_tritons(model, version)) if b.paced else None,
                 on_call=self.metrics.downstream_batch.labels(model, version).observe,
             )
         return batcher

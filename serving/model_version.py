@@ -72,8 +72,8 @@ class ModelVersion:
         self._publish()  # only a healthy replica keeps its endpoint fresh
 
     def record_autoscaling_stats(self) -> dict[str, float]:
-        """Custom autoscaling metric: requests inside this replica's Triton, whichever path they
-        took (serving/autoscale_policy.py adds it to Serve's own count of ongoing requests)."""
+        """Custom autoscaling metric: texts inside this replica's Triton, whichever path they took
+        (serving/autoscale_policy.py compares it with Serve's own count of ongoing requests)."""
         if isinstance(self.backend, TritonBackend):
             return {"triton_concurrency": self.backend.concurrency()}
         return {"triton_concurrency": 0.0}

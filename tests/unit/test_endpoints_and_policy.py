@@ -9,7 +9,7 @@ import socket
 import pytest
 
 from serving.autoscale_policy import desired_replicas
-from serving.backends import request_time_us
+from serving.backends import texts_in_flight, triton_counters
 from serving.endpoints import Endpoint, EndpointPool, EndpointWatcher, parse
 from serving.http_server import IngressHttpServer, PortInUseError, check_port_free
 
@@ -98,16 +98,38 @@ def test_autoscaling_counts_the_short_path(current: int, target: int, serve_requ
     assert desired_replicas(current, target, serve_requests, triton, target_ongoing) == pytest.approx(desired)
 
 
-def test_request_time_counter_sums_every_model_and_ignores_other_lines() -> None:
+def test_triton_counters_sum_every_model_and_ignore_other_lines() -> None:
     page = "\n".join([
         "# HELP nv_inference_request_duration_us Cumulative inference request duration in microseconds",
         'nv_inference_request_duration_us{model="sentiment",version="1"} 1500000',
         'nv_inference_request_duration_us{model="other",version="2"} 500',
         'nv_inference_queue_duration_us{model="sentiment",version="1"} 99999',
+        'nv_inference_request_success{model="sentiment",version="1"} 10',
+        'nv_inference_count{model="sentiment",version="1"} 40',
         "nv_inference_request_duration_us{broken",
     ])
-    assert request_time_us(page) == 1_500_500
-    assert request_time_us("") == 0
+    assert triton_counters(page) == {"nv_inference_request_duration_us": 1_500_500,
+                                     "nv_inference_request_success": 10, "nv_inference_count": 40}
+    assert triton_counters("") == dict.fromkeys(triton_counters(""), 0.0)
+
+
+def _c(duration_us: float, requests: float, texts: float) -> dict[str, float]:
+    return {"nv_inference_request_duration_us": duration_us, "nv_inference_request_success": requests,
+            "nv_inference_count": texts}
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "expected"),
+    [
+        (None, (1.0, _c(0, 0, 0)), 0.0),  # first reading
+        ((0.0, _c(0, 0, 0)), (2.0, _c(4_000_000, 100, 100)), 2.0),  # 2 s of request time per second, 1 text each
+        ((0.0, _c(0, 0, 0)), (1.0, _c(1_000_000, 25, 200)), 8.0),  # one request at a time, batches of 8 texts
+        ((0.0, _c(5e6, 50, 50)), (1.0, _c(5e6, 50, 50)), 0.0),  # idle
+        ((0.0, _c(9e9, 900, 900)), (1.0, _c(1e6, 10, 10)), 0.0),  # counters reset (Triton restarted)
+    ],
+)
+def test_texts_in_flight_is_littles_law_weighted_by_texts_per_request(before, after, expected: float) -> None:
+    assert texts_in_flight(before, after) == pytest.approx(expected)
 
 
 def _free_port() -> int:
