@@ -89,7 +89,7 @@ class MicroBatcher(Generic[R]):
             self._flush()  # the new request would overflow the open batch: send that one first
         self._waiting.append(_Waiting(list(texts), future))
         self._waiting_texts += len(texts)
-        if self.paced:
+        if self._pacing():
             self._paced_decide()
         elif self._slot_free() or self._waiting_texts >= self.max_texts or self.max_wait_s == 0:
             self._flush()
@@ -100,6 +100,12 @@ class MicroBatcher(Generic[R]):
     def _cap(self) -> int | None:
         cap = self._max_inflight() if callable(self._max_inflight) else self._max_inflight
         return None if cap is None else max(1, cap)
+
+    def _pacing(self) -> bool:
+        """Pacing needs a cap (how many calls the backend runs at once); without one (calls go
+        through Serve, replicas unknown) the plain window applies: measured, pacing without a
+        cap lost half the throughput (BENCHMARKS.md)."""
+        return self.paced and self._cap() is not None
 
     def _paced_decide(self) -> None:
         """Paced policy: send when as many requests wait as the last call carried (closed-loop
@@ -164,7 +170,7 @@ class MicroBatcher(Generic[R]):
                 start = end
         finally:
             self._inflight -= 1
-            if self.paced:
+            if self._pacing():
                 # The clients of the call that just returned will be back: wait for them too.
                 self._expect = max(1, len(self._waiting) + len(batch))
                 if self._waiting:

@@ -189,3 +189,69 @@ def test_exception_in_the_call_reaches_every_waiter_and_the_batcher_keeps_workin
 def test_bad_settings_are_refused_naming_the_value(kw: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         make(FakeVersion(), **kw)
+
+
+def test_paced_sends_a_lone_request_at_once_when_the_last_call_carried_one() -> None:
+    async def main() -> None:
+        fake = FakeVersion()
+        b = make(fake, max_wait_s=10.0, paced=True, max_inflight=1, flush_when_idle=False)
+        for t in ("a", "b", "c"):  # c=1 closed loop: never waits for a partner
+            assert await asyncio.wait_for(b.submit([t]), 1.0) == [t.upper()]
+        assert fake.calls == [["a"], ["b"], ["c"]]
+
+    run(main())
+
+
+def test_paced_waits_for_the_clients_of_the_returning_call_and_merges_split_groups() -> None:
+    """c=4 closed loop split 2+2 across two calls: pacing merges them into one call of 4."""
+    async def main() -> None:
+        fake = FakeVersion(gate=True)
+        b = make(fake, max_wait_s=5.0, paced=True, max_inflight=1, flush_when_idle=False)
+        group_a = [asyncio.create_task(b.submit([t])) for t in ("a1", "a2")]
+        await asyncio.sleep(0.01)
+        # expect starts at 1: a1 went alone, a2 waits for the call in flight (cap 1)
+        assert fake.calls == [["a1"]]
+        group_b = [asyncio.create_task(b.submit([t])) for t in ("b1", "b2")]
+        await asyncio.sleep(0.01)
+        assert fake.calls == [["a1"]]  # held while the one Triton is busy
+        fake.release.set()
+        assert await group_a[0] == ["A1"]
+        await asyncio.sleep(0.01)
+        # a1 returned: a2, b1, b2 waited; expect = 3 waiting + 1 returning -> they wait for a1's client
+        assert fake.calls == [["a1"]]
+        again = asyncio.create_task(b.submit(["a1again"]))
+        results = await asyncio.wait_for(asyncio.gather(*group_a[1:], *group_b, again), 2.0)
+        assert results == [["A2"], ["B1"], ["B2"], ["A1AGAIN"]]
+        assert fake.calls[1] == ["a2", "b1", "b2", "a1again"]
+
+    run(main())
+
+
+def test_paced_wait_is_bounded_by_max_wait() -> None:
+    async def main() -> None:
+        fake = FakeVersion(gate=True)
+        b = make(fake, max_wait_s=0.05, paced=True, max_inflight=1, flush_when_idle=False)
+        first = asyncio.create_task(b.submit(["x"]))
+        await asyncio.sleep(0.01)
+        held = asyncio.create_task(b.submit(["y"]))  # held: the one Triton is busy
+        await asyncio.sleep(0.01)
+        loop = asyncio.get_running_loop()
+        fake.release.set()
+        await first
+        returned = loop.time()
+        # y now waits for x's client (expect 2), which never comes: max_wait ends the wait
+        assert await asyncio.wait_for(held, 2.0) == ["Y"]
+        assert loop.time() - returned >= 0.04
+        assert fake.calls == [["x"], ["y"]]
+
+    run(main())
+
+
+def test_paced_without_a_cap_is_the_plain_window() -> None:
+    async def main() -> None:
+        fake = FakeVersion()
+        b = make(fake, max_wait_s=0.01, paced=True, max_inflight=lambda: None, flush_when_idle=False)
+        assert await asyncio.gather(b.submit(["a"]), b.submit(["b"])) == [["A"], ["B"]]
+        assert fake.calls == [["a", "b"]]  # one window, one call (pacing would have sent "a" alone)
+
+    run(main())
