@@ -73,7 +73,7 @@ loadtest: install
 
 # Serving overhead (raw / Triton direct / stack / Serve+torch) and autoscaling; run on an idle machine.
 bench: install
-	$(BIN)/python -m loadtests.bench_overhead --version $(VERSION) --out runs/bench/overhead
+	$(BIN)/python -m loadtests.bench_overhead --version $(VERSION) --concurrency 1,2,4,5,6,8,16 --out runs/bench/overhead
 	$(BIN)/python -m loadtests.bench_autoscale --version $(VERSION) --levels 10,100,1000 --duration 90 --tail 30 --out runs/bench/autoscale
 
 gpu-check: install

@@ -7,7 +7,8 @@ the corpus (per-request overhead is what differs between them):
 - `raw`          the model in this process, `Classifier.predict` on batches of B texts (the
                  ceiling: perfect batching, no transport); "concurrency" is the batch size;
 - `triton`       Triton direct: a tritonserver on this version, tritonclient gRPC (asyncio);
-- `stack`        the full stack: Ray Serve proxy -> Ingress -> ModelVersion -> its Triton (HTTP /v1/predict);
+- `stack`        the full stack as `distilserve serve` runs it (HTTP /v1/predict to the Ingress replica's own
+                 listener, paced micro-batches, gRPC straight to the replica's Triton; Serve's handle as fallback);
 - `serve-torch`  the same Ray Serve stack with the in-process torch backend instead of Triton.
 A `stack` target may carry Ray Serve flags (upper case, set in the environment of its own Ray)
 and ServeConfig settings (dotted lower case): `stack@RAY_SERVE_THROUGHPUT_OPTIMIZED=1+batching.enabled=false`.
