@@ -99,10 +99,12 @@ class ServeConfig(BaseModel):
         description="The ingress sends inference straight to a same-node replica's Triton (one hop, Triton's "
                     "dynamic batcher does the batching); Serve's handle path is the fallback.",
     )
-    http_server: Literal["ingress", "serve-proxy"] = Field(
-        default="ingress",
-        description="Who listens on host:port: 'ingress' = each Ingress replica itself (uvicorn, SO_REUSEPORT, "
-                    "no proxy hop; the fast path), 'serve-proxy' = Ray Serve's HTTP proxy in front of the ingress.",
+    http_server: Literal["ingress", "serve-proxy"] | None = Field(
+        default=None,
+        description="Who listens on host:port: 'ingress' = the Ingress replica itself (uvicorn, SO_REUSEPORT, no "
+                    "proxy hop; the fast path), 'serve-proxy' = Ray Serve's HTTP proxy in front of the ingress. "
+                    "Unset: 'ingress' on the local Ray `distilserve serve` starts, 'serve-proxy' with ray_address "
+                    "(on a cluster the ingress replica may land on another node than the one clients reach).",
     )
     admin_token: SecretStr | None = Field(default=None, description="Bearer token for admin endpoints.")
     traffic_poll_s: float = Field(default=0.25, gt=0, le=5, description="How often the ingress rereads traffic.")
@@ -121,6 +123,12 @@ class ServeConfig(BaseModel):
         description="Newest versions per model kept deployable at start; older ones are pruned "
                     "(folders deleted) unless live, shadowed, warm or the rollback target.",
     )
+
+    @model_validator(mode="after")
+    def _http_server_default(self) -> ServeConfig:
+        if self.http_server is None:
+            self.http_server = "serve-proxy" if self.ray_address else "ingress"
+        return self
 
     @field_validator("prediction_cache")
     @classmethod

@@ -80,3 +80,21 @@ def test_a_blue_green_scale_down_retires_the_old_colour_before_the_window(tmp_pa
     clock[0] = 1200.0
     reg.set_traffic("m", {"1": 100}, reason="manual rollback")  # a newer change: the old event no longer applies
     assert desired_versions(reg, "m", rollback_warm_s=900, now=1210) == {"1", "2"}
+
+
+@pytest.mark.parametrize(
+    ("given", "ray_address", "expected"),
+    [
+        (None, None, "ingress"),  # local Ray: the ingress replica listens itself (the fast path)
+        (None, "127.0.0.1:6379", "serve-proxy"),  # a cluster: Serve's proxy on the head reaches the ingress anywhere
+        ("ingress", "127.0.0.1:6379", "ingress"),  # an explicit choice stands
+        ("serve-proxy", None, "serve-proxy"),
+    ],
+)
+def test_http_server_defaults_by_where_ray_runs(given: str | None, ray_address: str | None, expected: str) -> None:
+    assert ServeConfig(http_server=given, ray_address=ray_address).http_server == expected
+
+
+def test_unknown_http_server_is_refused_quoting_the_value() -> None:
+    with pytest.raises(ValueError, match="haproxy"):
+        ServeConfig(http_server="haproxy")
