@@ -112,11 +112,13 @@ class TritonBackend:
 _UNAVAILABLE = ("StatusCode.UNAVAILABLE", "StatusCode.CANCELLED", "StatusCode.DEADLINE_EXCEEDED")
 
 
-async def triton_infer(client, model: str, version: str, texts: list[str]) -> tuple[np.ndarray, list[str]]:  # noqa: ANN001 - a tritonclient.grpc.aio client
+async def triton_infer(client, model: str, version: str, texts: list[str],  # noqa: ANN001 - a grpc.aio client
+                       timeout_s: float | None = None) -> tuple[np.ndarray, list[str]]:
     """One inference over gRPC: probabilities [N, C] and labels.
 
-    Raises BackendUnavailable when the server cannot be reached, ModelError for anything the
-    server answered with an error (the model failed on this request).
+    Raises BackendUnavailable when the server cannot be reached or did not answer within
+    `timeout_s`, ModelError for anything the server answered with an error (the model failed
+    on this request).
     """
     import tritonclient.grpc as grpcclient
     from tritonclient.utils import InferenceServerException
@@ -125,7 +127,7 @@ async def triton_infer(client, model: str, version: str, texts: list[str]) -> tu
     inp = grpcclient.InferInput("TEXT", list(arr.shape), "BYTES")
     inp.set_data_from_numpy(arr)
     try:
-        result = await client.infer(model, [inp], model_version=version)
+        result = await client.infer(model, [inp], model_version=version, client_timeout=timeout_s)
     except InferenceServerException as e:
         if str(e.status()) in _UNAVAILABLE:
             raise BackendUnavailable(f"Triton for {model} v{version} unreachable: {e.message()}") from None

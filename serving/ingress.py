@@ -33,6 +33,7 @@ from serving.state import RegistryView
 from serving.triton import codec
 
 log = logging.getLogger("distilserve.ingress")
+SHORT_PATH_TIMEOUT_S = 30.0  # then the Triton is benched and the request goes through Serve
 
 app = FastAPI(title="distilserve", version="0.1.0", docs_url=None, redoc_url=None)
 install_handlers(app)
@@ -150,7 +151,9 @@ class Ingress:
         if pool is not None and endpoint is not None:
             pool.acquire(endpoint)
             try:
-                result = await triton_infer(self._triton_client(endpoint.grpc), model, version, texts)
+                # Bounded: a hung Triton must not hold the paced batcher (and every request behind it).
+                result = await triton_infer(self._triton_client(endpoint.grpc), model, version, texts,
+                                            timeout_s=SHORT_PATH_TIMEOUT_S)
                 self.metrics.calls.labels(model, version, "triton").inc()
                 return result
             except ModelError as e:

@@ -164,3 +164,20 @@ def test_ingress_listener_serves_the_app_and_refuses_a_taken_port() -> None:
         server.stop()
     assert not server.alive()
     check_port_free("127.0.0.1", port)  # released
+
+
+def test_a_triton_that_is_not_there_is_unavailable_not_a_model_failure() -> None:
+    """What the ingress's short path relies on to bench an endpoint and fall back to Serve."""
+    import asyncio
+
+    import tritonclient.grpc.aio as grpc_aio
+
+    from serving.backends import BackendUnavailable, triton_infer
+
+    async def main() -> None:
+        client = grpc_aio.InferenceServerClient(f"127.0.0.1:{_free_port()}")
+        with pytest.raises(BackendUnavailable, match="unreachable"):
+            await triton_infer(client, "sentiment", "1", ["x"], timeout_s=5)
+        await client.close()
+
+    asyncio.run(main())
