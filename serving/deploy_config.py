@@ -34,7 +34,8 @@ class DeployConfig(BaseModel):
 
     serve: ServeConfig = Field(description="The ServeConfig every application is built from (cluster paths).")
     versions: dict[str, list[str]] = Field(description="Model -> versions that get an application, e.g. {sentiment: ['1']}.")
-    http_host: str = Field(default="0.0.0.0", description="Proxy listen address inside the pod (the Service reaches it).")
+    http_host: str = Field(default="127.0.0.1", description="Proxy listen address; loopback unless set "
+                                                              "(deploy/cluster.yaml sets 0.0.0.0 for the pod's Service).")
     registry_resource: str = Field(
         default="head", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
         description="Ray custom resource of the node holding the SQLite registry; the ingress runs there.",
