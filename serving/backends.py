@@ -81,8 +81,6 @@ class TritonBackend:
     async def infer(self, texts: list[str]) -> tuple[np.ndarray, list[str]]:
         try:
             return await triton_infer(self._get_client(), self.model, self.version, texts)
-        except BackendUnavailable:
-            raise
         except ModelError:
             if not self.server.alive():
                 raise BackendUnavailable(f"Triton for {self.model} v{self.version} is down") from None

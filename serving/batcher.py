@@ -5,21 +5,24 @@ the Python-backend stub) costs CPU per call, not per text. On a busy ingress, re
 the same model version that arrive within a few milliseconds are therefore sent as one call,
 and each request gets back its own slice of the answer.
 
-The policy is deliberately simple and free of I/O so it can be tested as a table of cases:
-- nothing in flight for this version: the request goes at once (an idle server adds no wait);
-- otherwise requests gather until `max_texts` texts are waiting or `max_wait_s` passed since
-  the first of them, whichever comes first;
-- a request is never split: one whose texts do not fit the current batch opens the next one;
-- a batch that fails as a model fault ("model", HTTP 500) is re-sent request by request, so
-  only the request that broke the model fails; any other failure goes to every request of the
-  batch (the caller retries unavailability itself).
+Two policies, both free of I/O so they can be tested as tables of cases:
+- plain window: requests gather until `max_texts` texts wait or `max_wait_s` passed since the
+  first of them (with `flush_when_idle`, a request goes at once when no call is in flight);
+- paced, when the caller knows how many calls the backend runs at once (`max_inflight`, e.g. one
+  per same-node Triton): send when as many requests wait as the last call carried (closed-loop
+  clients come back together), at most `max_wait_s` after the first, and hold requests while
+  that many calls are in flight.
+In both, a request is never split: one whose texts do not fit the current batch opens the next
+one; a batch that fails as a model fault ("model", HTTP 500) is re-sent request by request, so
+only the request that broke the model fails; any other failure goes to every request of the
+batch (the caller retries unavailability itself).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 R = TypeVar("R")
@@ -37,7 +40,6 @@ class BatchStats:
     texts: int = 0
     requests: int = 0
     split_retries: int = 0
-    sizes: list[int] = field(default_factory=list)  # texts per call, most recent last (bounded)
 
 
 class MicroBatcher(Generic[R]):
@@ -45,13 +47,14 @@ class MicroBatcher(Generic[R]):
 
     `call` returns a result for all texts, or a failure value; `is_model_failure(result)` says
     whether the result is a per-request model fault worth isolating; `slice_result(result, a, b)`
-    cuts rows a..b out of a success.
+    cuts rows a..b out of a success. `max_inflight` (a number, or a function read at each
+    decision; None = unknown) turns pacing on.
     """
 
     def __init__(self, call: Callable[[list[str]], Awaitable[R]], *, slice_result: Callable[[R, int, int], R],
                  is_failure: Callable[[R], bool], is_model_failure: Callable[[R], bool],
                  max_texts: int = 32, max_wait_s: float = 0.004, max_inflight: int | Callable[[], int] | None = None,
-                 flush_when_idle: bool = False, paced: bool = False, on_call: Callable[[int], None] | None = None) -> None:
+                 flush_when_idle: bool = False, on_call: Callable[[int], None] | None = None) -> None:
         if max_texts < 1:
             raise ValueError(f"max_texts must be >= 1, got {max_texts}")
         if max_wait_s < 0:
@@ -61,8 +64,7 @@ class MicroBatcher(Generic[R]):
         self.max_texts, self.max_wait_s = max_texts, max_wait_s
         self._max_inflight = max_inflight
         self.flush_when_idle = flush_when_idle
-        self.paced = paced
-        self._expect = 1  # paced: requests the next call should carry (see _after_call)
+        self._expect = 1  # paced: requests the next call should carry (set when a call returns)
         self._on_call = on_call
         self._waiting: list[_Waiting] = []
         self._waiting_texts = 0
@@ -75,13 +77,6 @@ class MicroBatcher(Generic[R]):
     def inflight(self) -> int:
         return self._inflight
 
-    def _slot_free(self) -> bool:
-        """May a call start now? Without a cap: only when none is in flight (then wait max_wait_s)."""
-        cap = self._max_inflight() if callable(self._max_inflight) else self._max_inflight
-        if cap is None:
-            return self.flush_when_idle and self._inflight == 0
-        return self._inflight < max(1, cap)
-
     async def submit(self, texts: list[str]) -> R:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
@@ -89,33 +84,30 @@ class MicroBatcher(Generic[R]):
             self._flush()  # the new request would overflow the open batch: send that one first
         self._waiting.append(_Waiting(list(texts), future))
         self._waiting_texts += len(texts)
-        if self._pacing():
-            self._paced_decide()
-        elif self._slot_free() or self._waiting_texts >= self.max_texts or self.max_wait_s == 0:
+        cap = self._cap()
+        if cap is not None:
+            self._paced_decide(cap)
+        elif (self.flush_when_idle and self._inflight == 0) or self._waiting_texts >= self.max_texts \
+                or self.max_wait_s == 0:
             self._flush()
         elif self._timer is None:
             self._timer = loop.call_later(self.max_wait_s, self._flush)
         return await future
 
     def _cap(self) -> int | None:
+        """Calls the backend runs at once, or None: then the plain window applies (pacing without
+        a cap, through Serve with replicas unknown, lost half the throughput: BENCHMARKS.md)."""
         cap = self._max_inflight() if callable(self._max_inflight) else self._max_inflight
         return None if cap is None else max(1, cap)
 
-    def _pacing(self) -> bool:
-        """Pacing needs a cap (how many calls the backend runs at once); without one (calls go
-        through Serve, replicas unknown) the plain window applies: measured, pacing without a
-        cap lost half the throughput (BENCHMARKS.md)."""
-        return self.paced and self._cap() is not None
-
-    def _paced_decide(self) -> None:
+    def _paced_decide(self, cap: int) -> None:
         """Paced policy: send when as many requests wait as the last call carried (closed-loop
         clients come back together), at most max_wait_s after the first; while `cap` calls are
         in flight, hold them (they would only queue inside Triton) until one returns."""
         if self._waiting_texts >= self.max_texts:
             self._flush()
             return
-        cap = self._cap()
-        if cap is not None and self._inflight >= cap:
+        if self._inflight >= cap:
             return  # a returning call releases them (_run's finally)
         if len(self._waiting) >= self._expect or self.max_wait_s == 0:
             self._flush()
@@ -140,7 +132,6 @@ class MicroBatcher(Generic[R]):
             self.stats.calls += 1
             self.stats.texts += len(texts)
             self.stats.requests += len(batch)
-            self.stats.sizes = [*self.stats.sizes[-999:], len(texts)]
             if self._on_call is not None:
                 self._on_call(len(texts))
             try:
@@ -170,13 +161,12 @@ class MicroBatcher(Generic[R]):
                 start = end
         finally:
             self._inflight -= 1
-            if self._pacing():
+            cap = self._cap()
+            if cap is not None:
                 # The clients of the call that just returned will be back: wait for them too.
                 self._expect = max(1, len(self._waiting) + len(batch))
                 if self._waiting:
-                    self._paced_decide()
-            elif self._waiting and self._max_inflight is not None and self._slot_free():
-                self._flush()  # a call returned: the waiting requests go now, as one batch
+                    self._paced_decide(cap)
 
 
 def _settle(future: asyncio.Future, value: object) -> None:

@@ -201,7 +201,7 @@ class Ingress:
                 is_failure=lambda r: isinstance(r, Failure),
                 is_model_failure=lambda r: isinstance(r, Failure) and r.kind == "model",
                 max_texts=b.max_texts, max_wait_s=b.max_wait_ms / 1000, flush_when_idle=b.flush_when_idle,
-                paced=b.paced, max_inflight=(lambda: self._local_tritons(model, version)) if b.paced else None,
+                max_inflight=(lambda: self._local_tritons(model, version)) if b.paced else None,
                 on_call=self.metrics.downstream_batch.labels(model, version).observe,
             )
         return batcher

@@ -7,6 +7,7 @@ in-process model) created in `__init__`, checked by Serve's health checks, and c
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -48,7 +49,7 @@ class ModelVersion:
         """Tell same-node ingresses where this replica's Triton listens (serving/endpoints.py)."""
         if self._endpoint is None:
             return
-        self._endpoint = endpoints.Endpoint(**{**self._endpoint.__dict__, "ts": time.time()})
+        self._endpoint = dataclasses.replace(self._endpoint, ts=time.time())
         try:
             endpoints.publish(self._endpoint)
         except Exception:  # noqa: BLE001 - the Serve path still works without it

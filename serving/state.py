@@ -30,7 +30,6 @@ class RegistryView:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._seen_data_version: int | None = None
-        self.refreshes = 0
         self.refresh()
         self._thread = threading.Thread(target=self._run, name="registry-view", daemon=True)
         self._thread.start()
@@ -47,7 +46,6 @@ class RegistryView:
 
     def refresh(self) -> None:
         """Reread traffic, shadow and versions now (also after this process's own writes)."""
-        self.refreshes += 1
         for model in self.models:
             weights = self.registry.get_traffic(model)
             shadow = self.registry.get_shadow(model)

@@ -36,7 +36,7 @@ class FakeVersion:
 
 
 def make(fake: FakeVersion, **kw: object) -> MicroBatcher:
-    """A batcher that sends at once when idle (the cases below are written for that policy)."""
+    """A batcher that sends at once when idle (the window cases below are written for that policy)."""
     kw.setdefault("flush_when_idle", True)
     return MicroBatcher(
         fake, slice_result=lambda r, a, z: r[a:z], is_failure=lambda r: isinstance(r, tuple),
@@ -64,21 +64,6 @@ def test_by_default_even_an_idle_batcher_waits_so_simultaneous_requests_share_a_
         b = make(fake, max_wait_s=0.01, flush_when_idle=False)
         assert await asyncio.gather(b.submit(["a"]), b.submit(["b"])) == [["A"], ["B"]]
         assert fake.calls == [["a", "b"]]  # like Triton's dynamic batcher: one window, one call
-
-    run(main())
-
-
-def test_a_capped_batcher_sends_waiting_requests_when_a_call_returns() -> None:
-    async def main() -> None:
-        fake = FakeVersion(gate=True)
-        b = make(fake, max_wait_s=30.0, max_inflight=1)  # only a returning call can release them
-        first = asyncio.create_task(b.submit(["a"]))
-        await asyncio.sleep(0)
-        rest = [asyncio.create_task(b.submit([t])) for t in ("b", "c")]
-        await asyncio.sleep(0)
-        fake.release.set()
-        assert await asyncio.wait_for(asyncio.gather(first, *rest), 2.0) == [["A"], ["B"], ["C"]]
-        assert fake.calls == [["a"], ["b", "c"]]
 
     run(main())
 
@@ -194,7 +179,7 @@ def test_bad_settings_are_refused_naming_the_value(kw: dict, message: str) -> No
 def test_paced_sends_a_lone_request_at_once_when_the_last_call_carried_one() -> None:
     async def main() -> None:
         fake = FakeVersion()
-        b = make(fake, max_wait_s=10.0, paced=True, max_inflight=1, flush_when_idle=False)
+        b = make(fake, max_wait_s=10.0, max_inflight=1, flush_when_idle=False)
         for t in ("a", "b", "c"):  # c=1 closed loop: never waits for a partner
             assert await asyncio.wait_for(b.submit([t]), 1.0) == [t.upper()]
         assert fake.calls == [["a"], ["b"], ["c"]]
@@ -206,7 +191,7 @@ def test_paced_waits_for_the_clients_of_the_returning_call_and_merges_split_grou
     """c=4 closed loop split 2+2 across two calls: pacing merges them into one call of 4."""
     async def main() -> None:
         fake = FakeVersion(gate=True)
-        b = make(fake, max_wait_s=5.0, paced=True, max_inflight=1, flush_when_idle=False)
+        b = make(fake, max_wait_s=5.0, max_inflight=1, flush_when_idle=False)
         group_a = [asyncio.create_task(b.submit([t])) for t in ("a1", "a2")]
         await asyncio.sleep(0.01)
         # expect starts at 1: a1 went alone, a2 waits for the call in flight (cap 1)
@@ -230,7 +215,7 @@ def test_paced_waits_for_the_clients_of_the_returning_call_and_merges_split_grou
 def test_paced_wait_is_bounded_by_max_wait() -> None:
     async def main() -> None:
         fake = FakeVersion(gate=True)
-        b = make(fake, max_wait_s=0.05, paced=True, max_inflight=1, flush_when_idle=False)
+        b = make(fake, max_wait_s=0.05, max_inflight=1, flush_when_idle=False)
         first = asyncio.create_task(b.submit(["x"]))
         await asyncio.sleep(0.01)
         held = asyncio.create_task(b.submit(["y"]))  # held: the one Triton is busy
@@ -250,7 +235,7 @@ def test_paced_wait_is_bounded_by_max_wait() -> None:
 def test_paced_without_a_cap_is_the_plain_window() -> None:
     async def main() -> None:
         fake = FakeVersion()
-        b = make(fake, max_wait_s=0.01, paced=True, max_inflight=lambda: None, flush_when_idle=False)
+        b = make(fake, max_wait_s=0.01, max_inflight=lambda: None, flush_when_idle=False)
         assert await asyncio.gather(b.submit(["a"]), b.submit(["b"])) == [["A"], ["B"]]
         assert fake.calls == [["a", "b"]]  # one window, one call (pacing would have sent "a" alone)
 

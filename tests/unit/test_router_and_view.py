@@ -72,3 +72,27 @@ def test_patch_config_gpu_and_threads() -> None:
 def test_patch_config_rejects_bad_versions(bad: str) -> None:
     with pytest.raises(ValueError, match="version must be a positive integer"):
         patch_config(CONFIG, bad)
+
+
+def test_view_rereads_only_after_another_connection_committed(tmp_path) -> None:  # noqa: ANN001
+    from serving.registry import Registry
+    from serving.state import RegistryView
+    from tests.unit.test_registry import make_card
+
+    db = tmp_path / "r.db"
+    writer = Registry(db)
+    writer.register_version("m", "1", tmp_path / "m" / "1", make_card("1", model="m"))
+    writer.set_traffic("m", {"1": 100}, reason="initial")
+    view = RegistryView(db, ["m"], poll_s=3600)  # its own poller stays asleep: the test drives it
+    try:
+        assert view.refresh_if_changed()  # first look
+        assert not view.refresh_if_changed()  # nothing committed since
+        view.record("req-1", "m", "1", "positive", None)
+        view.flush()  # the view's own write does not count as a change
+        assert not view.refresh_if_changed()
+        writer.register_version("m", "2", tmp_path / "m" / "2", make_card("2", model="m"))
+        writer.set_traffic("m", {"1": 50, "2": 50}, reason="split")
+        assert view.refresh_if_changed()
+        assert view.tables["m"].weights == {"1": 50.0, "2": 50.0}
+    finally:
+        view.close()

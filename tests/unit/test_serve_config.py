@@ -45,17 +45,24 @@ def test_describe_validation_names_nested_fields() -> None:
     assert describe_validation(errors) == "inputs[2]: Input should be a valid string"
 
 
-def test_rollback_target_stays_warm_only_within_the_window(tmp_path: Path) -> None:
+def _switched_1_to_2(tmp_path: Path, clock: list[float], reason: str):  # noqa: ANN202 - a Registry
+    """Model "m" with versions 1 and 2, traffic moved 1 -> 2 at t=clock[0]: 1 is the rollback target."""
     from serving.registry import Registry
-    from serving.runner import desired_versions
     from tests.unit.test_registry import make_card
 
-    clock = [1000.0]
     reg = Registry(tmp_path / "r.db", clock=lambda: clock[0])
     for v in ("1", "2"):
         reg.register_version("m", v, tmp_path / "m" / v, make_card(v, model="m"))
     reg.set_traffic("m", {"1": 100}, reason="initial")
-    reg.set_traffic("m", {"2": 100}, reason="switch")  # at t=1000; rollback target is 1
+    reg.set_traffic("m", {"2": 100}, reason=reason)
+    return reg
+
+
+def test_rollback_target_stays_warm_only_within_the_window(tmp_path: Path) -> None:
+    from serving.runner import desired_versions
+
+    clock = [1000.0]
+    reg = _switched_1_to_2(tmp_path, clock, "switch")  # at t=1000; rollback target is 1
     assert desired_versions(reg, "m", rollback_warm_s=60, now=1059) == {"1", "2"}  # 59 s < 60 s
     assert desired_versions(reg, "m", rollback_warm_s=60, now=1061) == {"2"}  # window over: scale down
     reg.set_warm("m", "1")
@@ -63,16 +70,10 @@ def test_rollback_target_stays_warm_only_within_the_window(tmp_path: Path) -> No
 
 
 def test_a_blue_green_scale_down_retires_the_old_colour_before_the_window(tmp_path: Path) -> None:
-    from serving.registry import Registry
     from serving.runner import desired_versions
-    from tests.unit.test_registry import make_card
 
     clock = [1000.0]
-    reg = Registry(tmp_path / "r.db", clock=lambda: clock[0])
-    for v in ("1", "2"):
-        reg.register_version("m", v, tmp_path / "m" / v, make_card(v, model="m"))
-    reg.set_traffic("m", {"1": 100}, reason="initial")
-    reg.set_traffic("m", {"2": 100}, reason="blue-green switch")  # t=1000
+    reg = _switched_1_to_2(tmp_path, clock, "blue-green switch")  # t=1000
     assert desired_versions(reg, "m", rollback_warm_s=900, now=1100) == {"1", "2"}
     clock[0] = 1120.0
     reg.record_event("m", "rollout.scale_down", "rollback window over", {"stable": "1"}, rollout_id="r1")
