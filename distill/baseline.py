@@ -11,7 +11,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 
 from distill.data import Splits
 from distill.evaluate import time_batches
-from distilserve.card import LatencyStats
+from distilserve.core.card import LatencyStats
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from distilserve.card import LatencyStats
+from distilserve.core.card import LatencyStats
 
 
 @torch.inference_mode()

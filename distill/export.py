@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from distilserve.card import Lineage, ModelCard
+from distilserve.core.card import Lineage, ModelCard
 
 WEIGHTS = "model.safetensors"
 

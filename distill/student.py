@@ -32,7 +32,7 @@ from distill import cache, data, evaluate, export, train
 from distill.config import DistillConfig, load_config
 from distill.losses import DistillLoss
 from distill.students import build_student
-from distilserve.card import LatencyStats, ModelCard
+from distilserve.core.card import LatencyStats, ModelCard
 
 log = logging.getLogger(__name__)
 

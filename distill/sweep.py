@@ -24,7 +24,7 @@ from distill.student import (
     teacher_dir_for,
     teacher_splits,
 )
-from distilserve.card import LatencyStats, ModelCard
+from distilserve.core.card import LatencyStats, ModelCard
 
 log = logging.getLogger(__name__)
 _DONE = "student done: "

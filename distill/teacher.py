@@ -10,7 +10,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from distill import data, evaluate, export, models, train
-from distilserve.card import ModelCard
+from distilserve.core.card import ModelCard
 
 
 class TeacherConfig(BaseModel):

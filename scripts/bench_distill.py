@@ -30,7 +30,7 @@ from distill.baseline import run_baseline  # noqa: E402
 from distill.config import DistillConfig, load_config  # noqa: E402
 from distill.student import parse_seeds, teacher_splits  # noqa: E402
 from distill.sweep import default_config_names, run_sweep, summaries_from_log, tabulate  # noqa: E402
-from distilserve.card import ModelCard  # noqa: E402
+from distilserve.core.card import ModelCard  # noqa: E402
 
 
 def quick_repo(where: Path) -> Path:

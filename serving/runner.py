@@ -15,7 +15,7 @@ import signal
 import time
 from pathlib import Path
 
-from distilserve.card import CARD_FILENAME, ModelCard
+from distilserve.core.card import CARD_FILENAME, ModelCard
 from serving.config import ServeConfig
 from serving.registry import Registry, RegistryError
 

@@ -107,7 +107,7 @@ def _has_column(path: Path, column: str) -> bool:
 # ---- version --------------------------------------------------------------------------------
 def resolve_version(repository: Path, model: str, version: str | None, registry: Path | None) -> str:
     """The given version, else the one with the most traffic in the registry, else the newest on disk."""
-    from distilserve.card import CARD_FILENAME
+    from distilserve.core.card import CARD_FILENAME
 
     model_dir = Path(repository) / model
     on_disk = sorted((p.name for p in model_dir.glob("[1-9]*") if (p / CARD_FILENAME).is_file()), key=int) \
@@ -213,7 +213,7 @@ def ensure_ray(address: str | None = None, temp_dir: str | None = None, num_cpus
 
 def prepare(spec: JobSpec) -> tuple[sh.Manifest, list[str], list[str]]:
     """Read the input, make or check the manifest; returns (manifest, texts, keys)."""
-    from distilserve.card import ModelCard
+    from distilserve.core.card import ModelCard
 
     version = resolve_version(spec.model_repository, spec.model, spec.version, spec.registry)
     texts = read_texts(spec.input, spec.text_column, spec.split)

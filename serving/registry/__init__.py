@@ -1,6 +1,6 @@
 """The version registry: versions and lineage, traffic history, rollout state, feedback (SQLite, WAL).
 
-Imports only the standard library, pydantic and `distilserve.card`.
+Imports only the standard library, pydantic and `distilserve.core.card`.
 """
 
 from serving.registry.diff import Change, VersionDiff, diff_cards

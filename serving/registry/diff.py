@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from distilserve.card import ModelCard
+from distilserve.core.card import ModelCard
 
 Section = Literal["model", "code", "data", "config", "metrics"]
 SECTIONS: tuple[Section, ...] = ("model", "code", "data", "config", "metrics")

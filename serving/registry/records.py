@@ -6,7 +6,7 @@ from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from distilserve.card import ModelCard
+from distilserve.core.card import ModelCard
 from serving.registry.traffic import primary_of
 
 VersionStatus = Literal["available", "pruned"]

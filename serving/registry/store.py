@@ -12,7 +12,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from distilserve.card import ModelCard
+from distilserve.core.card import ModelCard
 from serving.registry import retention, traffic
 from serving.registry.diff import VersionDiff, diff_cards
 from serving.registry.errors import (

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
-from distilserve.card import ModelCard
+from distilserve.core.card import ModelCard
 
 DEFAULT_STEP_WEIGHTS = (1.0, 5.0, 25.0, 50.0, 100.0)
 STEP_EXAMPLE = "[1, 5, 25, 50, 100]"

@@ -15,7 +15,7 @@ from distill.report import write_report
 from distill.student import run_student, student_rows, teacher_splits
 from distill.sweep import run_sweep
 from distill.teacher import TeacherConfig, run_teacher
-from distilserve.card import ModelCard
+from distilserve.core.card import ModelCard
 
 ROOT = Path(__file__).resolve().parents[2]
 

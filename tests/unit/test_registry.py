@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from distilserve.card import LatencyStats, Lineage, ModelCard
+from distilserve.core.card import LatencyStats, Lineage, ModelCard
 from serving.registry import (
     SCHEMA_VERSION,
     InvalidTrafficError,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from distilserve.card import LatencyStats, Lineage, ModelCard
+from distilserve.core.card import LatencyStats, Lineage, ModelCard
 from serving.metrics import Metrics
 from serving.registry import Registry
 from serving.rollout.controller import NoActiveRollout, RolloutController, build_window, check_smoke_response

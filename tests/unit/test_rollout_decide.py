@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from distilserve.card import LatencyStats, Lineage, ModelCard
+from distilserve.core.card import LatencyStats, Lineage, ModelCard
 from serving.rollout import (
     ABPolicy,
     BlueGreenPolicy,

@@ -12,7 +12,7 @@ from distill.cache import LogitCache, cache_key
 from distill.report import goal_summary, markdown_table, pareto_plot
 from distill.student import accuracy_ratio, fastest, mean_std, speedups
 from distill.sweep import Row, pareto_front
-from distilserve.card import LatencyStats
+from distilserve.core.card import LatencyStats
 
 
 def lat(b1: float, b32: float | None = None) -> list[LatencyStats]:
