@@ -19,13 +19,13 @@ from typing import Any, TypeVar
 from fastapi import APIRouter, Request
 from pydantic import ValidationError
 
+from serving.control.metrics_source import Snapshot, TextMetricsSource, counters_delta, shadow_delta
+from serving.control.rollout_doc import RolloutDoc
+from serving.control.rollout_start import RolloutRefused, StartRequest, start_rollout
+from serving.control.rollouts import COMMANDS, NoActiveRollout, RolloutController
+from serving.control.webhooks import WebhookNotifier
 from serving.errors import ApiError, describe_validation
 from serving.registry import Registry, RegistryError
-from serving.rollout.controller import COMMANDS, NoActiveRollout, RolloutController
-from serving.rollout.doc import RolloutDoc
-from serving.rollout.metrics_source import Snapshot, TextMetricsSource, counters_delta, shadow_delta
-from serving.rollout.start import RolloutRefused, StartRequest, start_rollout
-from serving.rollout.webhooks import WebhookNotifier
 
 router = APIRouter()
 T = TypeVar("T")

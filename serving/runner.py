@@ -229,7 +229,7 @@ def serve_forever(cfg: ServeConfig, reconcile_s: float = 1.0) -> None:
     try:
         runner = Runner(cfg)
         runner.start()
-        from serving.rollout.controller import RolloutController
+        from serving.control.rollouts import RolloutController
 
         controller, next_tick = RolloutController.for_config(cfg, runner.registry), 0.0
         print(f"distilserve: serving {cfg.models} on http://{cfg.host}:{cfg.port}  (Ctrl-C stops)", flush=True)

@@ -12,8 +12,8 @@ import threading
 import time
 from pathlib import Path
 
+from serving.control.rollout_doc import experiment_salt
 from serving.registry import Registry
-from serving.rollout.doc import experiment_salt
 from serving.router import TrafficTable
 
 log = logging.getLogger("distilserve.ingress")

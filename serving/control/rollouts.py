@@ -19,14 +19,14 @@ from typing import Any, Protocol
 
 import httpx
 
+from serving.control.metrics_source import HttpMetricsSource, Snapshot, window_stats
+from serving.control.rollout_doc import RolloutDoc
+from serving.control.rollout_start import RolloutRefused, save_new
+from serving.control.webhooks import WebhookNotifier
 from serving.registry import EventRecord, FeedbackStats, Registry
 from serving.rollout.decide import TERMINAL_PHASES, Action, Command, MetricsWindow, RolloutStatus, decide
-from serving.rollout.doc import RolloutDoc
-from serving.rollout.metrics_source import HttpMetricsSource, Snapshot, window_stats
 from serving.rollout.policy import ABPolicy, BlueGreenPolicy, ShadowPolicy
-from serving.rollout.start import RolloutRefused, save_new
 from serving.rollout.stats import VersionStats
-from serving.rollout.webhooks import WebhookNotifier
 
 log = logging.getLogger("distilserve.rollout")
 
