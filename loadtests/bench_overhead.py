@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from loadtests import corpus
-from serving.runner import loopback_ray_env
+from serving.ray_env import loopback_ray_env
 
 
 @dataclass

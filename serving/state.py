@@ -14,7 +14,7 @@ from pathlib import Path
 
 from serving.control.rollout_doc import experiment_salt
 from serving.registry import Registry
-from serving.router import TrafficTable
+from serving.traffic_table import TrafficTable
 
 log = logging.getLogger("distilserve.ingress")
 

@@ -114,7 +114,7 @@ def resolve_version(repository: Path, model: str, version: str | None, registry:
         if model_dir.is_dir() else []
     if version is None and registry is not None and Path(registry).is_file():
         from serving.registry import Registry
-        from serving.router import TrafficTable
+        from serving.traffic_table import TrafficTable
 
         reg = Registry(registry)
         try:
@@ -182,7 +182,7 @@ class Predictor:
 # ---- the driver -----------------------------------------------------------------------------
 def ensure_ray(address: str | None = None, temp_dir: str | None = None, num_cpus: int | None = None) -> bool:
     """Connect to Ray, or start a loopback-only local one; True when this call started it."""
-    from serving.runner import loopback_ray_env
+    from serving.ray_env import loopback_ray_env
 
     if not address:
         loopback_ray_env()

@@ -28,7 +28,7 @@ from serving.control.webhooks import WebhookNotifier, payload
 from serving.metrics import Metrics
 from serving.registry import Registry
 from serving.rollout.sticky import assign
-from serving.router import TrafficTable
+from serving.traffic_table import TrafficTable
 
 M = "sentiment"
 T0 = 1_000_000.0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from serving.router import TrafficTable, pick
+from serving.traffic_table import TrafficTable, pick
 from serving.triton.repo_view import patch_config
 
 
