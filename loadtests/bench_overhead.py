@@ -35,6 +35,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from distilserve.core.tensors import INPUT_TEXT, OUTPUT_LABEL
 from loadtests import corpus
 from serving.ray_env import loopback_ray_env
 
@@ -138,10 +139,10 @@ def bench_triton(repo: Path, model: str, version: str, texts: list[str], levels:
             client = grpc_aio.InferenceServerClient(server.grpc_url)
 
             async def call(text: str) -> None:
-                inp = grpc.InferInput("TEXT", [1, 1], "BYTES")
+                inp = grpc.InferInput(INPUT_TEXT, [1, 1], "BYTES")
                 inp.set_data_from_numpy(np.array([[text.encode()]], dtype=np.object_))
                 result = await client.infer(model, [inp], model_version=version)
-                result.as_numpy("LABEL")
+                result.as_numpy(OUTPUT_LABEL)
 
             out = []
             for c in levels:

@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+from distilserve.core.names import MODEL_PATTERN
 
 
 class AutoscalingSettings(BaseModel):
@@ -85,7 +95,8 @@ class ServeConfig(BaseModel):
     port: int = Field(default=8000, ge=1, le=65535, description="HTTP port of the ingress.")
     model_repository: Path = Field(default=Path("model_repository"), description="Triton model repository.")
     registry: Path = Field(default=Path(".distilserve/registry.db"), description="SQLite registry file.")
-    models: list[str] = Field(default_factory=lambda: ["sentiment"], min_length=1, description="Models to serve.")
+    models: list[Annotated[str, StringConstraints(pattern=MODEL_PATTERN)]] = Field(
+        default_factory=lambda: ["sentiment"], min_length=1, description="Models to serve, e.g. ['sentiment'].")
     backend: Literal["triton", "torch"] = Field(default="triton", description="Replica backend.")
     gpu: float = Field(default=0.0, ge=0, le=8, description="GPUs per replica (fractions allowed); 0 = CPU.")
     replica_cpus: float = Field(default=0.5, ge=0, description="CPUs Ray reserves per ModelVersion replica.")

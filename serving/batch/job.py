@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field
 
+from distilserve.core.names import MODEL_PATTERN, VERSION_PATTERN
 from serving.batch import shards as sh
 
 log = logging.getLogger("distilserve.batch")
@@ -36,8 +37,8 @@ class JobSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,63}$", description="Model name.")
-    version: str | None = Field(default=None, pattern=r"^[1-9][0-9]{0,8}$",
+    model: str = Field(pattern=MODEL_PATTERN, description="Model name.")
+    version: str | None = Field(default=None, pattern=VERSION_PATTERN,
                                 description="Version; None = the live one in the registry, else the newest on disk.")
     input: Path = Field(description="Parquet file/folder, .csv, .jsonl/.json (JSON lines) or a saved datasets folder.")
     output: Path = Field(description="Folder for shard parquet files and _manifest.json.")
