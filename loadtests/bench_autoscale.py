@@ -25,7 +25,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from loadtests.bench_overhead import percentile, start_ray_retrying, stop_serve_and_ray, wait_ready
+from distilserve.core.stats import percentile
+from loadtests.bench_overhead import start_ray_retrying, stop_serve_and_ray, wait_ready
 
 
 @dataclass

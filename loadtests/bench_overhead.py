@@ -35,6 +35,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from distilserve.core.stats import percentile
 from distilserve.core.tensors import INPUT_TEXT, OUTPUT_LABEL
 from loadtests import corpus
 from serving.ray_env import loopback_ray_env
@@ -49,13 +50,6 @@ class Point:
     rps: float  # texts per second (requests are single texts, except raw batches)
     p50_ms: float
     p99_ms: float
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
 
 
 def best_under_slo(points: list[Point], slo_ms: float) -> Point | None:

@@ -18,7 +18,8 @@ import httpx
 from distilserve.check import schema
 from distilserve.check.cases import Case, oip_cases, oip_tensor, v1_cases
 from distilserve.check.load import run_load
-from distilserve.check.report import CheckResult, Report, percentile
+from distilserve.check.report import CheckResult, Report
+from distilserve.core.stats import percentile
 from distilserve.core.tensors import INPUT_TEXT
 
 GOOD_TEXTS = ["I love this, it works wonderfully", "this is terrible and broken"]
