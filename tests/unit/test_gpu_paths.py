@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from serving.config import ServeConfig
-from serving.triton.repo_view import make_view, patch_config
+from serving.triton.repo_view import make_view, patch_config, read_config
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "model_repository" / "sentiment"
@@ -26,7 +26,7 @@ def test_instance_group_kind_follows_gpu_flag(gpu: bool, kind: str) -> None:
     text = patch_config((TEMPLATE / "config.pbtxt").read_text(), "3", gpu=gpu)
     assert f"kind: {kind}" in text
     assert ("KIND_CPU" in text) is (not gpu)
-    assert text.rstrip().endswith("version_policy: { specific: { versions: [ 3 ] } }")
+    assert list(read_config(text).version_policy.specific.versions) == [3]
 
 
 def test_replica_view_on_gpu_never_writes_the_shared_repository(tmp_path: Path) -> None:
