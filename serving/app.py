@@ -6,8 +6,9 @@ from pathlib import Path
 
 from ray.serve import Application
 
+from distilserve.core.names import app_name
 from serving.config import ServeConfig
-from serving.ingress import Ingress, app_name
+from serving.ingress import Ingress
 from serving.model_version import ModelVersion
 
 INGRESS_APP = "ingress"

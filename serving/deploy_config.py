@@ -19,8 +19,8 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from distilserve.core.names import app_name
 from serving.config import ServeConfig
-from serving.ingress import app_name
 
 INGRESS_BUILDER = "serving.serve_entry:build_ingress"
 VERSION_BUILDER = "serving.serve_entry:build_version"
