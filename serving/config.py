@@ -68,7 +68,7 @@ class LimitSettings(BaseModel):
 
 
 class BatchingSettings(BaseModel):
-    """Micro-batching at the ingress (serving/batcher.py; BENCHMARKS.md has the measurements)."""
+    """Micro-batching at the ingress (serving/transport/microbatch.py; BENCHMARKS.md has the measurements)."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from distilserve.core.card import CARD_FILENAME, ModelCard
+from serving import raycompat
 from serving.config import ServeConfig
 from serving.ray_env import loopback_ray_env
 from serving.registry import Registry, RegistryError
@@ -81,12 +82,10 @@ def start_ray(cfg: ServeConfig, temp_dir: str | None = None) -> None:
     else:
         from serving.raypatch import HOOK
 
+        raycompat.check()  # every Ray private API we use, before anything depends on one
         # address="local": always a new private instance, never a cluster someone else started.
-        kwargs: dict = {"address": "local", "namespace": "distilserve", "include_dashboard": False, "log_to_driver": False,
-                        "_node_ip_address": "127.0.0.1", "runtime_env": {"worker_process_setup_hook": HOOK}}
-        if temp_dir:
-            kwargs["_temp_dir"] = temp_dir
-        ray.init(**kwargs)
+        ray.init(address="local", namespace="distilserve", include_dashboard=False, log_to_driver=False,
+                 runtime_env={"worker_process_setup_hook": HOOK}, **raycompat.loopback_init_kwargs(temp_dir))
 
 
 def deploy_failure_reason(app: str, limit: int = 800) -> str:
@@ -163,14 +162,14 @@ class Runner:
                     self.failed_at[(model, version)] = time.monotonic()
                     self.registry.record_event(model, "deploy_failed", f"version {version}: {reason}",
                                                {"version": version})
-                    serve.delete(app_name(model, version), _blocking=False)
+                    raycompat.delete_app_nowait(app_name(model, version))
                     # A failed warm deploy (e.g. corrupt weights) is released, not retried every
                     # pass: each retry blocks reconcile for the whole failed rollout of replicas.
                     if version in self.registry.warm_versions(model):
                         self.registry.set_warm(model, version, False, reason=f"deploy failed: {reason}"[:500])
             for version in sorted(self.deployed[model] - wanted, key=int):
                 log.info("removing %s v%s", model, version)
-                serve.delete(app_name(model, version), _blocking=False)
+                raycompat.delete_app_nowait(app_name(model, version))
                 self.deployed[model].discard(version)
                 self.registry.record_event(model, "removed", f"version {version} scaled down", {"version": version})
 
