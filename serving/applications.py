@@ -21,6 +21,7 @@ from pathlib import Path
 from ray.serve import Application
 
 from serving.config import ServeConfig
+from serving.registry.db import is_url
 from serving.ingress import Ingress
 from serving.model_version import ModelVersion
 
@@ -46,7 +47,8 @@ def version_app(cfg: ServeConfig, model: str, version: str) -> Application:
 def ingress_app(cfg: ServeConfig) -> Application:
     """The Ingress deployment; the admin token travels as an argument, never in the config dump."""
     resolved = cfg.model_copy(
-        update={"registry": Path(cfg.registry).resolve(), "model_repository": Path(cfg.model_repository).resolve()}
+        update={"registry": cfg.registry if is_url(cfg.registry) else Path(cfg.registry).resolve(),
+                "model_repository": Path(cfg.model_repository).resolve()}
     )
     token = cfg.admin_token.get_secret_value() if cfg.admin_token else None
     return Ingress.options(num_replicas=cfg.ingress_replicas, ray_actor_options={"num_cpus": 0}).bind(

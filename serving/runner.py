@@ -113,7 +113,6 @@ class Runner:
 
     def __init__(self, cfg: ServeConfig) -> None:
         self.cfg = cfg
-        Path(cfg.registry).parent.mkdir(parents=True, exist_ok=True)
         self.registry = Registry(cfg.registry)
         self.deployed: dict[str, set[str]] = {m: set() for m in cfg.models}
         # A version that failed to deploy is retried after a back-off, not on every pass:
