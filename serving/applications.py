@@ -21,9 +21,9 @@ from pathlib import Path
 from ray.serve import Application
 
 from serving.config import ServeConfig
-from serving.registry.db import is_url
 from serving.ingress import Ingress
 from serving.model_version import ModelVersion
+from serving.registry.db import is_url
 
 
 def version_app(cfg: ServeConfig, model: str, version: str) -> Application:
