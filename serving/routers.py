@@ -13,6 +13,7 @@ from fastapi import APIRouter
 
 ROUTER_MODULES: tuple[str, ...] = (
     "serving.admin_rollouts",
+    "serving.http.admin_versions",
 )
 
 
