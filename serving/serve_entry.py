@@ -6,6 +6,7 @@ arguments instead; these builders turn those arguments back into the same applic
 
     import_path: serving.serve_entry:build_ingress   args: {config: {...ServeConfig...}}
     import_path: serving.serve_entry:build_version   args: {config: {...}, model: m, version: "1"}
+    import_path: serving.serve_entry:build_controller   args: {config: {...}}
 
 Builders run in a Ray task on whichever node Serve picks, so nothing here may assume local
 files: registering the repository's versions happens in a task pinned (by a custom
@@ -63,3 +64,10 @@ def build_version(args: dict) -> Application:
     from serving.app import version_app
 
     return version_app(cfg, model, version)
+
+
+def build_controller(args: dict) -> Application:
+    """The controller application: reconcile, rollouts, retention, the traffic snapshot."""
+    from serving.control.controller import controller_app
+
+    return controller_app(_config(args))

@@ -1,0 +1,126 @@
+"""The controller application on real Ray Serve and Triton: it deploys versions and runs rollouts
+with no loop in this process, and a controller killed mid-canary is restarted by Serve and
+finishes the rollout from the registry."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from serving.config import AutoscalingSettings, ServeConfig
+from tests.helpers import free_port, wait_for
+
+MODEL = "sentiment"
+
+
+@pytest.fixture(scope="module")
+def stack(ray_session, tiny_repo: Path, tmp_path_factory: pytest.TempPathFactory, admin_token: str):
+    from ray import serve
+
+    from serving.runner import start_stack
+
+    repo = tmp_path_factory.mktemp("controller-repo")
+    shutil.copytree(tiny_repo / MODEL, repo / MODEL, symlinks=True)
+    cfg = ServeConfig(
+        port=free_port(), model_repository=repo, registry=tmp_path_factory.mktemp("controller-reg") / "registry.db",
+        models=[MODEL], admin_token=admin_token, torch_threads=1, replica_cpus=0.1, rollout_tick_s=1.0,
+        autoscaling=AutoscalingSettings(min_replicas=1, max_replicas=1),
+    )
+    start_stack(cfg, reconcile_s=0.5)  # the controller and the ingress; nothing else runs here
+    url = f"http://127.0.0.1:{cfg.port}"
+    wait_for(lambda: httpx.get(f"{url}/v2/models/{MODEL}/ready", timeout=5).status_code == 200, 300,
+             "the controller to deploy version 1")
+    from serving.registry import Registry
+
+    yield {"url": url, "cfg": cfg, "reg": Registry(cfg.registry), "token": admin_token}
+    for app in list(serve.status().applications):
+        serve.delete(app)
+
+
+def _controller_status() -> dict:
+    from ray import serve
+
+    from serving.control.controller import CONTROLLER_APP
+
+    return serve.get_app_handle(CONTROLLER_APP).status.remote().result(timeout_s=30)
+
+
+class Load:
+    """A few clients posting /v1/predict and labelling every answer (the canary's gates need both)."""
+
+    def __init__(self, url: str, users: int = 4) -> None:
+        self.url, self.users, self.codes = url, users, []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._user, daemon=True) for _ in range(users)]
+
+    def __enter__(self) -> Load:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(30)
+
+    def _user(self) -> None:
+        with httpx.Client(base_url=self.url, timeout=30) as client:
+            while not self._stop.is_set():
+                try:
+                    r = client.post("/v1/predict", json={"model": MODEL, "inputs": ["what a day it was"]})
+                except httpx.HTTPError:
+                    self.codes.append(0)
+                    continue
+                self.codes.append(r.status_code)
+                if r.status_code == 200:
+                    body = r.json()
+                    client.post("/v1/feedback", json={"request_id": body["request_id"],
+                                                      "label": body["predictions"][0]["label"]})
+                time.sleep(0.05)
+
+
+def test_controller_leads_and_serves(stack) -> None:
+    status = _controller_status()
+    assert status["leader"] and status["revision"] >= 1 and status["last_error"] is None, status
+    r = httpx.post(f"{stack['url']}/v1/predict", json={"model": MODEL, "inputs": ["I love this"]}, timeout=30)
+    assert r.status_code == 200 and r.json()["version"] == "1", r.text
+    assert stack["reg"].get_traffic(MODEL) == {"1": 100.0}
+
+
+def test_killed_controller_resumes_the_canary(stack) -> None:
+    url, reg = stack["url"], stack["reg"]
+    policy = {"strategy": "canary", "step_weights": [20, 60, 100], "step_interval_s": 3, "max_inconclusive": 10}
+    gates = {"min_requests": 3, "min_labels": 1, "max_p99_ratio": 50.0, "max_accuracy_drop": None}
+    with Load(url) as load:
+        r = httpx.post(f"{url}/admin/models/{MODEL}/rollouts", timeout=30,
+                       headers={"Authorization": f"Bearer {stack['token']}"},
+                       json={"version": "2", "policy": policy, "gate_overrides": gates})
+        assert r.status_code == 200, r.text
+        rollout_id = r.json()["rollout_id"]
+        # Mid-canary: the candidate has traffic, the rollout is not done.
+        wait_for(lambda: 0 < reg.get_traffic(MODEL).get("2", 0) < 100, 300, "the canary's first step")
+        before = _controller_status()
+        psutil.Process(before["pid"]).kill()
+        wait_for(lambda: _restarted(before["pid"]), 120, "Serve to restart the controller")
+        wait_for(lambda: reg.load_active_rollout(MODEL) is None, 300, "the canary to finish")
+    finished = [e for e in reg.events(MODEL, rollout_id=rollout_id) if e.kind == "rollout.finished"]
+    assert finished and finished[0].data["phase"] == "promoted", [e.message for e in finished]
+    assert reg.get_traffic(MODEL) == {"2": 100.0}
+    # The new leader adopted the running version apps instead of deploying them again.
+    deploys = [e for e in reg.events(MODEL, limit=500) if e.kind == "deployed" and e.data.get("version") == "2"]
+    assert len(deploys) == 1, [e.message for e in deploys]
+    assert load.codes.count(200) > 0 and all(c in (200, 503) for c in load.codes), sorted(set(load.codes))
+
+
+def _restarted(old_pid: int) -> bool:
+    try:
+        status = _controller_status()
+    except Exception:  # noqa: BLE001 - the replica is down or starting: not yet
+        return False
+    return status["pid"] != old_pid and status["leader"]
