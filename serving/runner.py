@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from distilserve.core.card import CARD_FILENAME, ModelCard
+from distilserve.core.names import is_model_name
 from serving.config import ServeConfig
 from serving.registry import Registry, RegistryError
 
@@ -40,6 +41,21 @@ def register_repository(registry: Registry, repository: Path, model: str) -> lis
             found.append(folder.name)
         except RegistryError as e:
             log.warning("not registering %s: %s", folder, e)
+    return found
+
+
+def repository_models(repository: Path) -> list[str]:
+    """Model folders of the repository with a config.pbtxt and at least one exported version
+    (a numbered folder holding a card): what the controller serves besides the configured ones."""
+    root = Path(repository)
+    if not root.is_dir():
+        return []
+    found = []
+    for folder in sorted(root.iterdir()):
+        if not (folder.is_dir() and is_model_name(folder.name) and (folder / "config.pbtxt").is_file()):
+            continue
+        if any(v.name.isdigit() and (v / CARD_FILENAME).is_file() for v in folder.iterdir()):
+            found.append(folder.name)
     return found
 
 
@@ -136,18 +152,29 @@ def deploy_failure_reason(app: str, limit: int = 800) -> str:
 class Runner:
     """Deploys and removes version applications to match the registry."""
 
-    def __init__(self, cfg: ServeConfig) -> None:
+    def __init__(self, cfg: ServeConfig, discover: bool = False) -> None:
         self.cfg = cfg
+        self.discover = discover
         Path(cfg.registry).parent.mkdir(parents=True, exist_ok=True)
         self.registry = Registry(cfg.registry)
         self.deployed: dict[str, set[str]] = {m: set() for m in cfg.models}
+        self._prepared: set[str] = set()
         # A version that failed to deploy is retried after a back-off, not on every pass:
         # each attempt starts a Triton and loads the model, which is not free.
         self.failed_at: dict[tuple[str, str], float] = {}
         self.retry_after_s = 60.0
 
+    def models(self) -> list[str]:
+        """The configured models, then (with `discover`) every other model of the repository,
+        including folders added while the controller runs."""
+        if not self.discover:
+            return list(self.cfg.models)
+        extra = [m for m in repository_models(self.cfg.model_repository) if m not in self.cfg.models]
+        return [*self.cfg.models, *extra]
+
     def prepare(self) -> None:
-        for model in self.cfg.models:
+        for model in self.models():
+            self._prepared.add(model)
             versions = register_repository(self.registry, self.cfg.model_repository, model)
             log.info("model %s: versions on disk %s", model, versions)
             ensure_initial_traffic(self.registry, model)
@@ -165,8 +192,11 @@ class Runner:
 
         from serving.app import app_name, version_app
 
-        for model in self.cfg.models:
+        for model in self.models():
             register_repository(self.registry, self.cfg.model_repository, model)
+            if model not in self._prepared:  # a model folder added while running
+                ensure_initial_traffic(self.registry, model)
+                self._prepared.add(model)
             wanted = desired_versions(self.registry, model, self.cfg.rollback_warm_s)
             self.deployed.setdefault(model, set())
             for version in sorted(wanted - self.deployed[model], key=int):
@@ -206,7 +236,7 @@ class Runner:
         from serving.app import app_name
 
         apps = serve.status().applications
-        for model in self.cfg.models:
+        for model in self.models():
             for name, app in apps.items():
                 version = name.removeprefix(app_name(model, ""))
                 if name != version and version.isdigit() and app.status in _ADOPTABLE:
@@ -243,16 +273,26 @@ def start_serve(cfg: ServeConfig) -> None:
         serve.start(http_options={"host": cfg.host, "port": cfg.port}, proxy_location="HeadOnly")
 
 
-def start_stack(cfg: ServeConfig, reconcile_s: float = 1.0) -> None:
+def start_stack(cfg: ServeConfig, reconcile_s: float = 1.0, first_pass_timeout_s: float = 900.0) -> None:
     """Deploy the controller and the ingress on the Ray this process is connected to; the
-    controller then registers, deploys and rolls out versions on its own."""
+    controller then registers, deploys and rolls out versions on its own.
+
+    The ingress goes up after the controller's first pass (registration, initial traffic, the
+    live versions deployed), so a ready ingress has versions to send requests to.
+    """
     from ray import serve
 
     from serving.app import INGRESS_APP, ingress_app
     from serving.control.controller import CONTROLLER_APP, controller_app
 
     start_serve(cfg)
-    serve.run(controller_app(cfg, reconcile_s), name=CONTROLLER_APP, route_prefix=None, blocking=False)
+    controller = serve.run(controller_app(cfg, reconcile_s), name=CONTROLLER_APP, route_prefix=None, blocking=False)
+    deadline = time.monotonic() + first_pass_timeout_s
+    while (status := controller.status.remote().result(timeout_s=60))["passes"] < 1:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the controller made no pass in {first_pass_timeout_s:.0f} s: {status} "
+                               "(leader False: another controller holds the registry's lock)")
+        time.sleep(0.5)
     serve.run(ingress_app(cfg), name=INGRESS_APP, route_prefix="/", blocking=False)
 
 

@@ -108,6 +108,7 @@ class ControlLoop:
         self.passes = 0
         self.last_error: str | None = None
         self.on_publish: list[Any] = []  # callables run (on this thread) after a new revision
+        self.models: Any = lambda: list(cfg.models)  # the runner's discovery once leading
         self._pending: list[tuple] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -139,11 +140,12 @@ class ControlLoop:
         from serving.rollout.controller import RolloutController
         from serving.runner import Runner
 
-        runner = Runner(self.cfg)
+        runner = Runner(self.cfg, discover=True)
         runner.adopt_deployed()
         runner.prepare()
         rollouts = RolloutController.for_config(self.cfg, runner.registry)
-        log.info("controller leading: models %s, deployed %s", self.cfg.models, runner.deployed)
+        self.models = runner.models
+        log.info("controller leading: models %s, deployed %s", runner.models(), runner.deployed)
         next_tick = 0.0
         while not self._stop.is_set():
             # Publish before reconcile: a deploy blocks for a Triton start, routing must not wait.
@@ -155,6 +157,7 @@ class ControlLoop:
                     self.last_error = repr(e)
                     log.exception("controller pass failed")
             if time.monotonic() >= next_tick:
+                rollouts.models = self.models()  # models added to the repository roll out too
                 rollouts.tick()  # one decide() per active rollout; failures are logged per model
                 next_tick = time.monotonic() + self.cfg.rollout_tick_s
             self.passes += 1
@@ -162,7 +165,7 @@ class ControlLoop:
         self._flush(runner.registry)
 
     def _publish(self, registry: Any) -> None:
-        new = next_snapshot(self.snapshot, read_models(registry, self.cfg.models))
+        new = next_snapshot(self.snapshot, read_models(registry, self.models()))
         if new is not self.snapshot:
             self.snapshot = new
             for callback in self.on_publish:
