@@ -12,6 +12,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from distilserve.core.card import LatencyStats
+from distilserve.core.stats import percentile
 
 
 @torch.inference_mode()
@@ -75,9 +76,8 @@ def time_batches(
             fn(batch)
             if i >= warmup:
                 times.append((time.perf_counter() - t0) * 1000.0)
-        arr = np.asarray(times)
-        stats.append(LatencyStats(batch_size=bs, p50_ms=round(float(np.percentile(arr, 50)), 3),
-                                  p99_ms=round(float(np.percentile(arr, 99)), 3), runs=runs))
+        stats.append(LatencyStats(batch_size=bs, p50_ms=round(percentile(times, 50), 3),
+                                  p99_ms=round(percentile(times, 99), 3), runs=runs))
     return stats
 
 

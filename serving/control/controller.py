@@ -8,15 +8,16 @@ warm windows and webhooks. It publishes the traffic snapshot the ingress routes 
 
 Why a Serve application rather than a detached actor: it deploys the same way from
 `distilserve up` (serve.run) and from a Serve config / KubeRay's `serveConfigV2`
-(`import_path: serving.serve_entry:build_controller`), and Serve restarts its replica when the
+(`import_path: serving.applications:build_controller`), and Serve restarts its replica when the
 process dies. Ray Serve lets a replica deploy other applications (`serve.run` reaches Serve's
 controller actor by name from any worker); an application deployed that way is "imperative", so
 a later `serve deploy` of the config, which deletes only declarative applications it does not
 name, leaves the version applications alone.
 
-One leader: the deployment has exactly one replica, and the loop first takes an exclusive
-lock next to the registry file (`flock`, released by the kernel when the process dies), so a
-replacement replica that starts while the old one still stops waits instead of acting twice.
+One leader: the deployment has exactly one replica, and the loop first takes an exclusive lock
+on the registry (`LeaderLock`: a file lock, or a PostgreSQL advisory lock, both dropped when the
+process dies), so a replacement replica that starts while the old one still stops waits instead
+of acting twice.
 All rollout state lives in the registry; a new leader adopts the running version applications
 and resumes every rollout where the registry says it stands.
 """
@@ -45,15 +46,30 @@ SNAPSHOT_WAIT_S = 10.0  # longest a snapshot long poll waits for a change
 
 
 class LeaderLock:
-    """An exclusive `flock` on `<registry>.leader`: one acting controller per registry file."""
+    """One acting controller per registry, held for as long as the leader's process lives.
 
-    def __init__(self, registry: Path) -> None:
-        self.path = Path(f"{registry}.leader")
+    A SQLite registry: an exclusive `flock` on `<file>.leader` (the kernel drops it when the
+    process dies). A PostgreSQL registry: a session advisory lock on a connection of its own
+    (the server drops it when that connection goes, with the process or the node).
+    """
+
+    PG_KEY = 0x64736374726C  # "dsctrl": the advisory lock id of the distilserve controller
+
+    def __init__(self, registry: Path | str) -> None:
+        from serving.registry.db import engine_url
+
+        self.url = engine_url(registry)
+        self.path = Path(f"{self.url.database}.leader") if self.url.drivername == "sqlite" else None
         self._fd: int | None = None
+        self._conn: Any = None
 
     def try_acquire(self) -> bool:
-        if self._fd is not None:
+        if self._fd is not None or self._conn is not None:
             return True
+        return self._flock() if self.path is not None else self._advisory()
+
+    def _flock(self) -> bool:
+        assert self.path is not None
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
@@ -66,15 +82,34 @@ class LeaderLock:
         self._fd = fd
         return True
 
+    def _advisory(self) -> bool:
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(self.url, poolclass=sa.pool.NullPool)
+        conn = engine.connect()
+        if conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": self.PG_KEY}).scalar():
+            conn.commit()
+            self._conn = conn
+            return True
+        conn.close()
+        engine.dispose()
+        return False
+
     def release(self) -> None:
         if self._fd is not None:
             os.close(self._fd)  # closing the descriptor drops the lock
             self._fd = None
+        if self._conn is not None:
+            self._conn.close()  # the session ends: PostgreSQL drops its advisory locks
+            self._conn = None
+
+    def __str__(self) -> str:
+        return str(self.path) if self.path else f"advisory lock {self.PG_KEY} on {self.url.render_as_string()}"
 
 
 def read_models(registry: Any, models: list[str]) -> dict[str, ModelReads]:
     """The registry reads the snapshot is built from (one model's failure skips only that model)."""
-    from serving.rollout.doc import experiment_salt
+    from serving.control.rollout_doc import experiment_salt
 
     out = {}
     for model in models:
@@ -112,7 +147,7 @@ class ControlLoop:
         self._pending: list[tuple] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._leader_lock = LeaderLock(Path(cfg.registry))
+        self._leader_lock = LeaderLock(cfg.registry)
         self._thread = threading.Thread(target=self._run, name="distilserve-controller", daemon=True)
 
     def start(self) -> None:
@@ -133,11 +168,11 @@ class ControlLoop:
 
     def _run(self) -> None:
         while not self._leader_lock.try_acquire():
-            log.info("another controller holds %s; waiting to lead", self._leader_lock.path)
+            log.info("another controller holds %s; waiting to lead", self._leader_lock)
             if self._stop.wait(1.0):
                 return
         self.leader = True
-        from serving.rollout.controller import RolloutController
+        from serving.control.rollouts import RolloutController
         from serving.runner import Runner
 
         runner = Runner(self.cfg, discover=True)
@@ -240,8 +275,11 @@ class Controller:
 
 def controller_app(cfg: ServeConfig, reconcile_s: float = 1.0, resources: dict[str, float] | None = None):  # noqa: ANN201 - a Ray Serve Application
     """The controller application; `resources` pins it (e.g. to the registry's node)."""
+    from serving.registry.db import is_url
+
     resolved = cfg.model_copy(
-        update={"registry": Path(cfg.registry).resolve(), "model_repository": Path(cfg.model_repository).resolve()}
+        update={"registry": cfg.registry if is_url(cfg.registry) else Path(cfg.registry).resolve(),
+                "model_repository": Path(cfg.model_repository).resolve()}
     )
     options: dict[str, Any] = {"num_cpus": 0}
     if resources:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from serving.control.snapshot import Snapshot
-from serving.router import TrafficTable
+from serving.traffic_table import TrafficTable
 
 log = logging.getLogger("distilserve.ingress")
 
