@@ -22,9 +22,9 @@ from pathlib import Path
 from ray.serve import Application
 
 from serving.config import ServeConfig
-from serving.registry.db import is_url
 from serving.ingress import Ingress
 from serving.model_version import ModelVersion
+from serving.registry.db import is_url
 
 
 def version_app(cfg: ServeConfig, model: str, version: str) -> Application:
@@ -45,7 +45,7 @@ def version_app(cfg: ServeConfig, model: str, version: str) -> Application:
     )
 
 
-def ingress_app(cfg: ServeConfig) -> Application:
+def ingress_app(cfg: ServeConfig, control_plane: str = "registry") -> Application:
     """The Ingress deployment; the admin token travels as an argument, never in the config dump."""
     resolved = cfg.model_copy(
         update={"registry": cfg.registry if is_url(cfg.registry) else Path(cfg.registry).resolve(),
@@ -53,7 +53,7 @@ def ingress_app(cfg: ServeConfig) -> Application:
     )
     token = cfg.admin_token.get_secret_value() if cfg.admin_token else None
     return Ingress.options(num_replicas=cfg.ingress_replicas, ray_actor_options={"num_cpus": 0}).bind(
-        resolved.model_dump(mode="json", exclude={"admin_token"}), token
+        resolved.model_dump(mode="json", exclude={"admin_token"}), token, control_plane
     )
 
 
@@ -85,7 +85,7 @@ def build_ingress(args: dict) -> Application:
         ray.get(task.remote(cfg.model_dump(mode="json", exclude={"admin_token"})))
     else:
         _prepare_registry(cfg.model_dump(mode="json", exclude={"admin_token"}))
-    return ingress_app(cfg)
+    return ingress_app(cfg, args.get("control_plane", "registry"))
 
 
 def build_version(args: dict) -> Application:

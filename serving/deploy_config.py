@@ -70,7 +70,7 @@ def serve_config(dc: DeployConfig) -> dict:
         "name": INGRESS_APP,
         "route_prefix": "/",
         "import_path": INGRESS_BUILDER,
-        "args": {"config": cfg, "registry_resource": dc.registry_resource},
+        "args": {"config": cfg, "registry_resource": dc.registry_resource, "control_plane": "controller"},
         # The ingress reads the SQLite registry: it must run on the node that holds the file.
         "deployments": [{"name": "Ingress", "num_replicas": dc.serve.ingress_replicas,
                          "ray_actor_options": {"num_cpus": 0, "resources": {dc.registry_resource: 0.001}}}],

@@ -274,7 +274,7 @@ def start_stack(cfg: ServeConfig, reconcile_s: float = 1.0, first_pass_timeout_s
             raise TimeoutError(f"the controller made no pass in {first_pass_timeout_s:.0f} s: {status} "
                                "(leader False: another controller holds the registry's lock)")
         time.sleep(0.5)
-    serve.run(ingress_app(cfg), name=INGRESS_APP, route_prefix="/", blocking=False)
+    serve.run(ingress_app(cfg, control_plane="controller"), name=INGRESS_APP, route_prefix="/", blocking=False)
 
 
 def serve_forever(cfg: ServeConfig, reconcile_s: float = 1.0) -> None:

@@ -43,6 +43,7 @@ log = logging.getLogger("distilserve.controller")
 CONTROLLER_APP = "controller"
 CONTROLLER_DEPLOYMENT = "Controller"
 SNAPSHOT_WAIT_S = 10.0  # longest a snapshot long poll waits for a change
+ADMIN_METHODS = ("status", "set_traffic", "rollback", "deploy", "start_rollout", "rollout_command", "rollout_status")
 
 
 class LeaderLock:
@@ -146,6 +147,7 @@ class ControlLoop:
         self.models: Any = lambda: list(cfg.models)  # the runner's discovery once leading
         self._pending: list[tuple] = []
         self._lock = threading.Lock()
+        self._publish_lock = threading.Lock()
         self._stop = threading.Event()
         self._leader_lock = LeaderLock(cfg.registry)
         self._thread = threading.Thread(target=self._run, name="distilserve-controller", daemon=True)
@@ -200,11 +202,19 @@ class ControlLoop:
         self._flush(runner.registry)
 
     def _publish(self, registry: Any) -> None:
-        new = next_snapshot(self.snapshot, read_models(registry, self.models()))
-        if new is not self.snapshot:
-            self.snapshot = new
-            for callback in self.on_publish:
-                callback()
+        """Read the registry and publish a new revision if routing changed (any thread)."""
+        with self._publish_lock:
+            new = next_snapshot(self.snapshot, read_models(registry, self.models()))
+            if new is not self.snapshot:
+                self.snapshot = new
+                for callback in self.on_publish:
+                    callback()
+
+    publish = _publish
+
+    def flush(self, registry: Any) -> None:
+        """Write the buffered predictions now (before feedback that may refer to them)."""
+        self._flush(registry)
 
     def _flush(self, registry: Any) -> None:
         with self._lock:
@@ -225,8 +235,14 @@ class Controller:
     CLI call through a DeploymentHandle."""
 
     def __init__(self, config: dict, reconcile_s: float = 1.0) -> None:
+        from serving.registry import Registry
+
         self.cfg = ServeConfig.model_validate(config)
         self.loop = ControlLoop(self.cfg, reconcile_s)
+        # The API's own connection (thread-safe); the loop opens another once it leads.
+        self.registry = Registry(self.cfg.registry)
+        host = "127.0.0.1" if self.cfg.host in ("0.0.0.0", "::", "") else self.cfg.host
+        self.ingress_url = f"http://{host}:{self.cfg.port}"
         self._changed: asyncio.Event | None = None
         self._event_loop: asyncio.AbstractEventLoop | None = None
         self.loop.on_publish.append(self._wake)
@@ -260,6 +276,63 @@ class Controller:
         writes them in one transaction per pass."""
         self.loop.add_predictions([tuple(r) for r in rows])
         return len(rows)
+
+    async def record_feedback(self, request_id: str, label: str | None, outcome: int | None) -> dict:
+        """Ground truth or an outcome for a recorded prediction: {} or {"error": kind, "message"}."""
+        from serving.registry import RegistryError, UnknownRequestError
+
+        def write() -> None:
+            self.loop.flush(self.registry)  # the prediction may still sit in this buffer
+            self.registry.record_feedback(request_id, label=label, outcome=outcome)
+
+        try:
+            await asyncio.to_thread(write)
+        except UnknownRequestError as e:
+            return {"error": "unknown_request", "message": str(e)}
+        except RegistryError as e:
+            return {"error": "registry", "message": str(e)}
+        return {}
+
+    async def admin(self, method: str, model: str, *args: Any) -> dict:
+        """One `AdminControl` call (the admin API's traffic, deploy, rollback and rollouts),
+        answered here so that ingress replicas never write the registry:
+        {"ok": result} or {"error": {"status", "message", "headers"}}."""
+        from serving.admin_control import AdminControl
+        from serving.control.rollout_start import StartRequest
+        from serving.errors import ApiError
+
+        if method not in ADMIN_METHODS:
+            return {"error": {"status": 404, "message": f"no admin method {method!r}", "headers": {}}}
+        text = await self._ingress_metrics() if method.startswith("rollout") else b""
+        control = AdminControl(self.registry, self.loop.models(), lambda: self.loop.publish(self.registry),
+                               lambda: text, self._version_ready, self.cfg.webhooks)
+        if method == "start_rollout":
+            args = (StartRequest.model_validate(args[0]),)
+        try:
+            return {"ok": await getattr(control, method)(model, *args)}
+        except ApiError as e:
+            return {"error": {"status": e.status, "message": e.message, "headers": e.headers}}
+
+    async def _ingress_metrics(self) -> bytes:
+        """The ingress's Prometheus text (what rollout status and commands judge by); b"" when
+        unreachable, which the metrics source reads as "no data"."""
+        import httpx
+
+        try:
+            async with httpx.AsyncClient(timeout=5.0) as client:
+                return (await client.get(f"{self.ingress_url}/metrics")).content
+        except httpx.HTTPError:
+            return b""
+
+    async def _version_ready(self, model: str, version: str) -> bool:
+        import httpx
+
+        try:
+            async with httpx.AsyncClient(timeout=5.0) as client:
+                r = await client.get(f"{self.ingress_url}/v2/models/{model}/versions/{version}/ready")
+            return r.status_code == 200
+        except httpx.HTTPError:
+            return False
 
     async def status(self) -> dict:
         return {"leader": self.loop.leader, "passes": self.loop.passes, "pid": os.getpid(),

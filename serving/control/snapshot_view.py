@@ -23,19 +23,20 @@ log = logging.getLogger("distilserve.ingress")
 
 Fetch = Callable[[int, float], dict]  # (since_revision, wait_s) -> Snapshot mapping
 Send = Callable[[list[list]], Any]  # prediction rows -> anything; raises when not delivered
+Feedback = Callable[[str, str | None, int | None], dict]  # -> {} or {"error": kind, "message": ...}
 MAX_PENDING = 100_000  # rows kept while the controller is unreachable; the oldest go first
 
 
 class SnapshotView:
-    def __init__(self, models: list[str], fetch: Fetch, send: Send, *, wait_s: float = 10.0,
-                 flush_s: float = 0.25, start: bool = True) -> None:
+    def __init__(self, models: list[str], fetch: Fetch, send: Send, feedback: Feedback | None = None, *,
+                 wait_s: float = 10.0, flush_s: float = 0.25, start: bool = True) -> None:
         self.configured = list(models)
-        self.fetch, self.send = fetch, send
+        self.fetch, self.send, self.feedback = fetch, send, feedback
         self.wait_s, self.flush_s = wait_s, flush_s
         self.snapshot = Snapshot(revision=0)
         self.tables: dict[str, TrafficTable] = {}
         self.versions: dict[str, set[str]] = {}
-        self.labels: dict[str, dict[str, list[str]]] = {}
+        self.label_names: dict[str, dict[str, list[str]]] = {}
         self._pending: list[list] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -67,7 +68,7 @@ class SnapshotView:
         # Each attribute is replaced whole (never edited in place): readers on other threads see
         # the old or the new mapping, never half of one.
         self.versions = {m: set(t.versions) for m, t in snap.models.items()}
-        self.labels = {m: dict(t.labels) for m, t in snap.models.items()}
+        self.label_names = {m: dict(t.labels) for m, t in snap.models.items()}
         self.tables = tables
         self.snapshot = snap
         return True
@@ -75,6 +76,25 @@ class SnapshotView:
     def refresh(self) -> None:
         """Fetch now, without waiting for a change (after an admin command, say)."""
         self.apply(self.fetch(-1, 0.0))
+
+    def labels(self, model: str, version: str) -> list[str] | None:
+        """Class names in output order of a deployable version; None when the snapshot has none."""
+        names = self.label_names.get(model, {}).get(version)
+        return list(names) if names is not None else None
+
+    def record_feedback(self, request_id: str, label: str | None, outcome: int | None) -> None:
+        """Raises the registry's UnknownRequestError / RegistryError for a bad request, as the
+        registry-backed view does."""
+        from serving.registry.errors import RegistryError, UnknownRequestError
+
+        if self.feedback is None:
+            raise RegistryError("feedback is not accepted here: no controller to record it")
+        self.flush()  # the prediction may still sit in this buffer
+        answer = self.feedback(request_id, label, outcome)
+        if answer.get("error") == "unknown_request":
+            raise UnknownRequestError(answer["message"])
+        if answer.get("error"):
+            raise RegistryError(answer["message"])
 
     def record(self, request_id: str, model: str, version: str, label: str, user_id: str | None) -> None:
         with self._lock:
@@ -113,8 +133,49 @@ class SnapshotView:
         self.flush()
 
 
-def controller_view(models: list[str], wait_s: float = 10.0) -> SnapshotView:
-    """A SnapshotView fed by the controller application through a DeploymentHandle (inside Ray)."""
+class ControllerAdmin:
+    """`AdminControl`'s interface (serving/admin_control.py), answered by the controller: the
+    admin API of an ingress replica that never writes the registry itself."""
+
+    def __init__(self, call: Callable[..., Any], refresh: Callable[[], None]) -> None:
+        self._call_remote, self._refresh = call, refresh
+
+    async def _call(self, method: str, model: str, *args: Any, changes: bool = True) -> dict:
+        from serving.dataplane import blocking
+        from serving.errors import ApiError
+
+        answer = await self._call_remote(method, model, *args)
+        if "error" in answer:
+            err = answer["error"]
+            raise ApiError(err["status"], err["message"], err.get("headers") or {})
+        if changes:
+            await blocking(self._refresh)  # route by the new table at once, not at the next poll
+        return answer["ok"]
+
+    async def status(self, model: str) -> dict:
+        return await self._call("status", model, changes=False)
+
+    async def set_traffic(self, model: str, weights: dict[str, float], reason: str) -> dict:
+        return await self._call("set_traffic", model, weights, reason)
+
+    async def rollback(self, model: str, to_version: str | None, reason: str) -> dict:
+        return await self._call("rollback", model, to_version, reason)
+
+    async def deploy(self, model: str, version: str, warm: bool, reason: str) -> dict:
+        return await self._call("deploy", model, version, warm, reason)
+
+    async def start_rollout(self, model: str, body: Any) -> dict:
+        return await self._call("start_rollout", model, body.model_dump(mode="json", exclude_unset=True))
+
+    async def rollout_command(self, model: str, command: str) -> dict:
+        return await self._call("rollout_command", model, command)
+
+    async def rollout_status(self, model: str) -> dict:
+        return await self._call("rollout_status", model, changes=False)
+
+
+def controller_services(models: list[str], wait_s: float = 10.0) -> tuple[SnapshotView, ControllerAdmin]:
+    """The ingress's view and admin control, both through the controller application's handle."""
     from ray import serve
 
     from serving.control.controller import CONTROLLER_APP
@@ -127,4 +188,11 @@ def controller_view(models: list[str], wait_s: float = 10.0) -> SnapshotView:
     def send(rows: list[list]) -> Any:
         return handle.record_predictions.remote(rows).result(timeout_s=30)
 
-    return SnapshotView(models, fetch, send, wait_s=wait_s)
+    def feedback(request_id: str, label: str | None, outcome: int | None) -> dict:
+        return handle.record_feedback.remote(request_id, label, outcome).result(timeout_s=30)
+
+    async def call(method: str, model: str, *args: Any) -> dict:
+        return await handle.admin.remote(method, model, *args)
+
+    view = SnapshotView(models, fetch, send, feedback, wait_s=wait_s)
+    return view, ControllerAdmin(call, view.refresh)

@@ -48,7 +48,7 @@ def test_configured_models_until_the_first_snapshot_then_the_snapshots() -> None
     assert view.revision == 1 and view.models == ["m"]
     table = view.tables["m"]
     assert table.weights == {"1": 100.0} and table.salt == "m" and table.revision == 1
-    assert view.versions == {"m": {"1"}} and view.labels == {"m": {"1": LABELS}}
+    assert view.versions == {"m": {"1"}} and view.labels("m", "1") == LABELS and view.labels("m", "9") is None
 
 
 def test_apply_ignores_the_same_revision_and_drops_tables_without_traffic() -> None:
@@ -108,3 +108,54 @@ def _wait(check, timeout: float = 5.0) -> None:  # noqa: ANN001 - a predicate
         if time.monotonic() > deadline:
             pytest.fail("condition not met in time")
         time.sleep(0.01)
+
+
+def test_feedback_goes_to_the_controller_after_the_buffered_predictions() -> None:
+    from serving.registry.errors import RegistryError, UnknownRequestError
+
+    ctl = FakeController()
+    answers = iter([{}, {"error": "unknown_request", "message": "no r9"}, {"error": "registry", "message": "bad"}])
+    seen: list[tuple] = []
+
+    def feedback(request_id: str, label: str | None, outcome: int | None) -> dict:
+        seen.append((request_id, label, outcome, len(ctl.rows)))
+        return next(answers)
+
+    view = SnapshotView(["m"], ctl.fetch, ctl.send, feedback, start=False)
+    view.record("r1", "m", "1", "positive", None)
+    view.record_feedback("r1", "positive", None)
+    assert seen == [("r1", "positive", None, 1)]  # the prediction reached the controller first
+    with pytest.raises(UnknownRequestError, match="no r9"):
+        view.record_feedback("r9", None, 1)
+    with pytest.raises(RegistryError, match="bad"):
+        view.record_feedback("r1", None, 7)
+
+
+def test_controller_admin_raises_its_errors_and_refreshes_after_changes() -> None:
+    import asyncio
+
+    from serving.control.snapshot_view import ControllerAdmin
+    from serving.errors import ApiError
+
+    calls: list[tuple] = []
+    refreshed: list[int] = []
+
+    async def call(method: str, model: str, *args: object) -> dict:
+        calls.append((method, model, *args))
+        if method == "rollback":
+            return {"error": {"status": 409, "message": "no previous version", "headers": {}}}
+        return {"ok": {"method": method}}
+
+    admin = ControllerAdmin(call, lambda: refreshed.append(1))
+
+    async def scenario() -> None:
+        assert await admin.status("m") == {"method": "status"}
+        assert refreshed == []  # a read changes nothing
+        await admin.set_traffic("m", {"1": 100.0}, "why")
+        assert refreshed == [1]
+        with pytest.raises(ApiError) as err:
+            await admin.rollback("m", None, "why")
+        assert err.value.status == 409 and err.value.message == "no previous version"
+
+    asyncio.run(scenario())
+    assert calls[1] == ("set_traffic", "m", {"1": 100.0}, "why")
