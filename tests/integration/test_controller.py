@@ -58,6 +58,34 @@ def test_controller_leads_and_serves(stack) -> None:
     assert stack["reg"].get_traffic(MODEL) == {"1": 100.0}
 
 
+def test_only_the_controller_opens_the_registry(stack) -> None:
+    registry = str(stack["cfg"].registry)
+    opened = {name: [pid for pid in _replicas(name) if any(f.path.startswith(registry) for f in _files(pid))]
+              for name in ("ingress:Ingress", "controller:Controller")}
+    assert _replicas("ingress:Ingress") and opened["ingress:Ingress"] == [], opened
+    assert opened["controller:Controller"], opened  # the check can see an open registry
+
+
+def _replicas(name: str) -> list[int]:
+    """Our Ray's replica processes of `app:deployment` (Ray titles them ray::ServeReplica:...)."""
+    return [p.pid for p in psutil.Process().children(recursive=True)
+            if f"ServeReplica:{name}" in " ".join(_cmdline(p))]
+
+
+def _cmdline(p: psutil.Process) -> list[str]:
+    try:
+        return p.cmdline()
+    except psutil.Error:
+        return []
+
+
+def _files(pid: int) -> list:
+    try:
+        return psutil.Process(pid).open_files()
+    except psutil.Error:
+        return []
+
+
 def test_killed_controller_resumes_the_canary(stack) -> None:
     url, reg = stack["url"], stack["reg"]
     policy = {"strategy": "canary", "step_weights": [20, 60, 100], "step_interval_s": 3, "max_inconclusive": 10}
