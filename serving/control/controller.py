@@ -109,31 +109,29 @@ class LeaderLock:
 
 
 def read_models(registry: Any, models: list[str]) -> dict[str, ModelReads]:
-    """The registry reads the snapshot is built from (one model's failure skips only that model)."""
+    """The registry reads the snapshot is built from. A failed read raises: the last published
+    snapshot then stays in force (dropping the model would make the ingress 404 it)."""
     from serving.control.rollout_doc import experiment_salt
 
     out = {}
     for model in models:
-        try:
-            shadow = registry.get_shadow(model)
-            out[model] = ModelReads(
-                weights=registry.get_traffic(model),
-                shadow_version=shadow.version if shadow else None,
-                shadow_share=shadow.share if shadow else 0.0,
-                experiment_salt=experiment_salt(registry, model),
-                versions={v.version: list(v.card.labels) for v in registry.list_versions(model)
-                          if v.status == "available"},
-            )
-        except Exception:  # noqa: BLE001 - the other models' routing must still be published
-            log.exception("reading the registry for model %s failed", model)
+        shadow = registry.get_shadow(model)
+        out[model] = ModelReads(
+            weights=registry.get_traffic(model),
+            shadow_version=shadow.version if shadow else None,
+            shadow_share=shadow.share if shadow else 0.0,
+            experiment_salt=experiment_salt(registry, model),
+            versions={v.version: list(v.card.labels) for v in registry.list_versions(model) if v.status == "available"},
+        )
     return out
 
 
 class ControlLoop:
     """The leader's loop, on its own thread: reconcile, publish, write predictions, tick rollouts.
 
-    The registry connection is opened and used on this thread only. Callers talk to it through
-    `snapshot` (read) and `add_predictions` (a buffer this thread empties every pass).
+    The loop opens its own registry connection once it leads. Callers read `snapshot`, hand rows
+    to `add_predictions` (a buffer every pass empties), and may `publish` / `flush` at once from
+    their own thread with their own connection (after an admin change, before feedback).
     """
 
     def __init__(self, cfg: ServeConfig, reconcile_s: float = 1.0) -> None:
