@@ -69,9 +69,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def build_repository(repo: Path, args: argparse.Namespace) -> dict[str, Path]:
     import torch
 
+    from distill.architectures import student_from_layers
     from distill.export import export_version
     from distill.models import load_teacher_backbone, tiny_teacher
-    from distill.students import student_from_layers
 
     shutil.copytree(ROOT / "model_repository" / "sentiment", repo / "sentiment",
                     ignore=shutil.ignore_patterns("[0-9]*", "__pycache__"))

@@ -194,10 +194,10 @@ def ensure_ray(address: str | None = None, temp_dir: str | None = None, num_cpus
     if address:
         ray.init(address=address, namespace="distilserve-batch", log_to_driver=False)
     else:
+        from serving import raycompat
+
         kwargs: dict = {"namespace": "distilserve-batch", "include_dashboard": False, "log_to_driver": False,
-                        "_node_ip_address": "127.0.0.1"}
-        if temp_dir:
-            kwargs["_temp_dir"] = temp_dir
+                        **raycompat.loopback_init_kwargs(temp_dir)}
         if num_cpus:
             kwargs["num_cpus"] = num_cpus
         for attempt in (1, 2, 3):
