@@ -49,7 +49,7 @@ def test_oip_infer_and_v1_predict_go_through_the_data_plane(client: tuple[TestCl
     c, _ = client
     r = c.post("/v2/models/m/versions/2/infer", json=TEXT)
     assert r.status_code == 200 and r.headers["x-model-version"] == "2"
-    assert r.json()["outputs"][1] == {"name": "LABEL", "datatype": "BYTES", "shape": [1], "data": ["positive"]}
+    assert r.json()["outputs"][1] == {"name": "LABEL", "datatype": "BYTES", "shape": [1, 1], "data": ["positive"]}
     r = c.post("/v1/predict", json={"model": "m", "inputs": ["hi"], "version": "1"})
     assert r.json()["predictions"] == [{"label": "positive", "scores": {"negative": 0.25, "positive": 0.75}}]
 
@@ -91,3 +91,37 @@ def test_admin_routes_reach_the_control_for_a_served_model(client: tuple[TestCli
     assert c.post("/admin/models/m/traffic", headers=ADMIN, json={"weights": "all"}).status_code == 422
     assert c.post("/admin/models/m/rollouts/pause", headers=ADMIN).status_code == 200
     assert control.calls == [("status", "m"), ("traffic", "m", {"1": 100.0}), ("command", "m", "pause")]
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "identity"])
+def test_compressed_request_bodies_are_inflated(client: tuple[TestClient, FakeControl], encoding: str) -> None:
+    import json
+    import zlib
+
+    raw = json.dumps(TEXT).encode()
+    packed = {"gzip": lambda b: zlib.compress(b, wbits=31), "deflate": zlib.compress, "identity": bytes}[encoding](raw)
+    r = client[0].post("/v2/models/m/infer", content=packed, headers={"Content-Encoding": encoding})
+    assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize(
+    ("body", "encoding", "status"),
+    [(b"\x1f\x8b junk", "gzip", 400), (b"x" * 10, "br", 415), ("zeros", "gzip", 413)],
+    ids=["corrupt", "unknown-encoding", "inflates-past-the-limit"],
+)
+def test_bad_compressed_bodies_are_4xx(client: tuple[TestClient, FakeControl], body: bytes | str, encoding: str,
+                                       status: int) -> None:
+    import zlib
+
+    if body == "zeros":  # 100 kB of zeros gzip to ~100 bytes: under the limit sent, over it inflated
+        body = zlib.compress(b"0" * 100_000, wbits=31)
+    r = client[0].post("/v2/models/m/infer", content=body, headers={"Content-Encoding": encoding})
+    assert r.status_code == status and r.json()["error"].split(":")[0] in ("body", "content-encoding")
+
+
+def test_repository_index_and_stats_routes(client: tuple[TestClient, FakeControl]) -> None:
+    c, _ = client
+    assert c.post("/v2/repository/index", content=b"").status_code == 200
+    assert c.post("/v2/repository/index", json={"ready": "yes"}).json()["error"].startswith("ready:")
+    assert c.get("/v2/models/stats").json()["model_stats"][0]["name"] == "m"  # not a model called "stats"
+    assert c.get("/v2/models/m/versions/2/config").json()["name"] == "m"
