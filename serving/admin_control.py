@@ -14,14 +14,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from serving.control.metrics_source import Snapshot, TextMetricsSource, counters_delta, shadow_delta
+from serving.control.rollout_doc import RolloutDoc
+from serving.control.rollout_start import RolloutRefused, StartRequest, start_rollout
+from serving.control.rollouts import COMMANDS, NoActiveRollout, RolloutController
+from serving.control.webhooks import WebhookNotifier
 from serving.dataplane import blocking
 from serving.errors import ApiError, describe_validation
 from serving.registry import Registry, RegistryError
-from serving.rollout.controller import COMMANDS, NoActiveRollout, RolloutController
-from serving.rollout.doc import RolloutDoc
-from serving.rollout.metrics_source import Snapshot, TextMetricsSource, counters_delta, shadow_delta
-from serving.rollout.start import RolloutRefused, StartRequest, start_rollout
-from serving.rollout.webhooks import WebhookNotifier
 
 Ready = Callable[[str, str], Awaitable[bool]]
 _NOTIFIERS: dict[tuple[str, ...], WebhookNotifier] = {}

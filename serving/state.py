@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 from typing import Protocol
 
+from serving.control.rollout_doc import experiment_salt
 from serving.registry import Registry
-from serving.rollout.doc import experiment_salt
-from serving.router import TrafficTable
+from serving.traffic_table import TrafficTable
 
 log = logging.getLogger("distilserve.ingress")
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from serving import api_models
+from serving.control.rollout_start import StartRequest
 from serving.http.deps import Body, Control, Model, require_admin
-from serving.rollout.start import StartRequest
 
 router = APIRouter(prefix="/admin/models/{model}", dependencies=[Depends(require_admin)])
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from serving.runner import loopback_ray_env
+from serving.ray_env import loopback_ray_env
 
 # Before anything imports ray: keep every Ray listener on 127.0.0.1.
 loopback_ray_env()

@@ -13,7 +13,7 @@ from serving.config import BatchingSettings
 from serving.dataplane import DataPlane
 from serving.errors import ApiError
 from serving.metrics import Metrics
-from serving.router import TrafficTable
+from serving.traffic_table import TrafficTable
 from serving.transport.failure import Failure
 from serving.transport.transport import Transport
 from serving.triton import codec
