@@ -255,7 +255,7 @@ def _version_calls(url: str, path: str) -> float:
 
 
 def test_ingress_sends_straight_to_a_same_node_triton(stack) -> None:
-    """The short path (serving/endpoints.py): replicas publish their Triton, the ingress calls it
+    """The short path (serving/transport/endpoints.py): replicas publish their Triton, the ingress calls it
     directly; answers equal those through the replica's Serve deployment."""
     url = stack["url"]
     wait_for(lambda: _predict(url, {"inputs": ["short path"]}).status_code == 200
