@@ -13,7 +13,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from serving.admin_control import AdminControl
+from serving.control.admin import AdminControl
 from serving.dataplane import DataPlane
 from serving.errors import ApiError
 
