@@ -622,7 +622,7 @@ def test_cli_start_body_from_flags() -> None:
 
 def test_status_and_timeline_render(reg: Registry, load: Load, clock: Clock, tmp_path: Path) -> None:
     from distilserve.cli.rollout_cmd import render_status
-    from serving.admin_control import rollout_status
+    from serving.control.admin import rollout_status
 
     canary(reg, clock)
     ctl = controller(reg, load, clock)
