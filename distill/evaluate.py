@@ -13,6 +13,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from distill import progress
 from distilserve.core.card import LatencyStats
+from distilserve.core.stats import percentile
 
 
 @torch.inference_mode()
@@ -83,9 +84,8 @@ def time_batches(
             fn(batch)
             if i >= warmup:
                 times.append((time.perf_counter() - t0) * 1000.0)
-        arr = np.asarray(times)
-        stats.append(LatencyStats(batch_size=bs, p50_ms=round(float(np.percentile(arr, 50)), 3),
-                                  p99_ms=round(float(np.percentile(arr, 99)), 3), runs=runs))
+        stats.append(LatencyStats(batch_size=bs, p50_ms=round(percentile(times, 50), 3),
+                                  p99_ms=round(percentile(times, 99), 3), runs=runs))
     return stats
 
 

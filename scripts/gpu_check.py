@@ -143,8 +143,10 @@ def _wait(check, timeout: float, what: str, proc: subprocess.Popen) -> None:  # 
 async def _drive(url: str, version: str, args: argparse.Namespace) -> tuple[float, int]:
     import httpx
 
+    from distilserve.core.tensors import INPUT_TEXT
+
     texts = (TEXTS * (args.request_texts // len(TEXTS) + 1))[: args.request_texts]
-    body = {"inputs": [{"name": "TEXT", "shape": [len(texts), 1], "datatype": "BYTES", "data": texts}]}
+    body = {"inputs": [{"name": INPUT_TEXT, "shape": [len(texts), 1], "datatype": "BYTES", "data": texts}]}
     endpoint = f"{url}/v2/models/sentiment/versions/{version}/infer"
     done = errors = 0
     limits = httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=args.concurrency)

@@ -12,6 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from distilserve.core.names import MODEL_PATTERN, VERSION_PATTERN
+
 CARD_FILENAME = "card.json"
 
 
@@ -62,8 +64,8 @@ class ModelCard(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     schema_version: Literal[1] = 1
-    model: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,63}$", description="Model name, e.g. 'sentiment'.")
-    version: str = Field(pattern=r"^[1-9][0-9]{0,8}$", description="Triton version number as a string.")
+    model: str = Field(pattern=MODEL_PATTERN, description="Model name, e.g. 'sentiment'.")
+    version: str = Field(pattern=VERSION_PATTERN, description="Triton version number as a string.")
     kind: Literal["teacher", "student", "baseline", "imported"] = Field(description="Role of this version.")
     labels: list[str] = Field(min_length=2, description="Class names in output order.")
     max_seq_len: int = Field(ge=8, le=4096, description="Tokenizer truncation length used in serving.")
