@@ -21,6 +21,7 @@ COMMANDS = (
     "check_cmd",
     "batch_cmd",
     "deploy_cmd",
+    "compile_cmd",
 )
 
 
