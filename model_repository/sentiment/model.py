@@ -45,13 +45,27 @@ def runtime_of(version_dir: Path, card: dict) -> str:
     return runtime
 
 
-def onnx_providers(device: str, available: Sequence[str], prefer: str = "auto") -> list:
+def trt_options(input_names: Sequence[str], max_batch: int, max_len: int, fp16: bool) -> dict:
+    """TensorRT provider options: one shape profile covering every batch Triton can form.
+
+    Without a profile TensorRT builds a new engine for each new (batch, length) it sees, and
+    padding to the longest text makes nearly every batch new.
+    """
+    def shapes(batch: int, seq: int) -> str:
+        return ",".join(f"{name}:{batch}x{seq}" for name in input_names)
+
+    return {"trt_profile_min_shapes": shapes(1, 1), "trt_profile_opt_shapes": shapes(max_batch, max_len),
+            "trt_profile_max_shapes": shapes(max_batch, max_len), "trt_fp16_enable": fp16}
+
+
+def onnx_providers(device: str, available: Sequence[str], prefer: str = "auto", trt: dict | None = None) -> list:
     """ONNX Runtime providers, best first, for `device` ('cpu' or 'cuda:N').
 
-    On a GPU `auto` takes CUDA, not TensorRT: TensorRT builds an engine for each new input shape
-    range on first use (tens of seconds), which a replica that must be ready in seconds cannot
-    afford; ask for it with prefer='tensorrt' (config parameter ONNX_PROVIDER). A provider this
-    onnxruntime build lacks (CPU wheels have no CUDA) is skipped, so the list always ends on CPU.
+    On a GPU `auto` takes CUDA, not TensorRT: TensorRT builds its engines when the session
+    starts (tens of seconds), which a replica that must be ready in seconds cannot afford; ask
+    for it with prefer='tensorrt' (config parameter ONNX_PROVIDER; `trt` adds its options). A
+    provider this onnxruntime build lacks (CPU wheels have no CUDA) is skipped, so the list
+    always ends on CPU.
     """
     if prefer not in ONNX_PREFERENCES:
         raise ValueError(f"ONNX_PROVIDER must be one of {list(ONNX_PREFERENCES)}, got {prefer!r}")
@@ -63,7 +77,7 @@ def onnx_providers(device: str, available: Sequence[str], prefer: str = "auto") 
     if prefer == "tensorrt":
         cache = os.path.join(tempfile.gettempdir(), "distilserve-trt-cache")
         wanted.append(("TensorrtExecutionProvider", {"device_id": device_id, "trt_engine_cache_enable": True,
-                                                     "trt_engine_cache_path": cache}))
+                                                     "trt_engine_cache_path": cache, **(trt or {})}))
     wanted.append(("CUDAExecutionProvider", {"device_id": device_id}))
     return [p for p in wanted if p[0] in available] + [cpu]
 
@@ -92,14 +106,19 @@ class _TorchRunner:
 class _OnnxRunner:
     """Logits from `model.onnx` in ONNX Runtime (fp32 or int8 weights)."""
 
-    def __init__(self, version_dir: Path, card: dict, device: str, threads: int, prefer: str) -> None:
+    def __init__(self, version_dir: Path, card: dict, device: str, threads: int, prefer: str,
+                 max_batch: int) -> None:
         import onnxruntime as ort  # only ONNX versions need it
 
         opts = ort.SessionOptions()
         if threads > 0:
             opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
-        providers = onnx_providers(device, ort.get_available_providers(), prefer)
+        # `distilserve compile` records the graph's inputs; older graphs took BERT's three.
+        names = card.get("lineage", {}).get("config", {}).get("inputs") or ["input_ids", "attention_mask",
+                                                                             "token_type_ids"]
+        trt = trt_options(names, max_batch, int(card.get("max_seq_len", 128)), card.get("dtype") == "float16")
+        providers = onnx_providers(device, ort.get_available_providers(), prefer, trt)
         self.session = ort.InferenceSession(str(Path(version_dir) / ONNX_FILE), opts, providers=providers)
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.labels = [str(x) for x in card.get("labels") or []]
@@ -122,7 +141,7 @@ class Classifier:
     """Tokenize + forward + softmax for one exported version folder (torch or ONNX weights)."""
 
     def __init__(self, version_dir: str | Path, device: str = "cpu", *, threads: int = 0,
-                 onnx_provider: str = "auto") -> None:
+                 onnx_provider: str = "auto", max_batch: int = 64) -> None:
         version_dir = Path(version_dir)
         card_path = version_dir / "card.json"
         card = json.loads(card_path.read_text()) if card_path.is_file() else {}
@@ -130,7 +149,8 @@ class Classifier:
         self.runtime = runtime_of(version_dir, card)
         self.tokenizer = AutoTokenizer.from_pretrained(version_dir)
         if self.runtime == "onnx":
-            self.runner: _TorchRunner | _OnnxRunner = _OnnxRunner(version_dir, card, device, threads, onnx_provider)
+            self.runner: _TorchRunner | _OnnxRunner = _OnnxRunner(version_dir, card, device, threads,
+                                                                  onnx_provider, max_batch)
         else:
             self.runner = _TorchRunner(version_dir, card, device, threads)
         self.labels = self.runner.labels
@@ -205,6 +225,7 @@ class TritonPythonModel:
             device=device,
             threads=int(params.get("TORCH_NUM_THREADS", "0") or 0),  # threads of either runtime
             onnx_provider=params.get("ONNX_PROVIDER", "auto") or "auto",
+            max_batch=max(1, int(config.get("max_batch_size", 64))),
         )
         _exit_when_orphaned()
 

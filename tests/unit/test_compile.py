@@ -174,3 +174,12 @@ def test_cards_written_before_compile_existed_still_read_as_torch(tmp_path: Path
     card = ModelCard.read(tmp_path)
     assert (card.runtime, card.quantization, card.parent_agreement, card.lineage.parent_version) == (
         "torch", None, None, None)
+
+
+def test_tensorrt_gets_one_shape_profile_covering_every_batch_triton_forms() -> None:
+    opts = model_py.trt_options(["input_ids", "attention_mask"], max_batch=64, max_len=128, fp16=True)
+    assert opts["trt_profile_min_shapes"] == "input_ids:1x1,attention_mask:1x1"
+    assert opts["trt_profile_max_shapes"] == "input_ids:64x128,attention_mask:64x128"
+    (name, trt_opts), *_ = model_py.onnx_providers("cuda:0", [TRT, CUDA, CPU], "tensorrt", opts)
+    assert name == TRT and trt_opts["trt_fp16_enable"] is True and trt_opts["trt_engine_cache_enable"] is True
+    assert trt_opts["trt_profile_max_shapes"] == opts["trt_profile_max_shapes"]
