@@ -37,7 +37,7 @@ def stack(ray_session, tiny_repo: Path, tmp_path_factory: pytest.TempPathFactory
     from ray import serve
 
     from distill.teacher import TeacherConfig, run_teacher
-    from serving.rollout.controller import RolloutController
+    from serving.control.rollouts import RolloutController
     from serving.runner import Runner
 
     repo = tmp_path_factory.mktemp("rollout-repo")
