@@ -154,6 +154,8 @@ class Classifier:
         else:
             self.runner = _TorchRunner(version_dir, card, device, threads)
         self.labels = self.runner.labels
+        # What runs the weights: the torch module, or the ONNX Runtime session.
+        self.model = self.runner.model if isinstance(self.runner, _TorchRunner) else self.runner.session
 
     def predict(self, texts: list[str]) -> tuple[np.ndarray, list[str]]:
         """Probabilities [N, C] (float32) and the argmax label of each text."""
