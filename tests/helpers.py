@@ -71,6 +71,23 @@ def add_faulty_model(repo: Path, model: str = "faulty") -> None:
     (v1 / "card.json").write_text(json.dumps(src_card))
 
 
+def load_module(path: Path, name: str):  # noqa: ANN201 - a module
+    """Import a file (e.g. a repository's model.py) as a plain module under `name`."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def copy_version(src_repo: Path, dst_repo: Path, version: str, model: str = "sentiment") -> Path:
+    """A fresh repository `dst_repo` whose `model` holds a copy of `src_repo`'s `version`."""
+    model_dir = new_model_dir(dst_repo, model)
+    shutil.copytree(src_repo / model / version, model_dir / version, symlinks=True)
+    return model_dir / version
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
