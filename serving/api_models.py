@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
 
-MODEL_PATTERN = r"^[a-z][a-z0-9_-]{0,63}$"
-VERSION_PATTERN = r"^[1-9][0-9]{0,8}$"
+from distilserve.core.names import MODEL_PATTERN, VERSION_PATTERN
 
 
 class PredictRequest(BaseModel):

@@ -10,13 +10,14 @@ of those.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import time
 from pathlib import Path
 
 from distilserve.core.card import CARD_FILENAME, ModelCard
+from serving import raycompat
 from serving.config import ServeConfig
+from serving.ray_env import loopback_ray_env
 from serving.registry import Registry, RegistryError
 
 log = logging.getLogger("distilserve.serve")
@@ -71,26 +72,6 @@ def desired_versions(registry: Registry, model: str, rollback_warm_s: float = fl
     return wanted
 
 
-def loopback_ray_env() -> None:
-    """Ray settings that keep every listener on 127.0.0.1 and the CLI out of token auth.
-
-    Must run before `ray` is first imported: Ray reads these at import time. With
-    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 Ray runs as a single-node cluster, takes 127.0.0.1 as
-    the node address, and binds GCS, raylet and worker servers there instead of on every
-    interface. Multi-node deployments connect with `ray_address` and never call this.
-    """
-    import sys
-
-    if "ray" in sys.modules and "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER" not in os.environ:
-        log.warning("ray was imported before loopback_ray_env(): Ray may bind non-loopback addresses")
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ.setdefault("RAY_SERVE_DEFAULT_HTTP_HOST", "127.0.0.1")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-
 def start_ray(cfg: ServeConfig, temp_dir: str | None = None) -> None:
     if not cfg.ray_address:
         loopback_ray_env()
@@ -101,12 +82,10 @@ def start_ray(cfg: ServeConfig, temp_dir: str | None = None) -> None:
     else:
         from serving.raypatch import HOOK
 
+        raycompat.check()  # every Ray private API we use, before anything depends on one
         # address="local": always a new private instance, never a cluster someone else started.
-        kwargs: dict = {"address": "local", "namespace": "distilserve", "include_dashboard": False, "log_to_driver": False,
-                        "_node_ip_address": "127.0.0.1", "runtime_env": {"worker_process_setup_hook": HOOK}}
-        if temp_dir:
-            kwargs["_temp_dir"] = temp_dir
-        ray.init(**kwargs)
+        ray.init(address="local", namespace="distilserve", include_dashboard=False, log_to_driver=False,
+                 runtime_env={"worker_process_setup_hook": HOOK}, **raycompat.loopback_init_kwargs(temp_dir))
 
 
 def deploy_failure_reason(app: str, limit: int = 800) -> str:
@@ -134,7 +113,6 @@ class Runner:
 
     def __init__(self, cfg: ServeConfig) -> None:
         self.cfg = cfg
-        Path(cfg.registry).parent.mkdir(parents=True, exist_ok=True)
         self.registry = Registry(cfg.registry)
         self.deployed: dict[str, set[str]] = {m: set() for m in cfg.models}
         # A version that failed to deploy is retried after a back-off, not on every pass:
@@ -159,7 +137,8 @@ class Runner:
     def reconcile(self) -> None:
         from ray import serve
 
-        from serving.app import app_name, version_app
+        from distilserve.core.names import app_name
+        from serving.applications import version_app
 
         for model in self.cfg.models:
             register_repository(self.registry, self.cfg.model_repository, model)
@@ -182,21 +161,22 @@ class Runner:
                     self.failed_at[(model, version)] = time.monotonic()
                     self.registry.record_event(model, "deploy_failed", f"version {version}: {reason}",
                                                {"version": version})
-                    serve.delete(app_name(model, version), _blocking=False)
+                    raycompat.delete_app_nowait(app_name(model, version))
                     # A failed warm deploy (e.g. corrupt weights) is released, not retried every
                     # pass: each retry blocks reconcile for the whole failed rollout of replicas.
                     if version in self.registry.warm_versions(model):
                         self.registry.set_warm(model, version, False, reason=f"deploy failed: {reason}"[:500])
             for version in sorted(self.deployed[model] - wanted, key=int):
                 log.info("removing %s v%s", model, version)
-                serve.delete(app_name(model, version), _blocking=False)
+                raycompat.delete_app_nowait(app_name(model, version))
                 self.deployed[model].discard(version)
                 self.registry.record_event(model, "removed", f"version {version} scaled down", {"version": version})
 
     def start(self) -> None:
         from ray import serve
 
-        from serving.app import INGRESS_APP, ingress_app
+        from distilserve.core.names import INGRESS_APP
+        from serving.applications import ingress_app
 
         self.prepare()
         if self.cfg.http_server == "ingress":
@@ -229,7 +209,7 @@ def serve_forever(cfg: ServeConfig, reconcile_s: float = 1.0) -> None:
     try:
         runner = Runner(cfg)
         runner.start()
-        from serving.rollout.controller import RolloutController
+        from serving.control.rollouts import RolloutController
 
         controller, next_tick = RolloutController.for_config(cfg, runner.registry), 0.0
         print(f"distilserve: serving {cfg.models} on http://{cfg.host}:{cfg.port}  (Ctrl-C stops)", flush=True)

@@ -14,6 +14,7 @@ from distilserve.cli import admin
 COMMANDS = (
     "serve_cmd",
     "distill_cmd",
+    "import_cmd",
     "versions_cmd",
     "rollout_cmd",
     "history_cmd",

@@ -262,7 +262,7 @@ def _num(value: float | None, digits: int = 1) -> str:
 
 
 def _timeline(args: argparse.Namespace) -> int:
-    from serving.rollout.timeline import draw_timeline
+    from serving.control.timeline import draw_timeline
 
     st = request(args, "GET", f"/admin/models/{args.model}/rollouts/status")
     if not st["history"]:

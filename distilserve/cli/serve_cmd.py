@@ -8,6 +8,8 @@ import os
 import secrets
 from pathlib import Path
 
+from distilserve.core.card import CARD_FILENAME
+
 log = logging.getLogger("distilserve")
 
 TOKEN_FILE = Path(".distilserve/admin_token")
@@ -43,7 +45,7 @@ def admin_token(cfg_token: str | None) -> str:
 def ensure_default_model(repository: Path, model: str, quick: bool) -> None:
     """Train and export the teacher as version 1 when the model has no version yet."""
     model_dir = repository / model
-    if any(p.name.isdigit() and (p / "card.json").is_file() for p in model_dir.iterdir()):
+    if any(p.name.isdigit() and (p / CARD_FILENAME).is_file() for p in model_dir.iterdir()):
         return
     from distill.teacher import TeacherConfig, run_teacher
 

@@ -1,26 +1,27 @@
-"""Admin endpoints of version retention (bearer token), mounted on the ingress via serving.routers.
+"""Admin endpoints of version retention (bearer token).
 
 POST /admin/models/{m}/versions/prune    body `PruneRequest`: retire all but the newest `keep`
                                          versions (never live, shadow, warm or rollback target)
 
-The CLI's `versions prune` calls this, so the files and the registry it changes are the
+The CLI's `versions prune` calls this, so the registry and the folders it changes are the
 server's, wherever the server runs.
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
 from typing import Any
 
-from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, ConfigDict, Field
 
-from serving.errors import ApiError, describe_validation
+from serving.dataplane import blocking
+from serving.errors import ApiError
+from serving.http.deps import Body, Control, Model, require_admin
 from serving.registry import RegistryError
 from serving.registry.roles import prune_report
 
-router = APIRouter()
+router = APIRouter(prefix="/admin/models/{model}/versions", dependencies=[Depends(require_admin)])
 
 
 class PruneRequest(BaseModel):
@@ -30,19 +31,12 @@ class PruneRequest(BaseModel):
     dry_run: bool = Field(default=False, description="Say what would be pruned; change nothing.")
 
 
-@router.post("/admin/models/{model}/versions/prune")
-async def prune(model: str, request: Request) -> dict[str, Any]:
-    ingress = request.app.state.ingress
-    ingress._admin(request)
-    ingress._known_model(model)
+@router.post("/prune")
+async def prune(model: Model, control: Control, body: Body) -> dict[str, Any]:
+    req = PruneRequest.model_validate_json(body or b"{}")
+    run = functools.partial(prune_report, control.registry, model, req.keep, dry_run=req.dry_run, actor="admin-api")
     try:
-        body = PruneRequest.model_validate_json(await ingress._body(request) or b"{}")
-    except ValidationError as e:
-        raise ApiError(422, describe_validation(list(e.errors()))) from None
-    run = functools.partial(prune_report, ingress.view.registry, model, body.keep, dry_run=body.dry_run,
-                            actor="admin-api")
-    try:
-        # SQLite writes wait for the lock and folders are deleted: never on the event loop.
-        return await asyncio.get_running_loop().run_in_executor(None, run)
+        # Registry writes wait for the lock and folders are deleted: never on the event loop.
+        return await blocking(run)
     except RegistryError as e:
         raise ApiError(422, f"keep: {e}") from None

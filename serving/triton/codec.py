@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
-INPUT_NAME = "TEXT"
-OUTPUT_NAMES = ("PROBABILITIES", "LABEL")
+from distilserve.core.tensors import INPUT_TEXT, OUTPUT_LABEL, OUTPUT_NAMES, OUTPUT_PROBABILITIES
+
+INPUT_NAME = INPUT_TEXT
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
 
@@ -80,6 +82,17 @@ def _check_shape(shape: object, n: int) -> list[int]:
     if shape not in ([n], [n, 1]):
         raise CodecError(f, f"must be [N] or [N, 1] with N = {n} items, got {shape}")
     return shape
+
+
+def header_length(headers: Mapping[str, str]) -> int | None:
+    """The binary extension's JSON header length from the request headers (None: all JSON)."""
+    raw = headers.get(HEADER_LENGTH.lower())
+    if raw is None:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise CodecError(HEADER_LENGTH, f"{raw!r} is not an integer") from None
 
 
 def parse_infer_request(body: bytes, header_length: int | None, limits: Limits) -> InferRequest:
@@ -184,7 +197,7 @@ def build_infer_response(
         if name not in wanted:
             continue
         binary = wanted[name]
-        if name == "PROBABILITIES":
+        if name == OUTPUT_PROBABILITIES:
             arr = np.asarray(probs, dtype=np.float32).reshape(n, -1)
             spec = {"name": name, "datatype": "FP32", "shape": list(arr.shape)}
             raw = arr.astype("<f4").tobytes() if binary else None
@@ -216,7 +229,7 @@ def model_metadata(model: str, versions: list[str], num_labels: int | None = Non
         "platform": "python",
         "inputs": [{"name": INPUT_NAME, "datatype": "BYTES", "shape": [-1]}],
         "outputs": [
-            {"name": "PROBABILITIES", "datatype": "FP32", "shape": [-1, num_labels or -1]},
-            {"name": "LABEL", "datatype": "BYTES", "shape": [-1]},
+            {"name": OUTPUT_PROBABILITIES, "datatype": "FP32", "shape": [-1, num_labels or -1]},
+            {"name": OUTPUT_LABEL, "datatype": "BYTES", "shape": [-1]},
         ],
     }

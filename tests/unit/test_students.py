@@ -8,14 +8,14 @@ import pytest
 import torch
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification, BertTokenizerFast
 
-from distill.config import StudentSpec
-from distill.students import (
+from distill.architectures import (
     build_student,
     count_parameters,
     narrow_student,
     prune_vocab,
     student_from_layers,
 )
+from distill.config import StudentSpec
 
 torch.set_num_threads(1)
 

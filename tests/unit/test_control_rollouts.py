@@ -12,11 +12,7 @@ from pathlib import Path
 import pytest
 
 from distilserve.core.card import LatencyStats, Lineage, ModelCard
-from serving.metrics import Metrics
-from serving.registry import Registry
-from serving.rollout.controller import NoActiveRollout, RolloutController, build_window, check_smoke_response
-from serving.rollout.doc import RolloutDoc, experiment_salt
-from serving.rollout.metrics_source import (
+from serving.control.metrics_source import (
     Snapshot,
     TextMetricsSource,
     VersionCounters,
@@ -24,11 +20,15 @@ from serving.rollout.metrics_source import (
     parse_snapshot,
     window_stats,
 )
-from serving.rollout.start import RolloutRefused, StartRequest, start_rollout
+from serving.control.rollout_doc import RolloutDoc, experiment_salt
+from serving.control.rollout_start import RolloutRefused, StartRequest, start_rollout
+from serving.control.rollouts import NoActiveRollout, RolloutController, build_window, check_smoke_response
+from serving.control.timeline import draw_timeline, traffic_series
+from serving.control.webhooks import WebhookNotifier, payload
+from serving.metrics import Metrics
+from serving.registry import Registry
 from serving.rollout.sticky import assign
-from serving.rollout.timeline import draw_timeline, traffic_series
-from serving.rollout.webhooks import WebhookNotifier, payload
-from serving.router import TrafficTable
+from serving.traffic_table import TrafficTable
 
 M = "sentiment"
 T0 = 1_000_000.0
@@ -622,7 +622,7 @@ def test_cli_start_body_from_flags() -> None:
 
 def test_status_and_timeline_render(reg: Registry, load: Load, clock: Clock, tmp_path: Path) -> None:
     from distilserve.cli.rollout_cmd import render_status
-    from serving.admin_rollouts import rollout_status
+    from serving.admin_control import rollout_status
 
     canary(reg, clock)
     ctl = controller(reg, load, clock)

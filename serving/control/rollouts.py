@@ -19,14 +19,15 @@ from typing import Any, Protocol
 
 import httpx
 
+from distilserve.core.tensors import INPUT_TEXT, OUTPUT_LABEL, OUTPUT_PROBABILITIES
+from serving.control.metrics_source import HttpMetricsSource, Snapshot, window_latency, window_stats
+from serving.control.rollout_doc import RolloutDoc
+from serving.control.rollout_start import RolloutRefused, save_new
+from serving.control.webhooks import WebhookNotifier
 from serving.registry import EventRecord, FeedbackStats, Registry
 from serving.rollout.decide import TERMINAL_PHASES, Action, Command, MetricsWindow, RolloutStatus, decide
-from serving.rollout.doc import RolloutDoc
-from serving.rollout.metrics_source import HttpMetricsSource, Snapshot, window_latency, window_stats
 from serving.rollout.policy import ABPolicy, BlueGreenPolicy, ShadowPolicy
-from serving.rollout.start import RolloutRefused, save_new
 from serving.rollout.stats import VersionStats
-from serving.rollout.webhooks import WebhookNotifier
 
 log = logging.getLogger("distilserve.rollout")
 
@@ -406,7 +407,7 @@ class RolloutController:
         """
         if self.ingress_url is None:
             return None, "no ingress URL"
-        body = {"inputs": [{"name": "TEXT", "shape": [len(texts)], "datatype": "BYTES", "data": list(texts)}]}
+        body = {"inputs": [{"name": INPUT_TEXT, "shape": [len(texts)], "datatype": "BYTES", "data": list(texts)}]}
         url = f"{self.ingress_url}/v2/models/{model}/versions/{version}/infer"
         try:
             r = httpx.post(url, json=body, timeout=self.http_timeout_s)
@@ -425,9 +426,9 @@ def check_smoke_response(body: dict[str, Any], n: int, labels: set[str]) -> tupl
     """A well-formed answer: n labels from the card's label set, n probability rows summing to 1."""
     try:
         outputs = {o["name"]: o for o in body["outputs"]}
-        got = list(outputs["LABEL"]["data"])
-        probs = [float(x) for x in outputs["PROBABILITIES"]["data"]]
-        rows, width = outputs["PROBABILITIES"]["shape"]
+        got = list(outputs[OUTPUT_LABEL]["data"])
+        probs = [float(x) for x in outputs[OUTPUT_PROBABILITIES]["data"]]
+        rows, width = outputs[OUTPUT_PROBABILITIES]["shape"]
     except (KeyError, TypeError, ValueError) as e:
         return False, f"malformed smoke response: {e!r}"
     if len(got) != n or rows != n or len(probs) != n * width:

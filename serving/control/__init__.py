@@ -1,0 +1,7 @@
+"""serving/control: the control plane's I/O around the pure decisions in `serving/rollout/`.
+
+The rollout controller (`rollouts`: read metrics, call `decide()`, apply, record, notify), the
+stored rollout document (`rollout_doc`), starting a rollout (`rollout_start`), the Prometheus
+metrics source (`metrics_source`), webhooks and the traffic timeline. This package may use the
+registry, HTTP and the clock; `serving/rollout/` may not.
+"""
