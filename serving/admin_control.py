@@ -22,6 +22,7 @@ from serving.control.webhooks import WebhookNotifier
 from serving.dataplane import blocking
 from serving.errors import ApiError, describe_validation
 from serving.registry import Registry, RegistryError
+from serving.registry.roles import prune_report
 
 Ready = Callable[[str, str], Awaitable[bool]]
 _NOTIFIERS: dict[tuple[str, ...], WebhookNotifier] = {}
@@ -89,6 +90,13 @@ class AdminControl:
         await blocking(self.registry.record_event, model, "deploy_requested" if warm else "release_requested",
                        f"version {version}: {reason}", {"version": version})
         return {"model": model, "version": version, "warm": warm, "ready": await self._ready(model, version)}
+
+    async def prune(self, model: str, keep: int, dry_run: bool) -> dict:
+        """Retire old versions: registry rows and folders change on the server, wherever it runs."""
+        try:
+            return await blocking(lambda: prune_report(self.registry, model, keep, dry_run=dry_run, actor="admin-api"))
+        except RegistryError as e:
+            raise ApiError(422, f"keep: {e}") from None
 
     # ---- rollouts --------------------------------------------------------------------------
     def _controller(self) -> RolloutController:

@@ -60,3 +60,10 @@ class DeployRequest(BaseModel):
     version: StrictStr = Field(pattern=VERSION_PATTERN, description="Version to keep deployed (warm).")
     warm: bool = Field(default=True, description="False releases it (the runner scales it down).")
     reason: StrictStr = Field(default="deploy from admin API", min_length=1, max_length=500)
+
+
+class PruneRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    keep: StrictInt = Field(default=3, ge=1, description="Newest available versions to keep (the newest always stays).")
+    dry_run: bool = Field(default=False, description="Say what would be pruned; change nothing.")

@@ -7,6 +7,7 @@ arguments back into the same applications:
 
     import_path: serving.applications:build_ingress   args: {config: {...ServeConfig...}}
     import_path: serving.applications:build_version   args: {config: {...}, model: m, version: "1"}
+    import_path: serving.applications:build_controller   args: {config: {...}}
 
 Builders run in a Ray task on whichever node Serve picks, so nothing here may assume local
 files: registering the repository's versions happens in a task pinned (by a custom
@@ -44,7 +45,7 @@ def version_app(cfg: ServeConfig, model: str, version: str) -> Application:
     )
 
 
-def ingress_app(cfg: ServeConfig) -> Application:
+def ingress_app(cfg: ServeConfig, control_plane: str = "registry") -> Application:
     """The Ingress deployment; the admin token travels as an argument, never in the config dump."""
     resolved = cfg.model_copy(
         update={"registry": cfg.registry if is_url(cfg.registry) else Path(cfg.registry).resolve(),
@@ -52,7 +53,7 @@ def ingress_app(cfg: ServeConfig) -> Application:
     )
     token = cfg.admin_token.get_secret_value() if cfg.admin_token else None
     return Ingress.options(num_replicas=cfg.ingress_replicas, ray_actor_options={"num_cpus": 0}).bind(
-        resolved.model_dump(mode="json", exclude={"admin_token"}), token
+        resolved.model_dump(mode="json", exclude={"admin_token"}), token, control_plane
     )
 
 
@@ -84,7 +85,7 @@ def build_ingress(args: dict) -> Application:
         ray.get(task.remote(cfg.model_dump(mode="json", exclude={"admin_token"})))
     else:
         _prepare_registry(cfg.model_dump(mode="json", exclude={"admin_token"}))
-    return ingress_app(cfg)
+    return ingress_app(cfg, args.get("control_plane", "registry"))
 
 
 def build_version(args: dict) -> Application:
@@ -94,3 +95,10 @@ def build_version(args: dict) -> Application:
     if not isinstance(model, str) or not isinstance(version, str):
         raise ValueError(f"args need 'model' and 'version' strings like 'sentiment' and '1', got {model!r}, {version!r}")
     return version_app(cfg, model, version)
+
+
+def build_controller(args: dict) -> Application:
+    """The controller application: reconcile, rollouts, retention, the traffic snapshot."""
+    from serving.control.controller import controller_app
+
+    return controller_app(_config(args))

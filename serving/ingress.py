@@ -29,17 +29,24 @@ app = build_app()
 @serve.deployment(name="Ingress", max_ongoing_requests=256, health_check_period_s=5.0)
 @serve.ingress(app)
 class Ingress:
-    def __init__(self, config: dict, admin_token: str | None = None) -> None:
+    def __init__(self, config: dict, admin_token: str | None = None, control_plane: str = "registry") -> None:
         self.cfg = cfg = ServeConfig.model_validate(config)
         if cfg.direct_triton:
             raycompat.check_internal_kv()  # the Triton endpoint directory
-        view = RegistryView(cfg.registry, cfg.models, cfg.traffic_poll_s)
+        if control_plane == "controller":
+            # Routing from the controller's snapshot, writes through it: no database here.
+            from serving.control.snapshot_view import controller_services
+
+            view, remote_control = controller_services(cfg.models)
+        else:
+            view, remote_control = RegistryView(cfg.registry, cfg.models, cfg.traffic_poll_s), None
         metrics = Metrics()
         transport = Transport.for_this_node(cfg.batching, metrics, cfg.direct_triton)
         cache = open_cache(cfg.prediction_cache) if cfg.prediction_cache else None
         limits = codec.Limits(cfg.limits.max_items, cfg.limits.max_text_chars)
         self.plane = DataPlane(view, transport, metrics, limits, cache)
-        control = AdminControl(view.registry, view.models, view.refresh, metrics.render, transport.ready, cfg.webhooks)
+        control = remote_control or AdminControl(view.registry, view.models, view.refresh, metrics.render,
+                                                 transport.ready, cfg.webhooks)
         token = admin_token.encode() if admin_token else None
         attach(app, Services(self.plane, control, token, cfg.limits.max_body_bytes))
         self._http: IngressHttpServer | None = None

@@ -13,6 +13,9 @@ from distilserve.cli import admin
 # One module per command, each with `add_parser(subparsers)`; add new commands here.
 COMMANDS = (
     "serve_cmd",
+    "up_cmd",
+    "down_cmd",
+    "deploy_stack_cmd",
     "distill_cmd",
     "import_cmd",
     "versions_cmd",

@@ -1,5 +1,6 @@
 """Admin API (bearer token): traffic, deploy, rollback, rollouts.
 
+POST /admin/models/{m}/versions/prune          retire old versions (body: `PruneRequest`)
 POST /admin/models/{m}/rollouts                 start one (body: `StartRequest`)
 POST /admin/models/{m}/rollouts/{command}       promote | rollback | pause | resume | abort | promote-winner
 GET  /admin/models/{m}/rollouts/status          traffic split, per-version metrics, decision state, events
@@ -38,6 +39,13 @@ async def deploy(model: Model, control: Control, body: Body) -> dict:
 async def rollback(model: Model, control: Control, body: Body) -> dict:
     req = api_models.RollbackRequest.model_validate_json(body or b"{}")
     return await control.rollback(model, req.to_version, req.reason)
+
+
+@router.post("/versions/prune")
+async def prune(model: Model, control: Control, body: Body) -> dict:
+    """Retire all but the newest `keep` versions (never live, shadow, warm or rollback target)."""
+    req = api_models.PruneRequest.model_validate_json(body or b"{}")
+    return await control.prune(model, req.keep, req.dry_run)
 
 
 @router.post("/rollouts")

@@ -5,8 +5,9 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from serving.errors import install_handlers
-from serving.http import admin, admin_versions, oip, v1
+from serving.http import admin, oip, v1
 from serving.http.deps import Services
+from serving.ui import router as ui_router
 
 
 def build_app() -> FastAPI:
@@ -15,8 +16,7 @@ def build_app() -> FastAPI:
     app.include_router(oip.router)
     app.include_router(v1.router)
     app.include_router(admin.router)
-    app.include_router(admin_versions.router)
-    # The web UI (serving/ui/router.py) is included here the same way once it lands.
+    app.include_router(ui_router.router)
     return app
 
 

@@ -40,7 +40,10 @@ def test_distill_teacher_quick_exports_a_loadable_version(tmp_path: Path) -> Non
 
 @pytest.fixture
 def served(tmp_path: Path):
-    """`distilserve serve --quick-build` on an empty model: builds version 1, then serves it."""
+    """`distilserve serve --quick-build` on an empty model: builds version 1, then serves it.
+
+    Started with SIGINT ignored, as a background job (`make test &`, a CI script) passes it on:
+    the test then holds whether or not the suite itself runs in the background."""
     new_model_dir(tmp_path / "repo", "sentiment")
     port = free_port()
     before = _tritons()
@@ -50,6 +53,8 @@ def served(tmp_path: Path):
         [*CLI, "serve", "--quick-build", "--port", str(port), "--model-repository", str(tmp_path / "repo"),
          "--registry", str(tmp_path / "registry.db")],
         cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
+        # As from a background job or a script: SIGINT inherited as ignored. Ctrl-C must still stop it.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     url = f"http://127.0.0.1:{port}"
     try:
