@@ -7,18 +7,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from serving.registry import Registry
 from serving.runner import register_repository
-from tests.helpers import build_tiny_repo, free_port, wait_for
+from tests.helpers import build_tiny_repo, serve_process
 
 MODEL = "sentiment"
 TOKEN = "versions-e2e-token"
@@ -66,29 +64,9 @@ def versions(env: dict, *args: str, check: bool = True) -> subprocess.CompletedP
 @pytest.fixture()
 def server(env: dict, tmp_path: Path) -> Iterator[str]:
     """`distilserve serve` on the env's repository and registry (versions 2 live, 1 rollback target)."""
-    port = free_port()
-    log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 - a pipe nobody reads would fill and block
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "distilserve.cli.main", "serve", "--no-build", "--port", str(port),
-         "--model-repository", str(env["repo"]), "--registry", str(env["db"])],
-        cwd=tmp_path, env={**os.environ, "DISTILSERVE_ADMIN_TOKEN": TOKEN}, stdout=log, stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        try:
-            wait_for(lambda: proc.poll() is None and httpx.get(f"{url}/v2/health/ready").status_code == 200,
-                     420, "distilserve serve to be ready")
-        except AssertionError:
-            raise AssertionError((tmp_path / "serve.log").read_text()[-3000:]) from None
+    args = ["--no-build", "--model-repository", str(env["repo"]), "--registry", str(env["db"])]
+    with serve_process(args, tmp_path, {**os.environ, "DISTILSERVE_ADMIN_TOKEN": TOKEN}, tmp_path / "serve.log") as (_, url):
         yield url
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(90)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        log.close()
 
 
 def _row(text: str, version: str) -> str:
