@@ -79,3 +79,16 @@ def test_warm_version_is_never_pruned(client: TestClient, reg: Registry) -> None
 def test_refusals_name_the_problem(client: TestClient, body: dict, headers: dict, status: int, said: str) -> None:
     r = client.post(url(), json=body, headers=headers)
     assert r.status_code == status and said in r.json()["error"], r.text
+
+
+def test_the_controller_answers_every_admin_call() -> None:
+    """In controller mode the ingress's admin API is `ControllerAdmin`, relayed to the controller's
+    `admin()`: both must know every call `AdminControl` offers (prune was missing: a 500)."""
+    import inspect
+
+    from serving.control.controller import ADMIN_METHODS
+    from serving.control.snapshot_view import ControllerAdmin
+
+    offered = {n for n, f in inspect.getmembers(AdminControl, inspect.iscoroutinefunction) if not n.startswith("_")}
+    relayed = {n for n, f in inspect.getmembers(ControllerAdmin, inspect.iscoroutinefunction) if not n.startswith("_")}
+    assert offered == relayed == set(ADMIN_METHODS)
