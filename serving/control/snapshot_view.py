@@ -181,7 +181,7 @@ def controller_services(models: list[str], wait_s: float = 10.0) -> tuple[Snapsh
     """The ingress's view and admin control, both through the controller application's handle."""
     from ray import serve
 
-    from serving.control.controller import CONTROLLER_APP
+    from distilserve.core.names import CONTROLLER_APP
 
     handle = serve.get_app_handle(CONTROLLER_APP)
 

@@ -74,7 +74,7 @@ def histogram_quantile(q: float, buckets: Mapping[str, float]) -> float | None:
     """Prometheus' histogram_quantile over cumulative `buckets` {le: count}; None when empty.
 
     Linear interpolation inside the bucket holding the rank, as Prometheus does. This is not
-    `distilserve.core.stats.percentile` (nearest rank over raw samples): the window only has
+    `distilserve.core.stats.percentile` (nearest rank over raw samples): a window only has
     bucket counts, so the value is an estimate within one bucket's width. A rank in the
     +Inf bucket returns the highest finite bound (Prometheus' convention): a lower bound on the
     truth, so compare such values with care; it is never NaN.
