@@ -42,7 +42,8 @@ log = logging.getLogger("distilserve.controller")
 
 CONTROLLER_DEPLOYMENT = "Controller"
 SNAPSHOT_WAIT_S = 10.0  # longest a snapshot long poll waits for a change
-ADMIN_METHODS = ("status", "set_traffic", "rollback", "deploy", "start_rollout", "rollout_command", "rollout_status")
+ADMIN_METHODS = ("status", "set_traffic", "rollback", "deploy", "prune", "start_rollout", "rollout_command",
+                 "rollout_status")
 
 
 class LeaderLock:

@@ -164,6 +164,9 @@ class ControllerAdmin:
     async def deploy(self, model: str, version: str, warm: bool, reason: str) -> dict:
         return await self._call("deploy", model, version, warm, reason)
 
+    async def prune(self, model: str, keep: int, dry_run: bool) -> dict:
+        return await self._call("prune", model, keep, dry_run, changes=not dry_run)
+
     async def start_rollout(self, model: str, body: Any) -> dict:
         return await self._call("start_rollout", model, body.model_dump(mode="json", exclude_unset=True))
 
