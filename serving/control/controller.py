@@ -40,7 +40,6 @@ from serving.control.snapshot import ModelReads, Snapshot, next_snapshot
 
 log = logging.getLogger("distilserve.controller")
 
-CONTROLLER_APP = "controller"
 CONTROLLER_DEPLOYMENT = "Controller"
 SNAPSHOT_WAIT_S = 10.0  # longest a snapshot long poll waits for a change
 ADMIN_METHODS = ("status", "set_traffic", "rollback", "deploy", "prune", "start_rollout", "rollout_command",

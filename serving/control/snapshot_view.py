@@ -198,7 +198,7 @@ def controller_services(models: list[str], wait_s: float = 10.0) -> tuple[Snapsh
     application's handle."""
     from ray import serve
 
-    from serving.control.controller import CONTROLLER_APP
+    from distilserve.core.names import CONTROLLER_APP
 
     handle = serve.get_app_handle(CONTROLLER_APP)
 

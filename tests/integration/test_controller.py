@@ -45,7 +45,7 @@ def stack(ray_session, tiny_repo: Path, tmp_path_factory: pytest.TempPathFactory
 def _controller_status() -> dict:
     from ray import serve
 
-    from serving.control.controller import CONTROLLER_APP
+    from distilserve.core.names import CONTROLLER_APP
 
     return serve.get_app_handle(CONTROLLER_APP).status.remote().result(timeout_s=30)
 
