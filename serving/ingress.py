@@ -37,7 +37,7 @@ class Ingress:
             # Routing from the controller's snapshot, writes through it: no database here.
             from serving.control.snapshot_view import controller_services
 
-            view, remote_control = controller_services(cfg.models)
+            view, remote_control, app.state.ui_source = controller_services(cfg.models)
         else:
             view, remote_control = RegistryView(cfg.registry, cfg.models, cfg.traffic_poll_s), None
         metrics = Metrics()

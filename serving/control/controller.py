@@ -311,6 +311,13 @@ class Controller:
         except ApiError as e:
             return {"error": {"status": e.status, "message": e.message, "headers": e.headers}}
 
+    async def ui_reading(self, model: str) -> dict:
+        """What the operator page shows of one model (serving/ui/source.py's ModelReading)."""
+        from serving.ui.source import RegistrySource
+
+        source = RegistrySource(self.registry, self.loop.models())
+        return await asyncio.to_thread(lambda: source.read(model).model_dump(mode="json"))
+
     async def _ingress_metrics(self) -> bytes:
         """The ingress's Prometheus text (what rollout status and commands judge by); b"" when
         unreachable, which the metrics source reads as "no data"."""

@@ -177,8 +177,25 @@ class ControllerAdmin:
         return await self._call("rollout_status", model, changes=False)
 
 
-def controller_services(models: list[str], wait_s: float = 10.0) -> tuple[SnapshotView, ControllerAdmin]:
-    """The ingress's view and admin control, both through the controller application's handle."""
+class ControllerUiSource:
+    """The operator page's `UiSource` (serving/ui/source.py), read by the controller."""
+
+    def __init__(self, view: SnapshotView, read: Callable[[str], dict]) -> None:
+        self._view, self._read = view, read
+
+    def models(self) -> list[str]:
+        return self._view.models
+
+    def read(self, model: str) -> Any:
+        from serving.ui.source import ModelReading
+
+        return ModelReading.model_validate(self._read(model))
+
+
+def controller_services(models: list[str], wait_s: float = 10.0) -> tuple[SnapshotView, ControllerAdmin,
+                                                                          ControllerUiSource]:
+    """The ingress's view, admin control and operator-page source, all through the controller
+    application's handle."""
     from ray import serve
 
     from distilserve.core.names import CONTROLLER_APP
@@ -197,5 +214,8 @@ def controller_services(models: list[str], wait_s: float = 10.0) -> tuple[Snapsh
     async def call(method: str, model: str, *args: Any) -> dict:
         return await handle.admin.remote(method, model, *args)
 
+    def ui_reading(model: str) -> dict:
+        return handle.ui_reading.remote(model).result(timeout_s=30)
+
     view = SnapshotView(models, fetch, send, feedback, wait_s=wait_s)
-    return view, ControllerAdmin(call, view.refresh)
+    return view, ControllerAdmin(call, view.refresh), ControllerUiSource(view, ui_reading)
