@@ -159,8 +159,7 @@ def _rate_loop(fn, batches: list[list[str]], seconds: float) -> tuple[list[float
 
 
 def measure_raw(version: Path, device: str, provider: str, texts: list[str], seconds: float) -> dict:
-    import numpy as np
-
+    from distilserve.core.stats import percentile
     from serving.backends import load_classifier_module
 
     module = load_classifier_module(version.parent.parent, version.parent.name)
@@ -173,8 +172,8 @@ def measure_raw(version: Path, device: str, provider: str, texts: list[str], sec
     t1, _ = _rate_loop(clf.predict, b1, seconds)
     t32, done = _rate_loop(clf.predict, b32, seconds)
     labels = [lab for i in range(0, len(texts), 64) for lab in clf.predict(texts[i : i + 64])[1]]
-    return {"providers": providers, "b1_p50_ms": round(float(np.percentile(t1, 50)), 3),
-            "b32_p50_ms": round(float(np.percentile(t32, 50)), 3),
+    return {"providers": providers, "b1_p50_ms": round(percentile(t1, 50), 3),
+            "b32_p50_ms": round(percentile(t32, 50), 3),
             "b32_texts_per_s": round(done / (sum(t32) / 1000), 1), "labels": labels}
 
 
@@ -183,10 +182,13 @@ async def _drive(url: str, model: str, texts: list[str], args: argparse.Namespac
     import numpy as np
     import tritonclient.grpc.aio as grpcclient
 
+    from distilserve.core.stats import percentile
+    from distilserve.core.tensors import INPUT_TEXT
+
     client = grpcclient.InferenceServerClient(url)
     n = args.request_texts
     arr = np.array([t.encode() for t in (texts * (n // len(texts) + 1))[:n]], dtype=np.object_).reshape(-1, 1)
-    inp = grpcclient.InferInput("TEXT", list(arr.shape), "BYTES")
+    inp = grpcclient.InferInput(INPUT_TEXT, list(arr.shape), "BYTES")
     inp.set_data_from_numpy(arr)
     lat: list[float] = []
     errors = 0
@@ -210,7 +212,7 @@ async def _drive(url: str, model: str, texts: list[str], args: argparse.Namespac
     finally:
         await client.close()
     return {"texts_per_s": round(len(lat) * n / elapsed, 1),
-            "p50_ms": round(float(np.percentile(lat, 50)), 3) if lat else None, "errors": errors}
+            "p50_ms": round(percentile(lat, 50), 3) if lat else None, "errors": errors}
 
 
 def measure_triton(srv, name: str, texts: list[str], args: argparse.Namespace) -> dict:  # noqa: ANN001
