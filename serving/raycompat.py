@@ -6,7 +6,7 @@ by the replica-gRPC hook) raises `RayCompatError` naming the symbol and the Ray 
 one is gone, instead of failing on the first request or, worse, quietly doing nothing.
 
 | use                          | private symbol                                    | why no public API |
-| Triton endpoint directory    | ray.experimental.internal_kv._internal_kv_*       | a named actor costs one actor call per read; see BENCHMARKS.md |
+| Triton endpoint directory    | ray.experimental.internal_kv._internal_kv_*       | a named actor works but adds a process and a lifecycle owner; measured in BENCHMARKS.md |
 | loopback-only replica gRPC   | ray.serve._private.replica.add_port_to_grpc_server | Serve binds "[::]:0" with no setting |
 | loopback node, private dir   | ray.init(_node_ip_address=, _temp_dir=)           | no public arguments for either |
 | non-blocking app delete      | serve.delete(name, _blocking=False)               | public delete waits for the replicas to stop |
