@@ -10,10 +10,10 @@ from __future__ import annotations
 import pytest
 
 from serving.registry import Registry
-from tests.services import PostgresServer, postgres_server, tests_using  # noqa: F401 - pytest fixture
+from tests.services import PostgresServer, postgres_server, rerun_tests  # noqa: F401 - pytest fixture
 from tests.unit import test_rollout_controller as base
 
-TESTS = tests_using(base, {"reg"})
+TESTS = rerun_tests(base, {"reg"})
 globals().update(TESTS)
 reg, clock, load = base.reg, base.clock, base.load  # the imported tests' own fixtures
 
