@@ -5,10 +5,20 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+from distilserve.core.names import MODEL_PATTERN
 
 
 class AutoscalingSettings(BaseModel):
@@ -59,7 +69,7 @@ class LimitSettings(BaseModel):
 
 
 class BatchingSettings(BaseModel):
-    """Micro-batching at the ingress (serving/batcher.py; BENCHMARKS.md has the measurements)."""
+    """Micro-batching at the ingress (serving/transport/microbatch.py; BENCHMARKS.md has the measurements)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -93,7 +103,8 @@ class ServeConfig(BaseModel):
         default=Path(".distilserve/registry.db"),
         description="The registry: a SQLite file (embedded, one machine) or a PostgreSQL URL "
                     "(postgresql://user@host:5432/db, for a cluster; the password may come from PGPASSWORD).")
-    models: list[str] = Field(default_factory=lambda: ["sentiment"], min_length=1, description="Models to serve.")
+    models: list[Annotated[str, StringConstraints(pattern=MODEL_PATTERN)]] = Field(
+        default_factory=lambda: ["sentiment"], min_length=1, description="Models to serve, e.g. ['sentiment'].")
     backend: Literal["triton", "torch"] = Field(default="triton", description="Replica backend.")
     gpu: float = Field(default=0.0, ge=0, le=8, description="GPUs per replica (fractions allowed); 0 = CPU.")
     replica_cpus: float = Field(default=0.5, ge=0, description="CPUs Ray reserves per ModelVersion replica.")

@@ -19,14 +19,15 @@ from typing import Any, Protocol
 
 import httpx
 
+from distilserve.core.tensors import INPUT_TEXT, OUTPUT_LABEL, OUTPUT_PROBABILITIES
+from serving.control.metrics_source import HttpMetricsSource, Snapshot, window_latency, window_stats
+from serving.control.rollout_doc import RolloutDoc
+from serving.control.rollout_start import RolloutRefused, save_new
+from serving.control.webhooks import WebhookNotifier
 from serving.registry import EventRecord, FeedbackStats, Registry
 from serving.rollout.decide import TERMINAL_PHASES, Action, Command, MetricsWindow, RolloutStatus, decide
-from serving.rollout.doc import RolloutDoc
-from serving.rollout.metrics_source import HttpMetricsSource, Snapshot, window_stats
 from serving.rollout.policy import ABPolicy, BlueGreenPolicy, ShadowPolicy
-from serving.rollout.start import RolloutRefused, save_new
 from serving.rollout.stats import VersionStats
-from serving.rollout.webhooks import WebhookNotifier
 
 log = logging.getLogger("distilserve.rollout")
 
@@ -69,10 +70,10 @@ def build_window(
     """The MetricsWindow for [status.window_started_at, now].
 
     Requests, errors and p99 come from `snapshot` minus the baseline stored when the window
-    started; without either (a failed scrape) the window has no version stats at all, which
-    decide() reads as inconclusive. Canary/blue-green labels are those of predictions made in
-    the window. A/B and shadow are judged on totals since the start: their feedback is the
-    cumulative count since `started_at` minus what `status.totals` already holds, so outcomes
+    started, with the window's latency histogram for decide() to sum; without either (a failed
+    scrape) the window has no version stats at all, which decide() reads as no metrics. Feedback
+    is the cumulative count since the evidence began (A/B: `started_at`; a canary step:
+    `evidence_started_at`) minus what the status already holds (`totals` / `evidence`), so labels
     arriving after their prediction's window are still counted, exactly once.
     """
     status = doc.status
@@ -87,26 +88,27 @@ def build_window(
     if measurable:
         assert snapshot is not None and doc.baseline is not None
         stats = window_stats(snapshot, doc.baseline, versions, shadow=shadow)
+        buckets = window_latency(snapshot, doc.baseline, versions) if shadow is None else {}
     else:
-        stats = {v: VersionStats() for v in versions}
+        stats, buckets = {v: VersionStats() for v in versions}, {}
     if shadow is not None:
         return MetricsWindow(versions=stats, smoke_ok=smoke_ok)
     out = {}
     for v, s in stats.items():
         if cumulative:
-            fb = feedback(doc.model, v, status.started_at or 0.0)
-            seen = status.totals.get(v, VersionStats())
-            out[v] = _with_feedback(
-                s,
-                fb.labelled - seen.labelled,
-                fb.correct - seen.correct,
-                fb.outcome_trials - seen.trials,
-                fb.outcome_successes - seen.conversions,
-            )
-        else:
-            fb = feedback(doc.model, v, status.window_started_at or 0.0)
-            out[v] = _with_feedback(s, fb.labelled, fb.correct, fb.outcome_trials, fb.outcome_successes)
-    return MetricsWindow(versions=out, smoke_ok=smoke_ok)
+            since, seen = status.started_at or 0.0, status.totals.get(v, VersionStats())
+        else:  # a canary step's evidence, or (no evidence) just this window
+            since = status.evidence_started_at or status.window_started_at or 0.0
+            seen = status.evidence.get(v, VersionStats())
+        fb = feedback(doc.model, v, since)
+        out[v] = _with_feedback(
+            s,
+            fb.labelled - seen.labelled,
+            fb.correct - seen.correct,
+            fb.outcome_trials - seen.trials,
+            fb.outcome_successes - seen.conversions,
+        )
+    return MetricsWindow(versions=out, smoke_ok=smoke_ok, latency_buckets=buckets)
 
 
 def _event_data(doc: RolloutDoc, action: Action, status: RolloutStatus, window: MetricsWindow) -> dict[str, Any]:
@@ -405,7 +407,7 @@ class RolloutController:
         """
         if self.ingress_url is None:
             return None, "no ingress URL"
-        body = {"inputs": [{"name": "TEXT", "shape": [len(texts)], "datatype": "BYTES", "data": list(texts)}]}
+        body = {"inputs": [{"name": INPUT_TEXT, "shape": [len(texts)], "datatype": "BYTES", "data": list(texts)}]}
         url = f"{self.ingress_url}/v2/models/{model}/versions/{version}/infer"
         try:
             r = httpx.post(url, json=body, timeout=self.http_timeout_s)
@@ -424,9 +426,9 @@ def check_smoke_response(body: dict[str, Any], n: int, labels: set[str]) -> tupl
     """A well-formed answer: n labels from the card's label set, n probability rows summing to 1."""
     try:
         outputs = {o["name"]: o for o in body["outputs"]}
-        got = list(outputs["LABEL"]["data"])
-        probs = [float(x) for x in outputs["PROBABILITIES"]["data"]]
-        rows, width = outputs["PROBABILITIES"]["shape"]
+        got = list(outputs[OUTPUT_LABEL]["data"])
+        probs = [float(x) for x in outputs[OUTPUT_PROBABILITIES]["data"]]
+        rows, width = outputs[OUTPUT_PROBABILITIES]["shape"]
     except (KeyError, TypeError, ValueError) as e:
         return False, f"malformed smoke response: {e!r}"
     if len(got) != n or rows != n or len(probs) != n * width:

@@ -2,7 +2,7 @@
 
 Pure part: `parse_snapshot` (Prometheus text -> cumulative counters of one model), `window_stats`
 (two snapshots -> `VersionStats` per version, p99 from histogram bucket deltas) and
-`histogram_quantile`. Transport part: `HttpMetricsSource` scrapes a URL, `TextMetricsSource`
+`histogram_quantile` (from `stats`). Transport part: `HttpMetricsSource` scrapes a URL, `TextMetricsSource`
 wraps an in-process renderer (the ingress reading its own registry). A failed scrape is None:
 the window it would have measured is "no data", which never promotes.
 """
@@ -17,7 +17,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import BaseModel, ConfigDict, Field
 
-from serving.rollout.stats import VersionStats
+from serving.rollout.stats import VersionStats, histogram_quantile
 
 log = logging.getLogger(__name__)
 
@@ -88,31 +88,6 @@ def _le(text: str) -> str:
     return "+Inf" if math.isinf(bound) else repr(bound)
 
 
-def histogram_quantile(q: float, buckets: Mapping[str, float]) -> float | None:
-    """Prometheus' histogram_quantile over cumulative `buckets` {le: count}; None when empty.
-
-    Linear interpolation inside the bucket holding the rank, as Prometheus does. A rank in the
-    +Inf bucket returns the highest finite bound (Prometheus' convention): a lower bound on the
-    truth, so compare such values with care; it is never NaN.
-    """
-    if not 0 <= q <= 1:
-        raise ValueError(f"q must be in [0, 1], got {q}")
-    ordered = sorted(((float(le), n) for le, n in buckets.items()), key=lambda kv: kv[0])
-    if not ordered or not math.isinf(ordered[-1][0]) or ordered[-1][1] <= 0:
-        return None
-    rank = q * ordered[-1][1]
-    lower_bound, lower_count = 0.0, 0.0
-    for bound, count in ordered:
-        if count >= rank:
-            if math.isinf(bound):
-                return lower_bound
-            if count == lower_count:  # an empty bucket at the rank (q = 0): its lower edge
-                return lower_bound
-            return lower_bound + (bound - lower_bound) * (rank - lower_count) / (count - lower_count)
-        lower_bound, lower_count = bound, count
-    return lower_bound  # pragma: no cover - the +Inf bucket always holds the rank
-
-
 def _bucket_delta(now: Mapping[str, float], before: Mapping[str, float]) -> dict[str, float]:
     # A histogram whose total went down was reset (the ingress restarted): Prometheus' increase()
     # then counts everything since the reset, i.e. the current values.
@@ -177,6 +152,19 @@ def window_stats(
         old = before.versions.get(v)
         out[v] = shadow_delta(cur, old) if v == shadow else counters_delta(cur, old)
     return out
+
+
+def window_latency(now: Snapshot, before: Snapshot, versions: list[str]) -> dict[str, dict[str, float]]:
+    """Per-version latency histogram of the window between `before` and `now`, {le seconds: count}.
+
+    decide() sums these over the windows of one canary step and reads p99 off the sum: the p99
+    of all those requests, which no combination of per-window p99s gives.
+    """
+    empty = VersionCounters()
+    return {
+        v: _bucket_delta(now.versions.get(v, empty).latency, before.versions.get(v, empty).latency)
+        for v in versions
+    }
 
 
 class HttpMetricsSource:

@@ -12,8 +12,8 @@ import logging
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from serving.control.metrics_source import Snapshot
 from serving.rollout.decide import RolloutStatus
-from serving.rollout.metrics_source import Snapshot
 from serving.rollout.policy import CanaryPolicy, RolloutPolicy
 from serving.rollout.stats import VersionStats
 

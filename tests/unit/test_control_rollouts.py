@@ -13,11 +13,7 @@ from pathlib import Path
 import pytest
 
 from distilserve.core.card import LatencyStats, Lineage, ModelCard
-from serving.metrics import Metrics
-from serving.registry import Registry
-from serving.rollout.controller import NoActiveRollout, RolloutController, build_window, check_smoke_response
-from serving.rollout.doc import RolloutDoc, experiment_salt
-from serving.rollout.metrics_source import (
+from serving.control.metrics_source import (
     Snapshot,
     TextMetricsSource,
     VersionCounters,
@@ -25,11 +21,15 @@ from serving.rollout.metrics_source import (
     parse_snapshot,
     window_stats,
 )
-from serving.rollout.start import RolloutRefused, StartRequest, start_rollout
+from serving.control.rollout_doc import RolloutDoc, experiment_salt
+from serving.control.rollout_start import RolloutRefused, StartRequest, start_rollout
+from serving.control.rollouts import NoActiveRollout, RolloutController, build_window, check_smoke_response
+from serving.control.timeline import draw_timeline, traffic_series
+from serving.control.webhooks import WebhookNotifier, payload
+from serving.metrics import Metrics
+from serving.registry import Registry
 from serving.rollout.sticky import assign
-from serving.rollout.timeline import draw_timeline, traffic_series
-from serving.rollout.webhooks import WebhookNotifier, payload
-from serving.router import TrafficTable
+from serving.traffic_table import TrafficTable
 
 M = "sentiment"
 T0 = 1_000_000.0
@@ -631,7 +631,7 @@ def test_cli_start_body_from_flags() -> None:
 
 def test_status_and_timeline_render(reg: Registry, load: Load, clock: Clock, tmp_path: Path) -> None:
     from distilserve.cli.rollout_cmd import render_status
-    from serving.admin_rollouts import rollout_status
+    from serving.control.admin import rollout_status
 
     canary(reg, clock)
     ctl = controller(reg, load, clock)
@@ -654,3 +654,39 @@ def test_status_and_timeline_render(reg: Registry, load: Load, clock: Clock, tmp
 def test_unknown_command_is_refused(reg: Registry, load: Load, clock: Clock) -> None:
     with pytest.raises(ValueError, match="command must be one of"):
         controller(reg, load, clock).command(M, "explode")
+
+
+def test_thin_windows_add_up_and_late_labels_count(reg: Registry, load: Load, clock: Clock) -> None:
+    canary(reg, clock, gates={**GATES, "min_labels": 20})
+    ctl = controller(reg, load, clock)
+    ctl.tick()
+    clock.advance(30)
+    load.serve("1", 50)
+    late = []
+    for _ in range(12):  # candidate requests whose labels arrive only in the next window
+        load.metrics.observe(M, "2", "v1", 200, 0.01, 1)
+        load.n += 1
+        late.append(f"r{load.n}")
+        reg.record_prediction(late[-1], M, "2", "positive", f"u{load.n}", clock())
+    clock.advance(31)
+    # 12 < 20 requests: inconclusive; the 12 stay as the step's evidence, with their histogram.
+    assert [e.kind for e in ctl.tick()] == ["rollout.pause"]
+    doc = stored(reg)
+    assert doc is not None and doc.status.evidence["2"].requests == 12 and doc.status.evidence_buckets["2"]
+    from serving.control.admin import rollout_status
+
+    from distilserve.cli.rollout_cmd import render_status
+
+    text = render_status(json.loads(json.dumps(rollout_status(reg, M, load.scrape(M)))))
+    assert "step evidence: v1 50 req, 0 err, 50 labels, p99 10.0 ms; v2 12 req, 0 err, 0 labels" in text, text
+    clock.advance(30)
+    load.serve("1", 50)
+    load.serve("2", 12)
+    for rid in late:
+        reg.record_feedback(rid, label="positive")
+    clock.advance(31)
+    # 12 + 12 = 24 >= 20 requests; labels 12 late + 12 = 24 >= 20 (the late ones counted once): advance.
+    events = ctl.tick()
+    assert [e.kind for e in events] == ["rollout.set_traffic"] and reg.get_traffic(M) == {"1": 50.0, "2": 50.0}
+    doc = stored(reg)
+    assert doc is not None and doc.status.evidence == {} and doc.status.evidence_started_at == clock()

@@ -1,11 +1,10 @@
-"""Routing choices (pure) and the per-replica repository view's config patching."""
+"""Routing choices (pure) and the ingress's registry view."""
 
 from __future__ import annotations
 
 import pytest
 
-from serving.router import TrafficTable, pick
-from serving.triton.repo_view import patch_config
+from serving.traffic_table import TrafficTable, pick
 
 
 @pytest.mark.parametrize(
@@ -45,33 +44,6 @@ def test_shadow_share() -> None:
     picked = sum(table.shadow_for(f"req-{i}") == "2" for i in range(4000)) / 4000
     assert 0.21 < picked < 0.29
     assert TrafficTable(weights={"1": 100}).shadow_for("x") is None
-
-
-CONFIG = '''name: "sentiment"
-backend: "python"
-instance_group [ { count: 1 kind: KIND_CPU } ]
-version_policy: { latest: { num_versions: 2 } }
-parameters: { key: "TORCH_NUM_THREADS" value: { string_value: "2" } }
-'''
-
-
-def test_patch_config_pins_one_version_and_replaces_policy() -> None:
-    out = patch_config(CONFIG, "7")
-    assert "latest" not in out
-    assert out.strip().endswith("version_policy: { specific: { versions: [ 7 ] } }")
-    assert "KIND_CPU" in out
-
-
-def test_patch_config_gpu_and_threads() -> None:
-    out = patch_config(CONFIG, "1", gpu=True, torch_threads=4)
-    assert "KIND_GPU" in out and "KIND_CPU" not in out
-    assert 'string_value: "4"' in out
-
-
-@pytest.mark.parametrize("bad", ["0", "-1", "1/../2", "../1", "abc", ""])
-def test_patch_config_rejects_bad_versions(bad: str) -> None:
-    with pytest.raises(ValueError, match="version must be a positive integer"):
-        patch_config(CONFIG, bad)
 
 
 def test_view_rereads_only_after_another_connection_committed(tmp_path) -> None:  # noqa: ANN001

@@ -1,7 +1,7 @@
 """The ingress's short path: straight to a replica's Triton, one hop instead of two.
 
 Every ModelVersion replica owns a tritonserver on 127.0.0.1. The replica publishes that
-server's gRPC address in Ray's cluster key-value store (refreshed with every passing health
+server's gRPC address in Ray's cluster key-value store (through serving/raycompat.py) (refreshed with every passing health
 check, withdrawn when the replica stops). An ingress on the same node reads them, and sends
 inference straight to a Triton (least requests in flight first), so Triton's own dynamic
 batcher sees the requests with no Ray hop in between. The Serve handle path stays:
@@ -20,13 +20,15 @@ from __future__ import annotations
 import json
 import logging
 import random
+import threading
 import time
 from dataclasses import dataclass
+
+from serving import raycompat
 
 log = logging.getLogger("distilserve.endpoints")
 
 KV_PREFIX = "distilserve/triton/"
-KV_NAMESPACE = "distilserve"
 
 
 @dataclass(frozen=True)
@@ -43,18 +45,13 @@ def kv_key(app: str, replica: str) -> str:
 
 
 def publish(endpoint: Endpoint) -> None:
-    from ray.experimental.internal_kv import _internal_kv_put
-
     value = json.dumps({"app": endpoint.app, "replica": endpoint.replica, "node": endpoint.node,
                         "grpc": endpoint.grpc, "ts": endpoint.ts})
-    _internal_kv_put(kv_key(endpoint.app, endpoint.replica), value, overwrite=True, namespace=KV_NAMESPACE)
+    raycompat.kv_put(kv_key(endpoint.app, endpoint.replica), value)
 
 
 def withdraw(app: str, replica: str) -> None:
-    from ray.experimental.internal_kv import _internal_kv_del, _internal_kv_initialized
-
-    if _internal_kv_initialized():
-        _internal_kv_del(kv_key(app, replica), namespace=KV_NAMESPACE)
+    raycompat.kv_delete(kv_key(app, replica))
 
 
 def parse(raw: bytes | str) -> Endpoint | None:
@@ -66,15 +63,7 @@ def parse(raw: bytes | str) -> Endpoint | None:
 
 
 def read_all() -> list[Endpoint]:
-    from ray.experimental.internal_kv import _internal_kv_get, _internal_kv_list
-
-    out = []
-    for key in _internal_kv_list(KV_PREFIX, namespace=KV_NAMESPACE):
-        raw = _internal_kv_get(key, namespace=KV_NAMESPACE)
-        ep = parse(raw) if raw else None
-        if ep is not None:
-            out.append(ep)
-    return out
+    return [ep for ep in map(parse, raycompat.kv_scan(KV_PREFIX)) if ep is not None]
 
 
 class EndpointPool:
@@ -133,6 +122,24 @@ class EndpointWatcher:
     def __init__(self, node: str, poll_s: float = 0.5, **pool_kw: float) -> None:
         self.node, self.poll_s, self._pool_kw = node, poll_s, pool_kw
         self.pools: dict[str, EndpointPool] = {}
+        self._stop = threading.Event()
+
+    def start(self) -> None:
+        """Poll on a daemon thread until stop()."""
+
+        def run() -> None:
+            while True:
+                try:
+                    self.poll_once()
+                except Exception:  # noqa: BLE001 - keep polling; the Serve path works meanwhile
+                    log.exception("reading Triton endpoints failed")
+                if self._stop.wait(self.poll_s):
+                    return
+
+        threading.Thread(target=run, name="triton-endpoints", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
 
     def pool(self, app: str) -> EndpointPool:
         pool = self.pools.get(app)

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from serving.batcher import MicroBatcher
+from serving.transport.microbatch import MicroBatcher
 
 FAIL_MODEL, FAIL_DOWN = ("fail", "model"), ("fail", "unavailable")
 

@@ -1,4 +1,7 @@
-"""Student builders from a BERT-family ``*ForSequenceClassification`` teacher.
+"""Student architectures built from a teacher ``*ForSequenceClassification`` model.
+
+Which operation works for which family is a table (:data:`SUPPORTED`); any other architecture
+gets an error naming it and what is supported, before anything is built.
 
 - :func:`student_from_layers` keeps a subset of the teacher's encoder layers, weights copied.
 - :func:`narrow_student` builds a fresh, narrower model; only the embeddings are derived from
@@ -18,6 +21,16 @@ from torch import nn
 from transformers import BertTokenizerFast, PreTrainedModel, PreTrainedTokenizerBase
 
 from distill.config import StudentSpec
+from distill.errors import InputError
+
+# Operation -> teacher `config.model_type`s it is built and tested for. MiniLM is "bert".
+# Layer subsets copy `encoder.layer.<i>` / `transformer.layer.<i>` weights; narrowing assumes
+# BERT's embeddings and config names; pruning rebuilds a WordPiece tokenizer as a BertTokenizerFast.
+SUPPORTED: dict[str, frozenset[str]] = {
+    "layers": frozenset({"bert", "roberta", "distilbert"}),
+    "width": frozenset({"bert"}),
+    "prune_vocab": frozenset({"bert"}),
+}
 
 # Encoder layers are ``<prefix>.encoder.layer.<i>.`` in BERT/RoBERTa/ELECTRA and
 # ``<prefix>.transformer.layer.<i>.`` in DistilBERT.
@@ -171,6 +184,23 @@ def _tokenizer_kwargs(tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
     return kwargs
 
 
+def operations(spec: StudentSpec) -> list[str]:
+    """The operations of SUPPORTED a spec asks for, in table order."""
+    wanted = {"layers": True, "width": spec.is_narrow, "prune_vocab": spec.prune_vocab}
+    return [op for op in SUPPORTED if wanted[op]]
+
+
+def check_supported(model_type: str, spec: StudentSpec) -> None:
+    """Raise InputError naming `model_type` and what is supported when `spec` needs an unsupported operation."""
+    bad = [op for op in operations(spec) if model_type not in SUPPORTED[op]]
+    if bad:
+        table = "; ".join(f"{op}: {sorted(types)}" for op, types in SUPPORTED.items())
+        raise InputError(
+            f"student operation(s) {bad} not supported for a {model_type!r} teacher; supported "
+            f"architectures per operation: {table}"
+        )
+
+
 def build_student(teacher: PreTrainedModel, spec: StudentSpec,
                   tokenizer: PreTrainedTokenizerBase | None = None,
                   texts: Iterable[str] | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase | None]:
@@ -179,6 +209,7 @@ def build_student(teacher: PreTrainedModel, spec: StudentSpec,
     Returns the student and its tokenizer: the pruned one if ``spec.prune_vocab``, else
     ``tokenizer`` unchanged (possibly None).
     """
+    check_supported(teacher.config.model_type, spec)
     spec.check_against_teacher(teacher.config)
     if spec.is_narrow:
         tcfg = teacher.config

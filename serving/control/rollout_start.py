@@ -11,13 +11,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
+from distilserve.core.names import VERSION_PATTERN
+from serving.control.rollout_doc import RolloutDoc
 from serving.registry import EventRecord, Registry
 from serving.registry.traffic import full_version
 from serving.rollout.decide import start_status
-from serving.rollout.doc import RolloutDoc
 from serving.rollout.policy import CanaryPolicy, RolloutPolicy, gates_from_card, parse_policy
 
-VERSION_PATTERN = r"^[1-9][0-9]{0,8}$"
 _GATED = ("canary", "shadow")
 
 
