@@ -31,7 +31,7 @@ import pytest
 _START_TIMEOUT_S = 60.0
 
 
-def tests_using(module: ModuleType, fixtures: set[str], skip: set[str] = frozenset()) -> dict[str, Any]:
+def rerun_tests(module: ModuleType, fixtures: set[str], skip: set[str] = frozenset()) -> dict[str, Any]:
     """The test functions of `module` that request any of `fixtures`: imported into another test
     module, they run again with that module's fixtures (e.g. a PostgreSQL `location`)."""
     return {

@@ -22,7 +22,8 @@ def add_stack_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default=None, help="listen address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=int(os.environ["PORT"]) if os.environ.get("PORT") else None)
     p.add_argument("--model-repository", type=Path, default=None)
-    p.add_argument("--registry", type=Path, default=None)
+    # Text, not Path: pathlib folds the '//' of a postgresql:// URL (ServeConfig makes paths Paths).
+    p.add_argument("--registry", default=None, help="SQLite registry file or postgresql:// URL")
     p.add_argument("--backend", choices=["triton", "torch"], default=None)
 
 

@@ -17,6 +17,7 @@ cluster). Their semantics are made the same:
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -35,6 +36,7 @@ from serving.registry.schema import SCHEMA_VERSION, migrate
 
 Clock = Callable[[], float]
 URL_EXAMPLE = "'postgresql://distilserve@db.internal:5432/distilserve'"
+_FOLDED_URL = re.compile(r"^(postgres(ql)?(\+\w+)?|sqlite):/[^/]")
 
 
 def is_url(location: str | Path) -> bool:
@@ -48,6 +50,11 @@ def engine_url(location: str | Path) -> sa.URL:
         RegistryError: a URL of another database, or one that does not parse.
     """
     if not is_url(location):
+        if _FOLDED_URL.match(str(location)):
+            raise RegistryError(
+                f"registry path {str(location)!r} looks like a URL that pathlib folded ('//' became '/'); "
+                f"pass the URL as text, e.g. {URL_EXAMPLE}"
+            )
         return sa.URL.create("sqlite", database=str(Path(location).absolute()))
     try:
         url = sa.make_url(str(location))

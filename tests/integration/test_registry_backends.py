@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import pytest
 
-from tests.services import PostgresServer, postgres_server, tests_using  # noqa: F401 - pytest fixture
+from tests.services import PostgresServer, postgres_server, rerun_tests  # noqa: F401 - pytest fixture
 from tests.unit import test_registry
 
 # The same functions, collected under this module so that its `location` fixture applies.
-TESTS = tests_using(test_registry, {"reg", "location"}, skip=test_registry.SQLITE_ONLY)
+TESTS = rerun_tests(test_registry, {"reg", "location"}, skip=test_registry.SQLITE_ONLY)
 globals().update(TESTS)
 reg = test_registry.reg  # the imported tests' own fixture; it asks for `location` below
 

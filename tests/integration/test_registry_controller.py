@@ -1,7 +1,7 @@
 """The rollout controller on a PostgreSQL registry: its unit tests again, and a server restart
 in the middle of a rollout.
 
-The imported test bodies are tests/unit/test_rollout_controller.py's (those that use the
+The imported test bodies are tests/unit/test_control_rollouts.py's (those that use the
 registry), run with a `location` on a real PostgreSQL server (tests/services.py).
 """
 
@@ -10,10 +10,10 @@ from __future__ import annotations
 import pytest
 
 from serving.registry import Registry
-from tests.services import PostgresServer, postgres_server, tests_using  # noqa: F401 - pytest fixture
-from tests.unit import test_rollout_controller as base
+from tests.services import PostgresServer, postgres_server, rerun_tests  # noqa: F401 - pytest fixture
+from tests.unit import test_control_rollouts as base
 
-TESTS = tests_using(base, {"reg"})
+TESTS = rerun_tests(base, {"reg"})
 globals().update(TESTS)
 reg, clock, load = base.reg, base.clock, base.load  # the imported tests' own fixtures
 

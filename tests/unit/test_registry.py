@@ -477,6 +477,8 @@ def test_locations_and_bad_urls(tmp_path: Path) -> None:
         Registry("mysql://u:secret@h/reg")
     with pytest.raises(RegistryError, match=r"does not parse"):
         engine_url("postgresql://u@h:notaport/reg")
+    with pytest.raises(RegistryError, match=r"'postgresql:/u@h/reg' looks like a URL that pathlib folded"):
+        engine_url(Path("postgresql://u@h/reg"))
 
 
 @pytest.mark.parametrize(
