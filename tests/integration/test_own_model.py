@@ -214,6 +214,16 @@ def test_import_measures_a_folder_and_refuses_pickles_and_other_labels(
     _, predicted = _classifier(repo, "topics", version).predict(list(rows["body"]))
     assert card.accuracy == pytest.approx(float(np.mean(np.array(predicted) == rows["topic"].to_numpy())))
 
+    # Without --eval: the teacher's recorded test split, so accuracies compare like with like.
+    rc = _cli("import", "--model", "topics", "--from", src, "--repo", repo, "--max-seq-len", "32",
+              "--latency-runs", "5")
+    assert rc == 0
+    teacher = ModelCard.read(repo / "topics" / "1")
+    again = ModelCard.read(repo / "topics" / str(int(version) + 1))
+    assert (again.eval_examples, again.data_source) == (teacher.eval_examples, teacher.data_source)
+    assert again.lineage.data_fingerprint == teacher.lineage.data_fingerprint
+    version = again.version
+
     # Labels that differ from the model's versions: both lists in the message, nothing written.
     other = _bert_folder(tmp_path / "other", labels=("sports", "weather", "politics"))
     rc = _cli("import", "--model", "topics", "--from", other, "--eval", own["csv"], "--text-column", "body",
@@ -231,4 +241,4 @@ def test_import_measures_a_folder_and_refuses_pickles_and_other_labels(
     err = capsys.readouterr().err
     assert rc == 2 and "only pickle weights ['pytorch_model.bin']" in err
     after = sorted(p.name for p in (repo / "topics").iterdir() if p.name.isdigit())
-    assert after == sorted([*before, version])
+    assert after == sorted([*before, str(int(version) - 1), version])
