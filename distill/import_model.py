@@ -61,19 +61,13 @@ def _eval_rows(eval_file: Path | None, text_column: str, label_column: str, labe
     Without a file, the version is measured on the same test split as the model's teacher, so
     the accuracies of all its versions compare like with like.
     """
-    import datasets
-
     from distill import data
 
     if eval_file is not None:
-        fmt = data.detect_format(Path(eval_file))
-        rows, _ = data.clean_rows(data.read_table(Path(eval_file), fmt), text_column, label_column, labels,
-                                  source=str(eval_file))
-        source = DataSource(path=str(Path(eval_file).resolve()), format=fmt,  # type: ignore[arg-type]
-                            text_column=text_column, label_column=label_column, labels=labels,
-                            split={"eval_size": len(rows)})
-        return (datasets.Dataset.from_pandas(rows, preserve_index=False), source,
-                data.fingerprint({"eval": True, "labels": labels}, [rows]))
+        source = DataSource(path=str(Path(eval_file).resolve()), format=data.detect_format(Path(eval_file)),  # type: ignore[arg-type]
+                            text_column=text_column, label_column=label_column, labels=labels, split={"eval_size": 0})
+        rows, fingerprint = data.recorded_test_rows(source)
+        return rows, source.model_copy(update={"split": {"eval_size": len(rows)}}), fingerprint
     card = next((c for c in cards if c.data_source is not None and "test_size" in c.data_source.split), None)
     if card is None or card.data_source is None:
         raise InputError("--eval FILE is needed: the model has no version whose card records a data split to test on")
