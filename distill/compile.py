@@ -93,13 +93,17 @@ def held_out_rows(card: ModelCard, model_dir: Path) -> tuple[list[str], np.ndarr
     Students evaluate on a prefix of their teacher's test split (distill.student.student_rows);
     for a teacher the prefix is the whole split.
     """
-    splits = data.load_splits(**split_settings(card, model_dir))
-    if splits.fingerprint != card.lineage.data_fingerprint:
+    if card.data_source is not None and card.data_source.split:  # recorded by distill teacher/student/import
+        test, fingerprint = data.recorded_test_rows(card.data_source)
+    else:
+        splits = data.load_splits(**split_settings(card, model_dir))
+        test, fingerprint = splits.test, splits.fingerprint
+    if fingerprint != card.lineage.data_fingerprint:
         raise ValueError(
             f"version {card.version} was measured on data {card.lineage.data_fingerprint}, but its split "
-            f"settings now give {splits.fingerprint}: the corpus or the split code changed"
+            f"settings now give {fingerprint}: the corpus or the split code changed"
         )
-    test = splits.test.select(range(min(card.eval_examples, len(splits.test))))
+    test = test.select(range(min(card.eval_examples, len(test))))
     return list(test["text"]), np.asarray(test["label"])
 
 

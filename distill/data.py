@@ -320,3 +320,16 @@ def splits_from_card(source: DataSource) -> Splits:
         seed=int(s.get("seed", 0)), min_confidence=float(s.get("min_confidence", 0.7)),
     )
     return splits
+
+
+def recorded_test_rows(source: DataSource) -> tuple[datasets.Dataset, str]:
+    """(rows, fingerprint) a card's accuracy was measured on: its recorded test split, or a whole eval file.
+
+    For compile, import and any tool that re-measures a version on the same rows as its card.
+    """
+    if "eval_size" in source.split:  # `distilserve import --eval FILE`: every row of the file
+        rows, labels = clean_rows(read_table(Path(source.path), source.format), source.text_column,
+                                  source.label_column, source.labels, source=source.path)
+        return _dataset(rows), fingerprint({"eval": True, "labels": list(labels)}, [rows])
+    splits = splits_from_card(source)
+    return splits.test, splits.fingerprint

@@ -54,6 +54,10 @@ def check_model_folder(path: Path) -> None:
                 f"trust the file: AutoModelForSequenceClassification.from_pretrained(DIR).save_pretrained(DIR)"
             )
         raise InputError(f"{path} has no model.safetensors")
+    tokenizer_files = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model")
+    if not any((path / name).is_file() for name in tokenizer_files):
+        raise InputError(f"{path} has no tokenizer (none of {list(tokenizer_files)}): save it with "
+                         f"tokenizer.save_pretrained(DIR)")
 
 
 def load_teacher_backbone(

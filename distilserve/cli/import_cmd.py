@@ -14,8 +14,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="model name in the repository (a new name creates its folder)")
     p.add_argument("--from", dest="source", type=Path, required=True,
                    help="folder with config.json, model.safetensors and tokenizer files")
-    p.add_argument("--eval", dest="eval_file", type=Path, required=True,
-                   help="labelled CSV/JSONL/Parquet file or saved datasets folder the card's accuracy is measured on")
+    p.add_argument("--eval", dest="eval_file", type=Path, default=None,
+                   help="labelled CSV/JSONL/Parquet file or saved datasets folder the card's accuracy is measured on "
+                        "(default: the test split recorded on the model's cards, e.g. its teacher's)")
     p.add_argument("--text-column", default="text", help="column holding the text (default: text)")
     p.add_argument("--label-column", default="label", help="column holding the class name (default: label)")
     p.add_argument("--repo", type=Path, default=Path("model_repository"), help="model repository root")

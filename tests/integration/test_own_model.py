@@ -21,6 +21,7 @@ from transformers import (
     DistilBertForSequenceClassification,
 )
 
+from distill.data import recorded_test_rows
 from distill.models import tiny_teacher, tiny_vocab
 from distilserve.cli.main import main
 from distilserve.core.card import ModelCard
@@ -112,6 +113,9 @@ def test_teacher_card_records_data_source_split_and_selection(own: dict[str, Pat
     assert card.lineage.config["selected_on"] == "validation" and card.lineage.config["best_epoch"] in (1, 2)
     assert card.lineage.base_model == str(own["base"].resolve())
     assert card.lineage.data_fingerprint.startswith("sha256:")
+    # What compile and import re-measure on: the same rows, the same fingerprint.
+    test, fingerprint = recorded_test_rows(src)
+    assert (len(test), fingerprint) == (30, card.lineage.data_fingerprint)
     assert {s.batch_size for s in card.latency} == {1, 32}
     # The new model folder got Triton's files, named for it.
     assert 'name: "topics"' in (own["repo"] / "topics" / "config.pbtxt").read_text()
@@ -209,10 +213,21 @@ def test_import_measures_a_folder_and_refuses_pickles_and_other_labels(
     assert 0 <= card.accuracy <= 1 and {s.batch_size for s in card.latency} == {1, 32}
     assert card.parameters > 0 and card.bytes == (repo / "topics" / version / "model.safetensors").stat().st_size
     assert card.data_source is not None and card.data_source.path == str(own["csv"].resolve())
+    assert recorded_test_rows(card.data_source)[1] == card.lineage.data_fingerprint
     # Accuracy is measured, not copied: recompute it with the served code.
     rows = pd.read_csv(own["csv"])
     _, predicted = _classifier(repo, "topics", version).predict(list(rows["body"]))
     assert card.accuracy == pytest.approx(float(np.mean(np.array(predicted) == rows["topic"].to_numpy())))
+
+    # Without --eval: the teacher's recorded test split, so accuracies compare like with like.
+    rc = _cli("import", "--model", "topics", "--from", src, "--repo", repo, "--max-seq-len", "32",
+              "--latency-runs", "5")
+    assert rc == 0
+    teacher = ModelCard.read(repo / "topics" / "1")
+    again = ModelCard.read(repo / "topics" / str(int(version) + 1))
+    assert (again.eval_examples, again.data_source) == (teacher.eval_examples, teacher.data_source)
+    assert again.lineage.data_fingerprint == teacher.lineage.data_fingerprint
+    version = again.version
 
     # Labels that differ from the model's versions: both lists in the message, nothing written.
     other = _bert_folder(tmp_path / "other", labels=("sports", "weather", "politics"))
@@ -231,4 +246,4 @@ def test_import_measures_a_folder_and_refuses_pickles_and_other_labels(
     err = capsys.readouterr().err
     assert rc == 2 and "only pickle weights ['pytorch_model.bin']" in err
     after = sorted(p.name for p in (repo / "topics").iterdir() if p.name.isdigit())
-    assert after == sorted([*before, version])
+    assert after == sorted([*before, str(int(version) - 1), version])

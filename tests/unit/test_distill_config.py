@@ -9,7 +9,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from distill.config import DistillConfig, StudentSpec, load_config, shipped_configs
+from distill.config import DataConfig, DistillConfig, StudentSpec, load_config, rows_for, shipped_configs
 from distill.losses import LOSS_KINDS, CEConfig, HiddenMSEConfig, KDKLConfig
 
 MINIMAL = {"name": "t", "student": {"layers": [0, 5]}}
@@ -128,3 +128,24 @@ def test_top_level_must_be_a_mapping(tmp_path: Path) -> None:
 def test_load_config_unknown_name_lists_shipped() -> None:
     with pytest.raises(FileNotFoundError, match="student_l2"):
         load_config("student_l9")
+
+
+@pytest.mark.parametrize(
+    ("size", "available", "rows"),
+    [
+        pytest.param(1.0, 1600, 1600, id="all-of-a-small-split"),
+        pytest.param(1.0, 32000, 32000, id="all-of-a-large-split"),
+        pytest.param(0.5, 301, 150, id="half-rounds"),  # round(150.5) = 150 (banker's rounding)
+        pytest.param(0.0001, 100, 1, id="tiny-share-at-least-one"),
+        pytest.param(6000, 1600, 1600, id="count-capped-at-the-split"),
+        pytest.param(200, 1600, 200, id="count"),
+    ],
+)
+def test_recipe_sizes_are_counts_or_shares(size: float | int, available: int, rows: int) -> None:
+    assert rows_for(DataConfig(train_size=size).train_size, available) == rows
+
+
+@pytest.mark.parametrize("size", [0.0, 1.5, 0, -3])
+def test_recipe_sizes_refuse_nonsense(size: float | int) -> None:
+    with pytest.raises(ValidationError):
+        DataConfig(train_size=size)
