@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from distilserve.core.names import INGRESS_APP, app_name, is_version
+from distilserve.core.names import CONTROLLER_APP, INGRESS_APP, app_name, is_version
 from serving.config import ServeConfig
 
 INGRESS_BUILDER = "serving.applications:build_ingress"
@@ -75,7 +75,7 @@ def serve_config(dc: DeployConfig) -> dict:
         "deployments": [{"name": "Ingress", "num_replicas": dc.serve.ingress_replicas,
                          "ray_actor_options": {"num_cpus": 0, "resources": {dc.registry_resource: 0.001}}}],
     }, {
-        "name": "controller",
+        "name": CONTROLLER_APP,
         "route_prefix": None,
         "import_path": CONTROLLER_BUILDER,
         "args": {"config": cfg},

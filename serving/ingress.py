@@ -11,9 +11,9 @@ from __future__ import annotations
 from ray import serve
 
 from serving import raycompat
-from serving.admin_control import AdminControl
 from serving.batch.cache import open_cache
 from serving.config import ServeConfig
+from serving.control.admin import AdminControl
 from serving.dataplane import DataPlane
 from serving.http.app import attach, build_app
 from serving.http.deps import Services
@@ -37,7 +37,7 @@ class Ingress:
             # Routing from the controller's snapshot, writes through it: no database here.
             from serving.control.snapshot_view import controller_services
 
-            view, remote_control = controller_services(cfg.models)
+            view, remote_control, app.state.ui_source = controller_services(cfg.models)
         else:
             view, remote_control = RegistryView(cfg.registry, cfg.models, cfg.traffic_poll_s), None
         metrics = Metrics()

@@ -262,9 +262,9 @@ def start_stack(cfg: ServeConfig, reconcile_s: float = 1.0, first_pass_timeout_s
     """
     from ray import serve
 
-    from distilserve.core.names import INGRESS_APP
+    from distilserve.core.names import CONTROLLER_APP, INGRESS_APP
     from serving.applications import ingress_app
-    from serving.control.controller import CONTROLLER_APP, controller_app
+    from serving.control.controller import controller_app
 
     start_serve(cfg)
     controller = serve.run(controller_app(cfg, reconcile_s), name=CONTROLLER_APP, route_prefix=None, blocking=False)

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = REPO_ROOT / "model_repository" / "sentiment"
@@ -105,6 +110,37 @@ def wait_for(check: Callable[[], bool], timeout: float, what: str, interval: flo
             pass
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+@contextmanager
+def serve_process(args: list[str], cwd: Path, env: dict[str, str], log_path: Path, timeout: float = 420,
+                  **popen: Any) -> Iterator[tuple[subprocess.Popen, str]]:
+    """`distilserve serve ARGS --port P` as a user starts it, once ready: (process, base URL).
+
+    Its output goes to `log_path` (a pipe nobody reads would fill and block); the tail is the
+    failure message when it never gets ready. Stopped with Ctrl-C (SIGINT), killed after 90 s.
+    """
+    port = free_port()
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "distilserve.cli.main", "serve", *args, "--port", str(port)],
+                                cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True, **popen)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            import httpx
+
+            try:
+                wait_for(lambda: proc.poll() is None and httpx.get(f"{url}/v2/health/ready").status_code == 200,
+                         timeout, "distilserve serve to be ready")
+            except AssertionError:
+                raise AssertionError(log_path.read_text()[-3000:]) from None
+            yield proc, url
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+                try:
+                    proc.wait(90)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
 
 
 def descendants(pid: int) -> set[int]:

@@ -28,3 +28,5 @@ def app_name(model: str, version: str) -> str:
 
 INGRESS_APP = "ingress"
 """Ray Serve application name of the ingress (route prefix '/')."""
+CONTROLLER_APP = "controller"
+"""Ray Serve application name of the controller (one replica, no route)."""

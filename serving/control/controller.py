@@ -40,10 +40,10 @@ from serving.control.snapshot import ModelReads, Snapshot, next_snapshot
 
 log = logging.getLogger("distilserve.controller")
 
-CONTROLLER_APP = "controller"
 CONTROLLER_DEPLOYMENT = "Controller"
 SNAPSHOT_WAIT_S = 10.0  # longest a snapshot long poll waits for a change
-ADMIN_METHODS = ("status", "set_traffic", "rollback", "deploy", "start_rollout", "rollout_command", "rollout_status")
+ADMIN_METHODS = ("status", "set_traffic", "rollback", "deploy", "prune", "start_rollout", "rollout_command",
+                 "rollout_status")
 
 
 class LeaderLock:
@@ -295,7 +295,7 @@ class Controller:
         """One `AdminControl` call (the admin API's traffic, deploy, rollback and rollouts),
         answered here so that ingress replicas never write the registry:
         {"ok": result} or {"error": {"status", "message", "headers"}}."""
-        from serving.admin_control import AdminControl
+        from serving.control.admin import AdminControl
         from serving.control.rollout_start import StartRequest
         from serving.errors import ApiError
 
@@ -310,6 +310,13 @@ class Controller:
             return {"ok": await getattr(control, method)(model, *args)}
         except ApiError as e:
             return {"error": {"status": e.status, "message": e.message, "headers": e.headers}}
+
+    async def ui_reading(self, model: str) -> dict:
+        """What the operator page shows of one model (serving/ui/source.py's ModelReading)."""
+        from serving.ui.source import RegistrySource
+
+        source = RegistrySource(self.registry, self.loop.models())
+        return await asyncio.to_thread(lambda: source.read(model).model_dump(mode="json"))
 
     async def _ingress_metrics(self) -> bytes:
         """The ingress's Prometheus text (what rollout status and commands judge by); b"" when

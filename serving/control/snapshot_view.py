@@ -134,7 +134,7 @@ class SnapshotView:
 
 
 class ControllerAdmin:
-    """`AdminControl`'s interface (serving/admin_control.py), answered by the controller: the
+    """`AdminControl`'s interface (serving/control/admin.py), answered by the controller: the
     admin API of an ingress replica that never writes the registry itself."""
 
     def __init__(self, call: Callable[..., Any], refresh: Callable[[], None]) -> None:
@@ -164,6 +164,9 @@ class ControllerAdmin:
     async def deploy(self, model: str, version: str, warm: bool, reason: str) -> dict:
         return await self._call("deploy", model, version, warm, reason)
 
+    async def prune(self, model: str, keep: int, dry_run: bool) -> dict:
+        return await self._call("prune", model, keep, dry_run, changes=not dry_run)
+
     async def start_rollout(self, model: str, body: Any) -> dict:
         return await self._call("start_rollout", model, body.model_dump(mode="json", exclude_unset=True))
 
@@ -174,11 +177,28 @@ class ControllerAdmin:
         return await self._call("rollout_status", model, changes=False)
 
 
-def controller_services(models: list[str], wait_s: float = 10.0) -> tuple[SnapshotView, ControllerAdmin]:
-    """The ingress's view and admin control, both through the controller application's handle."""
+class ControllerUiSource:
+    """The operator page's `UiSource` (serving/ui/source.py), read by the controller."""
+
+    def __init__(self, view: SnapshotView, read: Callable[[str], dict]) -> None:
+        self._view, self._read = view, read
+
+    def models(self) -> list[str]:
+        return self._view.models
+
+    def read(self, model: str) -> Any:
+        from serving.ui.source import ModelReading
+
+        return ModelReading.model_validate(self._read(model))
+
+
+def controller_services(models: list[str], wait_s: float = 10.0) -> tuple[SnapshotView, ControllerAdmin,
+                                                                          ControllerUiSource]:
+    """The ingress's view, admin control and operator-page source, all through the controller
+    application's handle."""
     from ray import serve
 
-    from serving.control.controller import CONTROLLER_APP
+    from distilserve.core.names import CONTROLLER_APP
 
     handle = serve.get_app_handle(CONTROLLER_APP)
 
@@ -194,5 +214,8 @@ def controller_services(models: list[str], wait_s: float = 10.0) -> tuple[Snapsh
     async def call(method: str, model: str, *args: Any) -> dict:
         return await handle.admin.remote(method, model, *args)
 
+    def ui_reading(model: str) -> dict:
+        return handle.ui_reading.remote(model).result(timeout_s=30)
+
     view = SnapshotView(models, fetch, send, feedback, wait_s=wait_s)
-    return view, ControllerAdmin(call, view.refresh)
+    return view, ControllerAdmin(call, view.refresh), ControllerUiSource(view, ui_reading)

@@ -73,7 +73,9 @@ _COUNT_FIELDS = tuple(name for name in VersionStats.model_fields if name != "p99
 def histogram_quantile(q: float, buckets: Mapping[str, float]) -> float | None:
     """Prometheus' histogram_quantile over cumulative `buckets` {le: count}; None when empty.
 
-    Linear interpolation inside the bucket holding the rank, as Prometheus does. A rank in the
+    Linear interpolation inside the bucket holding the rank, as Prometheus does. This is not
+    `distilserve.core.stats.percentile` (nearest rank over raw samples): a window only has
+    bucket counts, so the value is an estimate within one bucket's width. A rank in the
     +Inf bucket returns the highest finite bound (Prometheus' convention): a lower bound on the
     truth, so compare such values with care; it is never NaN.
     """

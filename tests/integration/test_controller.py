@@ -45,7 +45,7 @@ def stack(ray_session, tiny_repo: Path, tmp_path_factory: pytest.TempPathFactory
 def _controller_status() -> dict:
     from ray import serve
 
-    from serving.control.controller import CONTROLLER_APP
+    from distilserve.core.names import CONTROLLER_APP
 
     return serve.get_app_handle(CONTROLLER_APP).status.remote().result(timeout_s=30)
 
@@ -56,6 +56,15 @@ def test_controller_leads_and_serves(stack) -> None:
     r = httpx.post(f"{stack['url']}/v1/predict", json={"model": MODEL, "inputs": ["I love this"]}, timeout=30)
     assert r.status_code == 200 and r.json()["version"] == "1", r.text
     assert stack["reg"].get_traffic(MODEL) == {"1": 100.0}
+    # Admin reads and the operator page are answered by the controller (the ingress has no registry).
+    auth = {"Authorization": f"Bearer {stack['token']}"}
+    r = httpx.get(f"{stack['url']}/admin/models/{MODEL}", headers=auth, timeout=30)
+    assert r.status_code == 200 and r.json()["traffic"] == {"1": 100.0}, r.text
+    r = httpx.post(f"{stack['url']}/admin/models/{MODEL}/versions/prune", headers=auth, timeout=30,
+                   json={"keep": 5, "dry_run": True})
+    assert r.status_code == 200, r.text
+    r = httpx.get(f"{stack['url']}/ui/api/state", headers=auth, timeout=30)
+    assert r.status_code == 200 and MODEL in r.text, r.text[:500]
 
 
 def test_only_the_controller_opens_the_registry(stack) -> None:

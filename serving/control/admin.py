@@ -94,7 +94,7 @@ class AdminControl:
     async def prune(self, model: str, keep: int, dry_run: bool) -> dict:
         """Retire old versions: registry rows and folders change on the server, wherever it runs."""
         try:
-            return await blocking(prune_report, self.registry, model, keep, dry_run=dry_run, actor="admin-api")
+            return await blocking(lambda: prune_report(self.registry, model, keep, dry_run=dry_run, actor="admin-api"))
         except RegistryError as e:
             raise ApiError(422, f"keep: {e}") from None
 
