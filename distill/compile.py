@@ -29,7 +29,7 @@ import numpy as np
 
 from distill import data, evaluate, export
 from distill.student import fastest, speedups
-from distilserve.core.card import LatencyStats, ModelCard
+from distilserve.core.card import DataSource, LatencyStats, ModelCard
 
 log = logging.getLogger(__name__)
 
@@ -66,23 +66,28 @@ def verdict(parent_accuracy: float, accuracy: float, *, eval_examples: int, forc
 # ---------------------------------------------------------------- the parent's test rows
 
 
-def split_settings(card: ModelCard, model_dir: Path) -> dict:
-    """`data.load_splits` arguments behind `card`'s data: the teacher recipe's, found via lineage.
+def data_source_of(card: ModelCard, model_dir: Path) -> DataSource:
+    """The data behind `card`: its own `data_source`, else the first one up its lineage.
 
-    A teacher's config holds them; a student's data is its teacher's (lineage.teacher_version);
-    a compiled version's is its parent's (lineage.parent_version).
+    A student's data is its teacher's (lineage.teacher_version), a compiled version's its
+    parent's (lineage.parent_version). Teachers exported before cards recorded a data source
+    name the built-in corpus through their recipe config.
     """
     seen: list[str] = []
     while True:
         cfg = card.lineage.config
+        if card.data_source is not None:
+            return card.data_source
         if cfg.get("recipe") == "teacher":
-            return {k: cfg[k] for k in ("min_confidence", "test_size", "train_size", "seed")}
+            split = {k: cfg[k] for k in ("test_size", "train_size", "val_size", "seed", "min_confidence") if k in cfg}
+            return DataSource(path="", format="corpus", text_column="text", label_column="sentiment",
+                                   labels=list(card.labels), split=split)
         seen.append(card.version)
         nxt = card.lineage.parent_version or card.lineage.teacher_version
         if nxt is None or nxt in seen:
             raise ValueError(
-                f"cannot find the data split of version {seen[0]}: lineage {' -> '.join(seen)} reaches no "
-                f"teacher recipe (config.recipe 'teacher') to rebuild the test split from"
+                f"cannot find the data of version {seen[0]}: lineage {' -> '.join(seen)} reaches no card "
+                f"with a data_source nor a teacher recipe to rebuild the test split from"
             )
         card = ModelCard.read(model_dir / nxt)
 
@@ -93,15 +98,11 @@ def held_out_rows(card: ModelCard, model_dir: Path) -> tuple[list[str], np.ndarr
     Students evaluate on a prefix of their teacher's test split (distill.student.student_rows);
     for a teacher the prefix is the whole split.
     """
-    if card.data_source is not None and card.data_source.split:  # recorded by distill teacher/student/import
-        test, fingerprint = data.recorded_test_rows(card.data_source)
-    else:
-        splits = data.load_splits(**split_settings(card, model_dir))
-        test, fingerprint = splits.test, splits.fingerprint
+    test, fingerprint = data.recorded_test_rows(data_source_of(card, model_dir))
     if fingerprint != card.lineage.data_fingerprint:
         raise ValueError(
-            f"version {card.version} was measured on data {card.lineage.data_fingerprint}, but its split "
-            f"settings now give {fingerprint}: the corpus or the split code changed"
+            f"version {card.version} was measured on data {card.lineage.data_fingerprint}, but its data "
+            f"source now gives {fingerprint}: the data file or the split code changed"
         )
     test = test.select(range(min(card.eval_examples, len(test))))
     return list(test["text"]), np.asarray(test["label"])

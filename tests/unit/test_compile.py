@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from distill.compile import split_settings, verdict
+from distill.compile import data_source_of, verdict
 from distilserve.core.card import ModelCard
 from tests.helpers import TEMPLATE, load_module
 
@@ -137,37 +137,44 @@ def _card(version: str, config: dict, **lineage: object) -> ModelCard:
 
 
 SPLIT = {"min_confidence": 0.7, "test_size": 100, "train_size": 300, "seed": 1}
+FILE = {"path": "/data/reviews.csv", "format": "csv", "text_column": "review", "label_column": "stars",
+        "labels": ["a", "b"], "split": {"test_size": 10, "val_size": 10, "train_size": 80, "seed": 0}}
 
 
 @pytest.mark.parametrize(
     ("version", "expected"),
     [
-        pytest.param("1", SPLIT, id="teacher-own-config"),
-        pytest.param("2", SPLIT, id="student-via-teacher_version"),
-        pytest.param("3", SPLIT, id="compiled-student-via-parent-then-teacher"),
+        pytest.param("1", ("corpus", SPLIT), id="old-teacher-recipe-config"),
+        pytest.param("2", ("corpus", SPLIT), id="student-via-teacher_version"),
+        pytest.param("3", ("corpus", SPLIT), id="compiled-student-via-parent-then-teacher"),
+        pytest.param("4", ("csv", FILE["split"]), id="own-data_source-wins"),
+        pytest.param("5", ("csv", FILE["split"]), id="compiled-via-parent-data_source"),
     ],
 )
-def test_split_settings_follow_the_lineage_to_the_teacher(tmp_path: Path, version: str, expected: dict) -> None:
+def test_data_source_follows_the_lineage(tmp_path: Path, version: str, expected: tuple) -> None:
     cards = [
         _card("1", {"recipe": "teacher", "epochs": 2, **SPLIT}),
         _card("2", {"recipe": "student"}, teacher_version="1"),
         _card("3", {"recipe": "compile"}, parent_version="2", teacher_version="1"),
+        _card("4", {"recipe": "teacher"}).model_copy(update={"data_source": FILE}),
+        _card("5", {"recipe": "compile"}, parent_version="4"),
     ]
     for card in cards:
         (tmp_path / card.version).mkdir()
-        card.write(tmp_path / card.version)
-    assert split_settings(ModelCard.read(tmp_path / version), tmp_path) == expected
+        ModelCard.model_validate(card.model_dump()).write(tmp_path / card.version)
+    source = data_source_of(ModelCard.read(tmp_path / version), tmp_path)
+    assert (source.format, source.split) == expected
 
 
-def test_split_settings_without_a_teacher_say_where_the_lineage_ended(tmp_path: Path) -> None:
+def test_data_source_missing_says_where_the_lineage_ended(tmp_path: Path) -> None:
     orphan = _card("4", {"recipe": "student"})
-    with pytest.raises(ValueError, match="lineage 4 reaches no teacher recipe"):
-        split_settings(orphan, tmp_path)
+    with pytest.raises(ValueError, match="lineage 4 reaches no card with a data_source nor a teacher recipe"):
+        data_source_of(orphan, tmp_path)
 
 
 def test_cards_written_before_compile_existed_still_read_as_torch(tmp_path: Path) -> None:
     raw = _card("1", {"recipe": "teacher"}).model_dump()
-    for key in ("runtime", "quantization", "parent_agreement"):
+    for key in ("runtime", "quantization", "parent_agreement", "data_source"):
         del raw[key]
     del raw["lineage"]["parent_version"]
     (tmp_path / "card.json").write_text(json.dumps(raw))
