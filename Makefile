@@ -9,7 +9,7 @@ PORT   ?= 8000
 # torch first and pinned: a looser spec pulls a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install serve model test test-unit test-integration test-e2e lint lint-docker deploy-config check \
+.PHONY: install serve up down model test test-unit test-integration test-e2e lint lint-docker deploy-config check \
         bench-distill bench bench-batch bench-rollback loadtest gpu-check clean
 
 install: $(VENV)/.installed
@@ -26,6 +26,12 @@ model: install
 
 serve: install
 	$(BIN)/distilserve serve --port $(PORT)
+
+up: install
+	$(BIN)/distilserve up --port $(PORT)
+
+down: install
+	$(BIN)/distilserve down
 
 test: install
 	$(BIN)/python -m pytest -q --durations=20

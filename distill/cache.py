@@ -10,6 +10,7 @@ no pickle on the read path.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,6 +19,7 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 
 DEFAULT_CACHE_DIR = Path(".distilserve/cache")
+log = logging.getLogger(__name__)
 
 
 def cache_key(teacher_sha256: str, data_fingerprint: str, max_len: int, texts: Sequence[str]) -> str:
@@ -61,7 +63,9 @@ class LogitCache:
         """(logits, hit). A cached entry with the wrong row count is recomputed, never trusted."""
         cached = self.load(key)
         if cached is not None and cached.shape[0] == n_rows:
+            log.info("teacher logits for %s rows: cache hit (%s)", f"{n_rows:,}", self.path(key))
             return cached, True
+        log.info("teacher logits for %s rows: not cached, computing (progress below)", f"{n_rows:,}")
         logits = np.asarray(compute(), dtype=np.float32)
         if logits.shape[0] != n_rows:
             raise ValueError(f"teacher logits have {logits.shape[0]} rows, expected {n_rows}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Protocol
+from typing import Annotated, Protocol
 
 import yaml
 from pydantic import Field, model_validator
@@ -87,11 +87,23 @@ class TrainingConfig(StrictModel):
     seeds: list[int] = Field([0], min_length=1, description="One run per seed; report mean and spread.")
 
 
-class DataConfig(StrictModel):
-    """How much data each split gets."""
+# A share of a teacher split (float in (0, 1]) or a row count (int >= 1, capped at the split's size).
+SplitSize = Annotated[float, Field(gt=0.0, le=1.0)] | Annotated[int, Field(ge=1)]
 
-    train_size: int = Field(6000, ge=1, description="Labelled training examples.")
-    test_size: int = Field(2000, ge=1, description="Held-out examples for accuracy.")
+
+def rows_for(size: float | int, available: int) -> int:
+    """Rows a SplitSize takes out of `available`: a share rounds (at least 1), a count is capped."""
+    if isinstance(size, float):
+        return min(available, max(1, round(available * size)))
+    return min(available, size)
+
+
+class DataConfig(StrictModel):
+    """How much of the teacher's splits the student uses: counts or shares, so any dataset size fits."""
+
+    train_size: SplitSize = Field(1.0, description="Labelled training rows: a count or a share of the teacher's train split.")
+    test_size: SplitSize = Field(1.0, description="Test rows for the reported accuracy: a count or a share.")
+    val_size: SplitSize = Field(1.0, description="Validation rows the best seed is chosen on: a count or a share.")
     use_transfer_set: bool = Field(False, description="Add unlabeled rows scored only by the teacher.")
     transfer_size: int = Field(0, ge=0, description="Unlabeled transfer-set rows when enabled.")
 

@@ -11,7 +11,9 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from distill import progress
 from distilserve.core.card import LatencyStats
+from distilserve.core.stats import percentile
 
 
 @torch.inference_mode()
@@ -21,15 +23,18 @@ def logits(
     texts: Sequence[str],
     max_len: int,
     batch_size: int = 64,
+    desc: str = "predict",
 ) -> np.ndarray:
-    """Raw (pre-softmax) logits, shape [len(texts), num_labels], float32."""
+    """Raw (pre-softmax) logits, shape [len(texts), num_labels], float32 (progress on stderr)."""
     model.eval()
     device = next(model.parameters()).device
     out = []
-    for i in range(0, len(texts), batch_size):
-        enc = tokenizer(list(texts[i : i + batch_size]), truncation=True, max_length=max_len, padding=True,
-                        return_tensors="pt")
-        out.append(model(**{k: v.to(device) for k, v in enc.items()}).logits.float().cpu().numpy())
+    with progress.step(desc, len(texts), "texts") as bar:
+        for i in range(0, len(texts), batch_size):
+            enc = tokenizer(list(texts[i : i + batch_size]), truncation=True, max_length=max_len, padding=True,
+                            return_tensors="pt")
+            out.append(model(**{k: v.to(device) for k, v in enc.items()}).logits.float().cpu().numpy())
+            bar.update(len(out[-1]))
     return np.concatenate(out) if out else np.zeros((0, model.config.num_labels), dtype=np.float32)
 
 
@@ -39,16 +44,19 @@ def predict(
     texts: Sequence[str],
     max_len: int,
     batch_size: int = 64,
+    desc: str = "predict",
 ) -> np.ndarray:
     """Class probabilities, shape [len(texts), num_labels]."""
-    return torch.softmax(torch.from_numpy(logits(model, tokenizer, texts, max_len, batch_size)), dim=-1).numpy()
+    raw = logits(model, tokenizer, texts, max_len, batch_size, desc=desc)
+    return torch.softmax(torch.from_numpy(raw), dim=-1).numpy()
 
 
 def accuracy(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, ds: datasets.Dataset, max_len: int
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, ds: datasets.Dataset, max_len: int,
+    desc: str = "accuracy",
 ) -> float:
     """Share of `ds` rows whose argmax prediction equals `label`."""
-    probs = predict(model, tokenizer, list(ds["text"]), max_len)
+    probs = predict(model, tokenizer, list(ds["text"]), max_len, desc=desc)
     return float((probs.argmax(axis=1) == np.asarray(ds["label"])).mean())
 
 
@@ -67,6 +75,7 @@ def time_batches(
     texts = list(texts)
     stats = []
     for bs in batch_sizes:
+        progress.log.info("latency: batch %d, %d warm-up + %d timed runs", bs, warmup, runs)
         times = []
         for i in range(warmup + runs):
             start = (i * bs) % max(1, len(texts) - bs)
@@ -75,9 +84,8 @@ def time_batches(
             fn(batch)
             if i >= warmup:
                 times.append((time.perf_counter() - t0) * 1000.0)
-        arr = np.asarray(times)
-        stats.append(LatencyStats(batch_size=bs, p50_ms=round(float(np.percentile(arr, 50)), 3),
-                                  p99_ms=round(float(np.percentile(arr, 99)), 3), runs=runs))
+        stats.append(LatencyStats(batch_size=bs, p50_ms=round(percentile(times, 50), 3),
+                                  p99_ms=round(percentile(times, 99), 3), runs=runs))
     return stats
 
 

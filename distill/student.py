@@ -1,20 +1,18 @@
 """The student recipe: distill an exported teacher version into a smaller student and export it.
 
 `run_student(cfg, repo)` loads the teacher from `<repo>/<model>/<teacher_version>/`, rebuilds
-the teacher's exact splits (the fingerprint must match its card: the held-out test split is
-then the teacher's, so no student is evaluated on rows the teacher trained on), trains one
-student per seed against cached teacher logits (plus on-the-fly hidden states / attentions when
-those losses are configured), measures the teacher's and the student's latency in the same
-process, and exports the best seed as the next version.
+the teacher's exact splits from the data source on its card (the fingerprint must match: the
+test split is then the teacher's, so no student is evaluated on rows the teacher trained on),
+trains one student per seed against cached teacher logits (plus on-the-fly hidden states /
+attentions when those losses are configured), chooses the best seed on the validation split,
+reports the test accuracy of every seed, measures the teacher's and the student's latency in
+the same process, and exports the best seed as the next version.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import statistics
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -29,9 +27,10 @@ from transformers import (
 )
 
 from distill import cache, data, evaluate, export, train
-from distill.config import DistillConfig, load_config
+from distill.architectures import build_student, check_supported
+from distill.config import DistillConfig, rows_for
+from distill.errors import InputError
 from distill.losses import DistillLoss
-from distill.students import build_student
 from distilserve.core.card import LatencyStats, ModelCard
 
 log = logging.getLogger(__name__)
@@ -56,8 +55,10 @@ class StudentResult:
     config: DistillConfig
     accuracy: float  # mean over seeds
     accuracy_std: float  # sample std (ddof=1); 0 for one seed
-    accuracy_seeds: list[float]
-    best_seed: int
+    accuracy_seeds: list[float]  # test accuracy of every seed
+    best_seed: int  # chosen on validation accuracy, never on test
+    val_accuracy_seeds: list[float]
+    validation_accuracy: float  # the best seed's
     eval_examples: int
     latency: list[LatencyStats]  # the best-seed student, measured beside the teacher
     teacher_latency: list[LatencyStats]
@@ -84,6 +85,7 @@ class StudentResult:
             "accuracy_std": self.accuracy_std,
             "accuracy_seeds": self.accuracy_seeds,
             "best_seed": self.best_seed,
+            "val_accuracy_seeds": self.val_accuracy_seeds,
             "eval_examples": self.eval_examples,
             "teacher_accuracy": self.teacher_accuracy,
             "accuracy_ratio": self.accuracy_ratio,
@@ -154,36 +156,61 @@ def load_teacher(version_dir: Path, *, eager_attention: bool = False) -> Teacher
     return Teacher(model.eval(), tokenizer, card, version_dir, export.sha256_file(version_dir / export.WEIGHTS))
 
 
-def teacher_splits(card: ModelCard, cfg: DistillConfig) -> data.Splits:
-    """The splits the teacher was trained and evaluated on, checked against its fingerprint."""
-    tcfg = card.lineage.config
-    splits = data.load_splits(
-        min_confidence=float(tcfg.get("min_confidence", 0.7)),
-        test_size=int(tcfg.get("test_size", cfg.data.test_size)),
-        train_size=int(tcfg.get("train_size", cfg.data.train_size)),
-        seed=int(tcfg.get("seed", 0)),
-    )
+def teacher_splits(card: ModelCard) -> data.Splits:
+    """The splits the teacher was trained, selected and evaluated on, checked against its fingerprint.
+
+    The data source comes from the teacher's card (any labelled file); cards written before
+    cards recorded it name the built-in corpus through their lineage config.
+    """
+    source = card.data_source
+    if source is None:
+        tcfg = card.lineage.config
+        source = data.DataSource(
+            path="", format="corpus", text_column="text", label_column="sentiment", labels=list(card.labels),
+            split={k: tcfg[k] for k in ("test_size", "train_size", "val_size", "seed", "min_confidence") if k in tcfg},
+        )
+    splits = data.splits_from_card(source)
     if splits.fingerprint != card.lineage.data_fingerprint:
-        raise ValueError(
+        raise InputError(
             f"teacher version {card.version} was trained on data {card.lineage.data_fingerprint}, but its "
-            f"split settings now give {splits.fingerprint}: the corpus or split code changed; retrain the teacher"
+            f"data source {source.path or 'corpus'} now gives {splits.fingerprint}: the file or the split "
+            f"code changed; retrain the teacher"
+        )
+    if splits.validation is None or len(splits.validation) == 0:
+        raise InputError(
+            f"teacher version {card.version} has no validation split (exported before validation existed): "
+            f"students are selected on it; retrain the teacher"
         )
     return splits
 
 
-def student_rows(cfg: DistillConfig, splits: data.Splits) -> tuple[datasets.Dataset, datasets.Dataset, datasets.Dataset]:
-    """(labeled train rows, unlabeled transfer rows with label -100, test rows) for `cfg`.
+@dataclass(frozen=True)
+class StudentRows:
+    labeled: datasets.Dataset
+    transfer: datasets.Dataset  # unlabeled (label -100): teacher targets only
+    validation: datasets.Dataset
+    test: datasets.Dataset
 
-    Labeled and test rows are prefixes of the teacher's splits (capped at their sizes); the
-    transfer rows are a seeded sample of `splits.transfer`, which excludes every train/test text.
+
+def student_rows(cfg: DistillConfig, splits: data.Splits) -> StudentRows:
+    """The rows of `cfg` out of the teacher's splits.
+
+    Labeled, validation and test rows are prefixes of the teacher's splits (counts capped at their
+    sizes, shares of them); the transfer rows are a seeded sample of `splits.transfer`, which
+    excludes every train/validation/test text.
     """
-    labeled = splits.train.select(range(min(cfg.data.train_size, len(splits.train))))
-    test = splits.test.select(range(min(cfg.data.test_size, len(splits.test))))
-    n_transfer = min(cfg.data.transfer_size, len(splits.transfer)) if cfg.data.use_transfer_set else 0
+    assert splits.validation is not None
+    d = cfg.data
+
+    def head(ds: datasets.Dataset, size: float | int) -> datasets.Dataset:
+        return ds.select(range(rows_for(size, len(ds))))
+
+    n_transfer = min(d.transfer_size, len(splits.transfer)) if d.use_transfer_set else 0
     transfer = splits.transfer.shuffle(seed=0).select(range(n_transfer))
     # The transfer set's own labels come from low-confidence annotation: teacher targets only.
     transfer = transfer.map(lambda _: {"label": -100}, desc="unlabel")
-    return labeled, transfer, test
+    return StudentRows(head(splits.train, d.train_size), transfer, head(splits.validation, d.val_size),
+                       head(splits.test, d.test_size))
 
 
 def cached_teacher_logits(
@@ -191,7 +218,7 @@ def cached_teacher_logits(
 ) -> tuple[list[list[float]], bool]:
     key = cache.cache_key(teacher.weights_sha256, fingerprint, max_len, texts)
     logits, hit = logit_cache.get_or_compute(
-        key, len(texts), lambda: evaluate.logits(teacher.model, teacher.tokenizer, texts, max_len)
+        key, len(texts), lambda: evaluate.logits(teacher.model, teacher.tokenizer, texts, max_len, desc="teacher logits")
     )
     return logits.tolist(), hit
 
@@ -206,7 +233,7 @@ def student_to_teacher_ids(student_tok: PreTrainedTokenizerBase, teacher_tok: Pr
 def make_step_loss(distill_loss: DistillLoss, teacher: PreTrainedModel, id_map: torch.Tensor | None) -> train.StepLoss:
     """Student forward + DistillLoss against cached teacher logits (teacher forward only if needed).
 
-    Pruned vocabularies tokenize the corpus into the same wordpieces (see students.prune_vocab),
+    Pruned vocabularies tokenize the corpus into the same wordpieces (see architectures.prune_vocab),
     so mapping ids back through `id_map` feeds the teacher the same, position-aligned sequence.
     """
     hidden, attn = distill_loss.needs_hidden_states, distill_loss.needs_attentions
@@ -288,26 +315,32 @@ def run_student(
     # Eager attention is slower: ask for it only when an attention-transfer loss needs the maps.
     teacher = load_teacher(teacher_dir or teacher_dir_for(repo, model_name, cfg.teacher_version),
                            eager_attention=any(loss.kind == "attention" for loss in cfg.losses))
-    splits = teacher_splits(teacher.card, cfg)
-    labeled, transfer, test = student_rows(cfg, splits)
+    check_supported(teacher.model.config.model_type, cfg.student)  # before any data or training
+    cfg.student.check_against_teacher(teacher.model.config)
+    splits = teacher_splits(teacher.card)
+    part = student_rows(cfg, splits)
     max_len = cfg.training.max_seq_len
 
     logit_cache = cache.LogitCache(cache_dir)
     parts, hits = [], 0
-    for part in (labeled, transfer):
-        if len(part) == 0:
+    for rows_part in (part.labeled, part.transfer):
+        if len(rows_part) == 0:
             continue
-        texts = list(part["text"])
+        texts = list(rows_part["text"])
         logits, hit = cached_teacher_logits(teacher, texts, splits.fingerprint, max_len, logit_cache)
         hits += int(hit)
-        parts.append(datasets.Dataset.from_dict({"text": texts, "label": list(part["label"]), "teacher_logits": logits}))
+        parts.append(datasets.Dataset.from_dict({"text": texts, "label": list(rows_part["label"]),
+                                                 "teacher_logits": logits}))
     rows = datasets.concatenate_datasets(parts)
 
+    test = part.test
     full_test = len(test) == teacher.card.eval_examples and teacher.card.max_seq_len == max_len
-    teacher_acc = teacher.card.accuracy if full_test else evaluate.accuracy(teacher.model, teacher.tokenizer, test, max_len)
+    teacher_acc = (teacher.card.accuracy if full_test
+                   else evaluate.accuracy(teacher.model, teacher.tokenizer, test, max_len, desc="teacher test"))
 
     corpus = list(rows["text"])  # what a pruned vocabulary keeps: training texts only, never test
     accs: list[float] = []
+    val_accs: list[float] = []
     best: tuple[float, int, PreTrainedModel, PreTrainedTokenizerBase] | None = None
     for seed in seeds:
         torch.manual_seed(seed)
@@ -325,11 +358,15 @@ def run_student(
                             extra_params=list(distill_loss.parameters()), desc=f"{cfg.name} seed {seed}")
         student.cpu()
         teacher.model.cpu()
-        acc = evaluate.accuracy(student, tok, test, max_len)
-        log.info("%s seed %d: accuracy %.4f (final loss %.4f)", cfg.name, seed, acc, stats["final_loss"])
+        val_acc = evaluate.accuracy(student, tok, part.validation, max_len, desc=f"seed {seed} validation")
+        acc = evaluate.accuracy(student, tok, test, max_len, desc=f"seed {seed} test")
+        log.info("%s seed %d: validation accuracy %.4f, test accuracy %.4f (final loss %.4f)",
+                 cfg.name, seed, val_acc, acc, stats["final_loss"])
         accs.append(acc)
-        if best is None or acc > best[0]:
-            best = (acc, seed, student, tok)
+        val_accs.append(val_acc)
+        # Selected on validation; test only reports (all seeds, on the card).
+        if best is None or val_acc > best[0]:
+            best = (val_acc, seed, student, tok)
     assert best is not None
     _, best_seed, student, tok = best
     mean, std = mean_std(accs)
@@ -338,9 +375,9 @@ def run_student(
     t_lat, s_lat = paired_latency(teacher, student, tok, texts, max_len, runs=5 if quick else 50, rounds=1 if quick else 2)
     result = StudentResult(
         name=cfg.name, config=cfg, accuracy=mean, accuracy_std=std, accuracy_seeds=accs, best_seed=best_seed,
-        eval_examples=len(test), latency=s_lat, teacher_latency=t_lat, teacher_accuracy=teacher_acc,
-        parameters=evaluate.count_parameters(student), bytes=weight_bytes(student),
-        train_rows=len(labeled), transfer_rows=len(transfer), speedup=speedups(t_lat, s_lat),
+        val_accuracy_seeds=val_accs, validation_accuracy=best[0], eval_examples=len(test), latency=s_lat, teacher_latency=t_lat,
+        teacher_accuracy=teacher_acc, parameters=evaluate.count_parameters(student), bytes=weight_bytes(student),
+        train_rows=len(part.labeled), transfer_rows=len(part.transfer), speedup=speedups(t_lat, s_lat),
         accuracy_ratio=accuracy_ratio(mean, teacher_acc), teacher_version=teacher.card.version,
         data_fingerprint=splits.fingerprint, cache_hits=hits, model=student, tokenizer=tok,
     )
@@ -365,10 +402,13 @@ def export_student(result: StudentResult, teacher_card: ModelCard, repo: Path, m
             "eval_examples": result.eval_examples,
             "latency": result.latency,
             "measured_on": evaluate.machine(),
+            "validation_accuracy": result.validation_accuracy,
+            "data_source": teacher_card.data_source,
         },
         lineage_fields={
             "data_fingerprint": result.data_fingerprint,
-            "config": {"recipe": "student", "best_seed": result.best_seed, **result.config.model_dump(mode="json")},
+            "config": {"recipe": "student", "best_seed": result.best_seed, "selected_on": "validation",
+                       **result.config.model_dump(mode="json")},
             "teacher_version": result.teacher_version,
             "base_model": teacher_card.lineage.base_model,
         },
@@ -376,45 +416,3 @@ def export_student(result: StudentResult, teacher_card: ModelCard, repo: Path, m
     result.version_dir, result.card, result.bytes = version_dir, card, card.bytes
     return version_dir
 
-
-# ---------------------------------------------------------------- CLI entry
-
-
-def parse_seeds(text: str) -> list[int]:
-    """'0,1,2' -> [0, 1, 2]; an int n -> range(n) is NOT implied: list the seeds."""
-    try:
-        return [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--seeds takes a comma-separated list of ints like 0,1,2, got {text!r}") from None
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("--config", default="student_l2", help="shipped recipe name (student_l2, ...) or a YAML path")
-    parser.add_argument("--repo", type=Path, default=Path("model_repository"), help="model repository root")
-    parser.add_argument("--model", default="sentiment", help="model name inside the repository")
-    parser.add_argument("--teacher-dir", type=Path, default=None, help="teacher version folder (default: from the config)")
-    parser.add_argument("--seeds", type=parse_seeds, default=None, help="comma-separated seeds (default: the config's)")
-    parser.add_argument("--no-export", action="store_true", help="measure only; write no version")
-    parser.add_argument("--quick", action="store_true", help="few latency runs (smoke)")
-    parser.add_argument("--cache-dir", type=Path, default=None, help="teacher-logit cache (default .distilserve/cache)")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`distilserve distill student`: run one recipe and print its metrics as JSON."""
-    args = add_arguments(argparse.ArgumentParser(prog="distilserve distill student")).parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    return run_args(args)
-
-
-def run_args(args: argparse.Namespace) -> int:
-    """The command body, for the `distilserve distill student` subcommand."""
-    result = run_student(load_config(args.config), args.repo, args.model, teacher_dir=args.teacher_dir,
-                         seeds=args.seeds, export=not args.no_export, quick=args.quick, cache_dir=args.cache_dir)
-    json.dump(result.summary(), sys.stdout, indent=2)
-    sys.stdout.write("\n")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

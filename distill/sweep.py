@@ -1,9 +1,11 @@
 """Run several student recipes against one teacher, tabulate them beside the teacher and the
-TF-IDF baseline, and export the students on the accuracy / batch-1 latency Pareto front."""
+TF-IDF baseline, and export the students on the accuracy / batch-1 latency Pareto front.
+
+Rendering (markdown table, Pareto plot) is `distill.report`, which imports this module's `Row`;
+this module never imports the report (no cycle, and no matplotlib for a sweep without one)."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -15,11 +17,10 @@ from pydantic import BaseModel, Field
 
 from distill import baseline as baseline_mod
 from distill.baseline import BaselineResult
-from distill.config import DistillConfig, load_config, shipped_configs
+from distill.config import DistillConfig, shipped_configs
 from distill.student import (
     StudentResult,
     export_student,
-    parse_seeds,
     run_student,
     teacher_dir_for,
     teacher_splits,
@@ -156,7 +157,7 @@ def run_sweep(
     teacher_card = ModelCard.read(t_dir)
     baseline = None
     if with_baseline:
-        splits = teacher_splits(teacher_card, configs[0])
+        splits = teacher_splits(teacher_card)
         baseline = baseline_mod.run_baseline(splits, latency_runs=5 if quick else 50)
     rows = tabulate([r.summary() for r in results], teacher_card, baseline)
     chosen = [row.name for row in rows if row.kind == "student" and row.pareto]
@@ -184,45 +185,5 @@ def summaries_from_log(text: str) -> list[dict]:
     return list(found.values())
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("--configs", nargs="+", default=None,
-                        help="recipe names or YAML paths (default: every shipped recipe except 'quick')")
-    parser.add_argument("--seeds", type=parse_seeds, default=None, help="comma-separated seeds (default 0,1,2)")
-    parser.add_argument("--repo", type=Path, default=Path("model_repository"), help="model repository root")
-    parser.add_argument("--model", default="sentiment", help="model name inside the repository")
-    parser.add_argument("--teacher-dir", type=Path, default=None, help="teacher version folder")
-    parser.add_argument("--no-export", action="store_true", help="measure only; export no student")
-    parser.add_argument("--quick", action="store_true", help="few latency runs (smoke)")
-    parser.add_argument("--cache-dir", type=Path, default=None, help="teacher-logit cache (default .distilserve/cache)")
-    parser.add_argument("--out", type=Path, default=Path("runs/distill"), help="where table.md and pareto.png go")
-    return parser
-
-
 def default_config_names() -> list[str]:
     return [name for name in shipped_configs() if name != "quick"]
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`distilserve distill sweep`: run the recipes, print the table, write table.md + pareto.png."""
-
-    args = add_arguments(argparse.ArgumentParser(prog="distilserve distill sweep")).parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    return run_args(args)
-
-
-def run_args(args: argparse.Namespace) -> int:
-    """The command body, for the `distilserve distill sweep` subcommand."""
-    from distill import report  # matplotlib only when a report is drawn
-
-    configs = [load_config(name) for name in (args.configs or default_config_names())]
-    result = run_sweep(configs, args.seeds if args.seeds is not None else [0, 1, 2], args.repo, args.model,
-                       teacher_dir=args.teacher_dir, export_best=not args.no_export, quick=args.quick,
-                       cache_dir=args.cache_dir)
-    table, png = report.write_report(result.rows, args.out)
-    print(table.read_text())
-    print(f"wrote {table} and {png}; exported: {result.exported or 'none'}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

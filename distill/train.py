@@ -10,13 +10,14 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 from transformers import (
     DataCollatorWithPadding,
     PreTrainedModel,
     PreTrainedTokenizerBase,
     get_linear_schedule_with_warmup,
 )
+
+from distill import progress
 
 # (model, batch) -> scalar loss. Batches hold input_ids, attention_mask, labels and any
 # extra columns the dataset carries (e.g. cached teacher logits).
@@ -60,8 +61,13 @@ def train(
     step_loss: StepLoss = cross_entropy,
     extra_params: Iterable[torch.nn.Parameter] = (),
     desc: str = "train",
+    on_epoch_end: Callable[[int], None] | None = None,
 ) -> dict[str, float]:
-    """Train `model` in place on an already tokenized `train_set`; returns simple stats."""
+    """Train `model` in place on an already tokenized `train_set`; returns simple stats.
+
+    `on_epoch_end(epoch)` runs after each epoch with the model in eval mode (e.g. to score the
+    validation split and keep the best epoch); training resumes in train mode after it.
+    """
     set_seed(cfg.seed)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     loader = DataLoader(
@@ -78,19 +84,22 @@ def train(
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
     model.train()
     losses: list[float] = []
-    bar = tqdm(total=total, desc=desc, disable=not accelerator.is_local_main_process)
-    for _ in range(cfg.epochs):
-        for batch in loader:
-            loss = step_loss(model, batch)
-            accelerator.backward(loss)
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad()
-            losses.append(float(loss.detach()))
-            bar.update(1)
-            bar.set_postfix(loss=f"{losses[-1]:.4f}")
-    bar.close()
+    for epoch in range(cfg.epochs):
+        with progress.step(f"{desc} epoch {epoch + 1}/{cfg.epochs}", len(train_set), "examples") as bar:
+            for batch in loader:
+                loss = step_loss(model, batch)
+                accelerator.backward(loss)
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+                losses.append(float(loss.detach()))
+                bar.update(len(batch["input_ids"]))
+                bar.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
+        if on_epoch_end is not None:
+            model.eval()
+            on_epoch_end(epoch)
+            model.train()
     model.eval()
     tail = losses[-20:] or [float("nan")]
     return {"steps": float(len(losses)), "final_loss": sum(tail) / len(tail)}

@@ -25,7 +25,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from loadtests.bench_overhead import percentile, start_ray_retrying, stop_serve_and_ray, wait_ready
+from distilserve.core.stats import percentile
+from loadtests.bench_overhead import start_ray_retrying, stop_serve_and_ray, wait_ready
 
 
 @dataclass
@@ -149,12 +150,12 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "command.txt").write_text(" ".join([sys.executable, "-m", "loadtests.bench_autoscale",
                                                     *(argv or sys.argv[1:])]) + "\n")
-    from serving.runner import loopback_ray_env
+    from serving.ray_env import loopback_ray_env
 
     loopback_ray_env()  # before anything imports ray: Ray reads these settings at import
     from ray import serve
 
-    from serving.app import app_name
+    from distilserve.core.names import app_name
     from serving.config import AutoscalingSettings, ServeConfig
     from serving.runner import Runner
     from serving.triton.server import free_port

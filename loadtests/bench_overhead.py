@@ -35,8 +35,10 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from distilserve.core.stats import percentile
+from distilserve.core.tensors import INPUT_TEXT, OUTPUT_LABEL
 from loadtests import corpus
-from serving.runner import loopback_ray_env
+from serving.ray_env import loopback_ray_env
 
 
 @dataclass
@@ -48,13 +50,6 @@ class Point:
     rps: float  # texts per second (requests are single texts, except raw batches)
     p50_ms: float
     p99_ms: float
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
 
 
 def best_under_slo(points: list[Point], slo_ms: float) -> Point | None:
@@ -138,10 +133,10 @@ def bench_triton(repo: Path, model: str, version: str, texts: list[str], levels:
             client = grpc_aio.InferenceServerClient(server.grpc_url)
 
             async def call(text: str) -> None:
-                inp = grpc.InferInput("TEXT", [1, 1], "BYTES")
+                inp = grpc.InferInput(INPUT_TEXT, [1, 1], "BYTES")
                 inp.set_data_from_numpy(np.array([[text.encode()]], dtype=np.object_))
                 result = await client.infer(model, [inp], model_version=version)
-                result.as_numpy("LABEL")
+                result.as_numpy(OUTPUT_LABEL)
 
             out = []
             for c in levels:

@@ -21,6 +21,7 @@ import uuid
 import gevent
 from locust import HttpUser, LoadTestShape, constant_throughput, events, task
 
+from distilserve.core.tensors import INPUT_TEXT, OUTPUT_LABEL
 from loadtests import corpus, shapes
 from loadtests.run_locust import check_host
 
@@ -73,9 +74,9 @@ MALFORMED: tuple[tuple[str, str, bytes], ...] = (
     ("malformed: oversized text", "/v1/predict", json.dumps({"inputs": ["x" * 2001]}).encode()),
     ("malformed: unknown model", "/v1/predict", json.dumps({"model": "nope", "inputs": ["ok"]}).encode()),
     ("malformed: oip wrong datatype", f"/v2/models/{MODEL}/infer",
-     json.dumps({"inputs": [{"name": "TEXT", "shape": [1], "datatype": "FP32", "data": [1.0]}]}).encode()),
+     json.dumps({"inputs": [{"name": INPUT_TEXT, "shape": [1], "datatype": "FP32", "data": [1.0]}]}).encode()),
     ("malformed: oip shape mismatch", f"/v2/models/{MODEL}/infer",
-     json.dumps({"inputs": [{"name": "TEXT", "shape": [2], "datatype": "BYTES", "data": ["a"]}]}).encode()),
+     json.dumps({"inputs": [{"name": INPUT_TEXT, "shape": [2], "datatype": "BYTES", "data": ["a"]}]}).encode()),
 )
 
 
@@ -126,15 +127,15 @@ class OipUser(_ApiUser):
     @task(19)
     def infer(self) -> None:
         texts = self.texts()
-        body = {"inputs": [{"name": "TEXT", "shape": [len(texts)], "datatype": "BYTES", "data": texts}]}
+        body = {"inputs": [{"name": INPUT_TEXT, "shape": [len(texts)], "datatype": "BYTES", "data": texts}]}
         with self.client.post(f"/v2/models/{MODEL}/infer", json=body, name="/v2/models/[model]/infer",
                               catch_response=True) as r:
             if r.status_code != 200:
                 r.failure(f"HTTP {r.status_code}: {r.text[:200]}")
                 return
             outputs = {o["name"]: o for o in r.json().get("outputs", [])}
-            if outputs.get("LABEL", {}).get("shape") != [len(texts)]:
-                r.failure(f"LABEL output does not match {len(texts)} inputs: {list(outputs)}")
+            if outputs.get(OUTPUT_LABEL, {}).get("shape") != [len(texts)]:
+                r.failure(f"{OUTPUT_LABEL} output does not match {len(texts)} inputs: {list(outputs)}")
 
 
 class StickyAbUser(_ApiUser):

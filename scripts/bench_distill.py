@@ -28,7 +28,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from distill import report  # noqa: E402
 from distill.baseline import run_baseline  # noqa: E402
 from distill.config import DistillConfig, load_config  # noqa: E402
-from distill.student import parse_seeds, teacher_splits  # noqa: E402
+from distill.parsing import parse_seeds  # noqa: E402
+from distill.student import teacher_splits  # noqa: E402
 from distill.sweep import default_config_names, run_sweep, summaries_from_log, tabulate  # noqa: E402
 from distilserve.core.card import ModelCard  # noqa: E402
 
@@ -51,7 +52,7 @@ def tabulate_log(log_path: Path, repo: Path, cfg: DistillConfig, out: Path) -> i
         print(f"no 'student done' lines in {log_path}", file=sys.stderr)
         return 1
     card = ModelCard.read(repo / "sentiment" / cfg.teacher_version)
-    rows = tabulate(summaries, card, run_baseline(teacher_splits(card, cfg)))
+    rows = tabulate(summaries, card, run_baseline(teacher_splits(card)))
     table, png = report.write_report(rows, out)
     print(table.read_text())
     print(f"from {log_path}: {[s['name'] for s in summaries]}; wrote {table} and {png}")

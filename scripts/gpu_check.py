@@ -69,9 +69,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def build_repository(repo: Path, args: argparse.Namespace) -> dict[str, Path]:
     import torch
 
+    from distill.architectures import student_from_layers
     from distill.export import export_version
     from distill.models import load_teacher_backbone, tiny_teacher
-    from distill.students import student_from_layers
 
     shutil.copytree(ROOT / "model_repository" / "sentiment", repo / "sentiment",
                     ignore=shutil.ignore_patterns("[0-9]*", "__pycache__"))
@@ -143,8 +143,10 @@ def _wait(check, timeout: float, what: str, proc: subprocess.Popen) -> None:  # 
 async def _drive(url: str, version: str, args: argparse.Namespace) -> tuple[float, int]:
     import httpx
 
+    from distilserve.core.tensors import INPUT_TEXT
+
     texts = (TEXTS * (args.request_texts // len(TEXTS) + 1))[: args.request_texts]
-    body = {"inputs": [{"name": "TEXT", "shape": [len(texts), 1], "datatype": "BYTES", "data": texts}]}
+    body = {"inputs": [{"name": INPUT_TEXT, "shape": [len(texts), 1], "datatype": "BYTES", "data": texts}]}
     endpoint = f"{url}/v2/models/sentiment/versions/{version}/infer"
     done = errors = 0
     limits = httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=args.concurrency)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
 
-MODEL_PATTERN = r"^[a-z][a-z0-9_-]{0,63}$"
-VERSION_PATTERN = r"^[1-9][0-9]{0,8}$"
+from distilserve.core.names import MODEL_PATTERN, VERSION_PATTERN
 
 
 class PredictRequest(BaseModel):
@@ -61,3 +60,10 @@ class DeployRequest(BaseModel):
     version: StrictStr = Field(pattern=VERSION_PATTERN, description="Version to keep deployed (warm).")
     warm: bool = Field(default=True, description="False releases it (the runner scales it down).")
     reason: StrictStr = Field(default="deploy from admin API", min_length=1, max_length=500)
+
+
+class PruneRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    keep: StrictInt = Field(default=3, ge=1, description="Newest available versions to keep (the newest always stays).")
+    dry_run: bool = Field(default=False, description="Say what would be pruned; change nothing.")

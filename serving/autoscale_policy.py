@@ -1,6 +1,6 @@
 """Autoscaling that counts requests on the ingress's short path too.
 
-Requests that the ingress sends straight to a replica's Triton (serving/endpoints.py) never
+Requests that the ingress sends straight to a replica's Triton (serving/transport/endpoints.py) never
 pass through Serve, so Serve's own count of ongoing requests misses them. Each ModelVersion
 replica therefore reports `triton_concurrency` (mean requests inside its Triton, from Triton's
 request-time counter), and the load this policy scales on is, per replica, the larger of the

@@ -8,35 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import json
 import shutil
 import tempfile
 import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Protocol
 
 import numpy as np
 
-
-class ModelError(RuntimeError):
-    """The model failed on a request (a server fault: HTTP 500 for that request only)."""
-
-
-class BackendUnavailable(RuntimeError):
-    """The backend cannot take requests right now (HTTP 503)."""
-
-
-@dataclass(frozen=True)
-class Failure:
-    """A failed inference returned as a value across the Ray hop.
-
-    Exceptions raised in a replica reach the caller wrapped with Ray's traceback (actor ids,
-    pids); a value keeps the client-facing message exactly what the backend said.
-    """
-
-    kind: Literal["model", "unavailable"]
-    message: str
+from serving.transport.failure import Failure
+from serving.transport.triton_grpc import triton_infer
 
 
 class Backend(Protocol):
@@ -44,6 +28,8 @@ class Backend(Protocol):
     version: str
 
     async def infer(self, texts: list[str]) -> tuple[np.ndarray, list[str]]: ...
+
+    async def model_config(self) -> dict: ...
 
     def healthy(self) -> bool: ...
 
@@ -81,10 +67,20 @@ class TritonBackend:
     async def infer(self, texts: list[str]) -> tuple[np.ndarray, list[str]]:
         try:
             return await triton_infer(self._get_client(), self.model, self.version, texts)
-        except ModelError:
-            if not self.server.alive():
-                raise BackendUnavailable(f"Triton for {self.model} v{self.version} is down") from None
+        except Failure as e:
+            if e.kind == "model" and not self.server.alive():
+                raise Failure("unavailable", f"Triton for {self.model} v{self.version} is down") from None
             raise
+
+    async def model_config(self) -> dict:
+        """The config this Triton loaded (defaults filled in), as its HTTP endpoint answers it."""
+        url = f"http://{self.server.http_url}/v2/models/{self.model}/versions/{self.version}/config"
+
+        def get() -> dict:
+            with urllib.request.urlopen(url, timeout=10) as r:  # noqa: S310 - our own loopback Triton
+                return json.loads(r.read())
+
+        return await asyncio.to_thread(get)
 
     def concurrency(self) -> float:
         """Mean texts inside this Triton (queued or executing) since the last call.
@@ -105,34 +101,6 @@ class TritonBackend:
     def close(self) -> None:
         self.server.stop()
         shutil.rmtree(self._view, ignore_errors=True)
-
-
-_UNAVAILABLE = ("StatusCode.UNAVAILABLE", "StatusCode.CANCELLED", "StatusCode.DEADLINE_EXCEEDED")
-
-
-async def triton_infer(client, model: str, version: str, texts: list[str],  # noqa: ANN001 - a grpc.aio client
-                       timeout_s: float | None = None) -> tuple[np.ndarray, list[str]]:
-    """One inference over gRPC: probabilities [N, C] and labels.
-
-    Raises BackendUnavailable when the server cannot be reached or did not answer within
-    `timeout_s`, ModelError for anything the server answered with an error (the model failed
-    on this request).
-    """
-    import tritonclient.grpc as grpcclient
-    from tritonclient.utils import InferenceServerException
-
-    arr = np.array([t.encode() for t in texts], dtype=np.object_).reshape(len(texts), 1)
-    inp = grpcclient.InferInput("TEXT", list(arr.shape), "BYTES")
-    inp.set_data_from_numpy(arr)
-    try:
-        result = await client.infer(model, [inp], model_version=version, client_timeout=timeout_s)
-    except InferenceServerException as e:
-        if str(e.status()) in _UNAVAILABLE:
-            raise BackendUnavailable(f"Triton for {model} v{version} unreachable: {e.message()}") from None
-        raise ModelError(str(e.message() or e)) from None
-    probs = result.as_numpy("PROBABILITIES")
-    labels = [x.decode() if isinstance(x, bytes) else str(x) for x in result.as_numpy("LABEL").reshape(-1)]
-    return probs, labels
 
 
 COUNTERS = ("nv_inference_request_duration_us", "nv_inference_request_success", "nv_inference_count")
@@ -188,6 +156,7 @@ class TorchBackend:
             raise FileNotFoundError(f"version {version!r} of model {model!r} not found in {repository}")
         device = "cuda" if gpu and torch.cuda.is_available() else "cpu"
         self._clf = load_classifier_module(repository, model).Classifier(version_dir, device=device)
+        self._config_path = Path(repository) / model / "config.pbtxt"
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="torch-backend")
 
     async def infer(self, texts: list[str]) -> tuple[np.ndarray, list[str]]:
@@ -195,7 +164,15 @@ class TorchBackend:
         try:
             return await loop.run_in_executor(self._pool, self._clf.predict, texts)
         except Exception as e:  # noqa: BLE001 - any model fault is this request's 500
-            raise ModelError(f"model failed: {e}") from None
+            raise Failure("model", f"model failed: {e}") from None
+
+    async def model_config(self) -> dict:
+        """No Triton here: the repository's config.pbtxt in Triton's JSON form."""
+        from google.protobuf import json_format, text_format
+        from tritonclient.grpc import model_config_pb2
+
+        config = text_format.Parse(self._config_path.read_text(), model_config_pb2.ModelConfig())
+        return json_format.MessageToDict(config, preserving_proto_field_name=True)
 
     def healthy(self) -> bool:
         return True

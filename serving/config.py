@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+from distilserve.core.names import MODEL_PATTERN
 
 
 class AutoscalingSettings(BaseModel):
@@ -58,7 +69,7 @@ class LimitSettings(BaseModel):
 
 
 class BatchingSettings(BaseModel):
-    """Micro-batching at the ingress (serving/batcher.py; BENCHMARKS.md has the measurements)."""
+    """Micro-batching at the ingress (serving/transport/microbatch.py; BENCHMARKS.md has the measurements)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -76,6 +87,10 @@ class BatchingSettings(BaseModel):
                     "concurrent clients then tend to fall out of step and stop sharing calls).")
 
 
+# What serving.registry accepts as a URL (anything without '://' is a SQLite file).
+REGISTRY_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg", "sqlite")
+
+
 class ServeConfig(BaseModel):
     """Everything `distilserve serve` needs."""
 
@@ -84,8 +99,12 @@ class ServeConfig(BaseModel):
     host: str = Field(default="127.0.0.1", description="HTTP listen address; loopback unless you mean it.")
     port: int = Field(default=8000, ge=1, le=65535, description="HTTP port of the ingress.")
     model_repository: Path = Field(default=Path("model_repository"), description="Triton model repository.")
-    registry: Path = Field(default=Path(".distilserve/registry.db"), description="SQLite registry file.")
-    models: list[str] = Field(default_factory=lambda: ["sentiment"], min_length=1, description="Models to serve.")
+    registry: Path | str = Field(
+        default=Path(".distilserve/registry.db"),
+        description="The registry: a SQLite file (embedded, one machine) or a PostgreSQL URL "
+                    "(postgresql://user@host:5432/db, for a cluster; the password may come from PGPASSWORD).")
+    models: list[Annotated[str, StringConstraints(pattern=MODEL_PATTERN)]] = Field(
+        default_factory=lambda: ["sentiment"], min_length=1, description="Models to serve, e.g. ['sentiment'].")
     backend: Literal["triton", "torch"] = Field(default="triton", description="Replica backend.")
     gpu: float = Field(default=0.0, ge=0, le=8, description="GPUs per replica (fractions allowed); 0 = CPU.")
     replica_cpus: float = Field(default=0.5, ge=0, description="CPUs Ray reserves per ModelVersion replica.")
@@ -129,6 +148,19 @@ class ServeConfig(BaseModel):
         if self.http_server is None:
             self.http_server = "serve-proxy" if self.ray_address else "ingress"
         return self
+
+    @field_validator("registry", mode="before")
+    @classmethod
+    def _registry_path_or_url(cls, v: object) -> object:
+        # A URL stays text (Path would fold its '//'); anything else is a SQLite file path.
+        if not isinstance(v, str) or "://" not in v:
+            return Path(v) if isinstance(v, str) else v
+        scheme = v.split("://", 1)[0]
+        if scheme not in REGISTRY_SCHEMES:
+            shown = re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", v)  # never echo a password
+            raise ValueError(f"registry {shown!r} must be a SQLite file path or a PostgreSQL URL "
+                             f"like 'postgresql://distilserve@db.internal:5432/distilserve' ({scheme!r} is not supported)")
+        return v
 
     @field_validator("prediction_cache")
     @classmethod

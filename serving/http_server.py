@@ -37,9 +37,13 @@ def check_port_free(host: str, port: int) -> None:
     """Raise PortInUseError if something already listens on host:port.
 
     The probe binds *without* SO_REUSEPORT, so it also fails against a listener that set it
-    (another distilserve on the same port would otherwise silently share it).
+    (another distilserve on the same port would otherwise silently share it). It sets
+    SO_REUSEADDR, as the listener itself does: connections of a server that just stopped linger
+    in TIME_WAIT for about a minute and must not make the port look taken; a socket in LISTEN
+    still refuses the bind.
     """
     probe = socket.socket(_family(host), socket.SOCK_STREAM)
+    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         probe.bind((host, port))
     except OSError as e:

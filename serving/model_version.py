@@ -15,8 +15,10 @@ from pathlib import Path
 import numpy as np
 from ray import serve
 
-from serving import endpoints
-from serving.backends import BackendUnavailable, Failure, ModelError, TritonBackend, make_backend
+from serving import raycompat
+from serving.backends import TritonBackend, make_backend
+from serving.transport import endpoints
+from serving.transport.failure import Failure
 
 log = logging.getLogger("ray.serve")
 
@@ -38,6 +40,7 @@ class ModelVersion:
         if isinstance(self.backend, TritonBackend):
             import ray
 
+            raycompat.check_internal_kv()  # where the endpoint is published
             ctx = serve.get_replica_context()
             self._endpoint = endpoints.Endpoint(
                 app=ctx.app_name, replica=ctx.replica_id.unique_id, node=ray.get_runtime_context().get_node_id(),
@@ -46,7 +49,7 @@ class ModelVersion:
         log.info("ModelVersion %s v%s ready on %s backend", model, version, backend)
 
     def _publish(self) -> None:
-        """Tell same-node ingresses where this replica's Triton listens (serving/endpoints.py)."""
+        """Tell same-node ingresses where this replica's Triton listens (serving/transport/endpoints.py)."""
         if self._endpoint is None:
             return
         self._endpoint = dataclasses.replace(self._endpoint, ts=time.time())
@@ -56,13 +59,16 @@ class ModelVersion:
             log.exception("could not publish the Triton endpoint of %s v%s", self.model, self.version)
 
     async def predict(self, texts: list[str]) -> tuple[np.ndarray, list[str]] | Failure:
-        """Probabilities [N, C] and labels, or a Failure: "model" (-> 500) or "unavailable" (-> 503)."""
+        """Probabilities [N, C] and labels, or a Failure: "model" (-> 500) or "unavailable" (-> 503),
+        returned as a value so the message crosses the Ray hop unwrapped."""
         try:
             return await self.backend.infer(texts)
-        except ModelError as e:
-            return Failure("model", str(e))
-        except BackendUnavailable as e:
-            return Failure("unavailable", str(e))
+        except Failure as e:
+            return e
+
+    async def model_config(self) -> dict:
+        """Triton's JSON model config of this version (GET /v2/models/{m}/config)."""
+        return await self.backend.model_config()
 
     async def ready(self) -> bool:
         return self.backend.healthy()

@@ -6,26 +6,22 @@ interfaces — with no setting to change it (serve/_private/replica.py). In sing
 listener, so each Ray worker runs this hook at start-up (runtime_env
 `worker_process_setup_hook`) and the server binds 127.0.0.1 instead. Multi-node clusters
 (`ray_address` set) do not install the hook: their replicas must be reachable by peers.
+
+If a Ray upgrade drops the patched symbol, the hook raises (serving/raycompat.py) and the
+worker fails to start: loudly, rather than quietly putting replica gRPC back on all interfaces.
 """
 
 from __future__ import annotations
 
+from serving import raycompat
+
 HOOK = "serving.raypatch.bind_replica_grpc_to_loopback"
 
 
+def loopback_address(address: str) -> str:
+    """'[::]:PORT' -> '127.0.0.1:PORT'; any other address unchanged."""
+    return "127.0.0.1:" + address.split(":")[-1] if address.startswith("[::]:") else address
+
+
 def bind_replica_grpc_to_loopback() -> None:
-    try:
-        from ray.serve._private import replica
-    except ImportError:  # Serve is not installed in this worker: nothing to patch
-        return
-    original = getattr(replica, "add_port_to_grpc_server", None)
-    if original is None or getattr(original, "_distilserve_loopback", False):
-        return
-
-    def loopback(server, address: str):  # noqa: ANN001, ANN202 - mirrors Ray's private signature
-        if address.startswith("[::]:"):
-            address = "127.0.0.1:" + address.split(":")[-1]
-        return original(server, address)
-
-    loopback._distilserve_loopback = True  # type: ignore[attr-defined]
-    replica.add_port_to_grpc_server = loopback
+    raycompat.patch_replica_grpc_bind(loopback_address)

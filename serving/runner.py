@@ -1,5 +1,6 @@
-"""`distilserve serve`: start Ray + Serve on loopback, keep the deployed apps equal to the
-registry's wishes, and stop everything on Ctrl-C.
+"""Start Ray + Serve on loopback with the controller and ingress applications, and the
+reconcile logic the controller runs (serving/control/controller.py): keep the deployed apps
+equal to the registry's wishes.
 
 The registry is the source of truth. Every `reconcile_s` the runner deploys an application
 for each version that is live, shadowed, or the rollback target (kept warm so a rollback is
@@ -10,13 +11,18 @@ of those.
 from __future__ import annotations
 
 import logging
-import os
+import shutil
 import signal
+import tempfile
+import threading
 import time
 from pathlib import Path
 
 from distilserve.core.card import CARD_FILENAME, ModelCard
+from distilserve.core.names import is_model_name
+from serving import raycompat
 from serving.config import ServeConfig
+from serving.ray_env import loopback_ray_env
 from serving.registry import Registry, RegistryError
 
 log = logging.getLogger("distilserve.serve")
@@ -36,6 +42,21 @@ def register_repository(registry: Registry, repository: Path, model: str) -> lis
             found.append(folder.name)
         except RegistryError as e:
             log.warning("not registering %s: %s", folder, e)
+    return found
+
+
+def repository_models(repository: Path) -> list[str]:
+    """Model folders of the repository with a config.pbtxt and at least one exported version
+    (a numbered folder holding a card): what the controller serves besides the configured ones."""
+    root = Path(repository)
+    if not root.is_dir():
+        return []
+    found = []
+    for folder in sorted(root.iterdir()):
+        if not (folder.is_dir() and is_model_name(folder.name) and (folder / "config.pbtxt").is_file()):
+            continue
+        if any(v.name.isdigit() and (v / CARD_FILENAME).is_file() for v in folder.iterdir()):
+            found.append(folder.name)
     return found
 
 
@@ -71,26 +92,6 @@ def desired_versions(registry: Registry, model: str, rollback_warm_s: float = fl
     return wanted
 
 
-def loopback_ray_env() -> None:
-    """Ray settings that keep every listener on 127.0.0.1 and the CLI out of token auth.
-
-    Must run before `ray` is first imported: Ray reads these at import time. With
-    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 Ray runs as a single-node cluster, takes 127.0.0.1 as
-    the node address, and binds GCS, raylet and worker servers there instead of on every
-    interface. Multi-node deployments connect with `ray_address` and never call this.
-    """
-    import sys
-
-    if "ray" in sys.modules and "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER" not in os.environ:
-        log.warning("ray was imported before loopback_ray_env(): Ray may bind non-loopback addresses")
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ.setdefault("RAY_SERVE_DEFAULT_HTTP_HOST", "127.0.0.1")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-
 def start_ray(cfg: ServeConfig, temp_dir: str | None = None) -> None:
     if not cfg.ray_address:
         loopback_ray_env()
@@ -101,12 +102,10 @@ def start_ray(cfg: ServeConfig, temp_dir: str | None = None) -> None:
     else:
         from serving.raypatch import HOOK
 
+        raycompat.check()  # every Ray private API we use, before anything depends on one
         # address="local": always a new private instance, never a cluster someone else started.
-        kwargs: dict = {"address": "local", "namespace": "distilserve", "include_dashboard": False, "log_to_driver": False,
-                        "_node_ip_address": "127.0.0.1", "runtime_env": {"worker_process_setup_hook": HOOK}}
-        if temp_dir:
-            kwargs["_temp_dir"] = temp_dir
-        ray.init(**kwargs)
+        ray.init(address="local", namespace="distilserve", include_dashboard=False, log_to_driver=False,
+                 runtime_env={"worker_process_setup_hook": HOOK}, **raycompat.loopback_init_kwargs(temp_dir))
 
 
 def deploy_failure_reason(app: str, limit: int = 800) -> str:
@@ -132,18 +131,28 @@ def deploy_failure_reason(app: str, limit: int = 800) -> str:
 class Runner:
     """Deploys and removes version applications to match the registry."""
 
-    def __init__(self, cfg: ServeConfig) -> None:
+    def __init__(self, cfg: ServeConfig, discover: bool = False) -> None:
         self.cfg = cfg
-        Path(cfg.registry).parent.mkdir(parents=True, exist_ok=True)
+        self.discover = discover
         self.registry = Registry(cfg.registry)
         self.deployed: dict[str, set[str]] = {m: set() for m in cfg.models}
+        self._prepared: set[str] = set()
         # A version that failed to deploy is retried after a back-off, not on every pass:
         # each attempt starts a Triton and loads the model, which is not free.
         self.failed_at: dict[tuple[str, str], float] = {}
         self.retry_after_s = 60.0
 
+    def models(self) -> list[str]:
+        """The configured models, then (with `discover`) every other model of the repository,
+        including folders added while the controller runs."""
+        if not self.discover:
+            return list(self.cfg.models)
+        extra = [m for m in repository_models(self.cfg.model_repository) if m not in self.cfg.models]
+        return [*self.cfg.models, *extra]
+
     def prepare(self) -> None:
-        for model in self.cfg.models:
+        for model in self.models():
+            self._prepared.add(model)
             versions = register_repository(self.registry, self.cfg.model_repository, model)
             log.info("model %s: versions on disk %s", model, versions)
             ensure_initial_traffic(self.registry, model)
@@ -159,11 +168,16 @@ class Runner:
     def reconcile(self) -> None:
         from ray import serve
 
-        from serving.app import app_name, version_app
+        from distilserve.core.names import app_name
+        from serving.applications import version_app
 
-        for model in self.cfg.models:
+        for model in self.models():
             register_repository(self.registry, self.cfg.model_repository, model)
+            if model not in self._prepared:  # a model folder added while running
+                ensure_initial_traffic(self.registry, model)
+                self._prepared.add(model)
             wanted = desired_versions(self.registry, model, self.cfg.rollback_warm_s)
+            self.deployed.setdefault(model, set())
             for version in sorted(wanted - self.deployed[model], key=int):
                 failed = self.failed_at.get((model, version))
                 if failed is not None and time.monotonic() - failed < self.retry_after_s:
@@ -182,71 +196,126 @@ class Runner:
                     self.failed_at[(model, version)] = time.monotonic()
                     self.registry.record_event(model, "deploy_failed", f"version {version}: {reason}",
                                                {"version": version})
-                    serve.delete(app_name(model, version), _blocking=False)
+                    raycompat.delete_app_nowait(app_name(model, version))
                     # A failed warm deploy (e.g. corrupt weights) is released, not retried every
                     # pass: each retry blocks reconcile for the whole failed rollout of replicas.
                     if version in self.registry.warm_versions(model):
                         self.registry.set_warm(model, version, False, reason=f"deploy failed: {reason}"[:500])
             for version in sorted(self.deployed[model] - wanted, key=int):
                 log.info("removing %s v%s", model, version)
-                serve.delete(app_name(model, version), _blocking=False)
+                raycompat.delete_app_nowait(app_name(model, version))
                 self.deployed[model].discard(version)
                 self.registry.record_event(model, "removed", f"version {version} scaled down", {"version": version})
 
-    def start(self) -> None:
+    def adopt_deployed(self) -> None:
+        """Count the version applications already running as deployed (a restarted controller
+        takes them over instead of redeploying them, which would restart their replicas)."""
         from ray import serve
 
-        from serving.app import INGRESS_APP, ingress_app
+        from distilserve.core.names import app_name
+
+        apps = serve.status().applications
+        for model in self.models():
+            for name, app in apps.items():
+                version = name.removeprefix(app_name(model, ""))
+                if name != version and version.isdigit() and app.status in _ADOPTABLE:
+                    self.deployed.setdefault(model, set()).add(version)
+
+    def start(self) -> None:
+        """Everything in this process (tests): prepare, Serve, versions, ingress; no controller."""
+        from ray import serve
+
+        from distilserve.core.names import INGRESS_APP
+        from serving.applications import ingress_app
 
         self.prepare()
-        if self.cfg.http_server == "ingress":
-            # The Ingress replica listens on host:port itself (serving/http_server.py): no Serve proxy.
-            from serving.http_server import check_port_free
-
-            check_port_free(self.cfg.host, self.cfg.port)
-            serve.start(proxy_location="Disabled")
-        else:
-            serve.start(http_options={"host": self.cfg.host, "port": self.cfg.port}, proxy_location="HeadOnly")
+        start_serve(self.cfg)
         self.reconcile()
         serve.run(ingress_app(self.cfg), name=INGRESS_APP, route_prefix="/", blocking=False)
 
 
+# Serve application states that mean "deployed" (ApplicationStatus is a str enum); a failed
+# application is not adopted, so the controller retries it.
+_ADOPTABLE = ("RUNNING", "DEPLOYING", "UNHEALTHY")
+
+
+def start_serve(cfg: ServeConfig) -> None:
+    """Start Serve: without its proxy when the Ingress replica listens itself."""
+    from ray import serve
+
+    if cfg.http_server == "ingress":
+        # The Ingress replica listens on host:port itself (serving/http_server.py): no Serve proxy.
+        from serving.http_server import check_port_free
+
+        check_port_free(cfg.host, cfg.port)
+        serve.start(proxy_location="Disabled")
+    else:
+        serve.start(http_options={"host": cfg.host, "port": cfg.port}, proxy_location="HeadOnly")
+
+
+def start_stack(cfg: ServeConfig, reconcile_s: float = 1.0, first_pass_timeout_s: float = 900.0) -> None:
+    """Deploy the controller and the ingress on the Ray this process is connected to; the
+    controller then registers, deploys and rolls out versions on its own.
+
+    The ingress goes up after the controller's first pass (registration, initial traffic, the
+    live versions deployed), so a ready ingress has versions to send requests to.
+    """
+    from ray import serve
+
+    from distilserve.core.names import CONTROLLER_APP, INGRESS_APP
+    from serving.applications import ingress_app
+    from serving.control.controller import controller_app
+
+    start_serve(cfg)
+    controller = serve.run(controller_app(cfg, reconcile_s), name=CONTROLLER_APP, route_prefix=None, blocking=False)
+    deadline = time.monotonic() + first_pass_timeout_s
+    while (status := controller.status.remote().result(timeout_s=60))["passes"] < 1:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the controller made no pass in {first_pass_timeout_s:.0f} s: {status} "
+                               "(leader False: another controller holds the registry's lock)")
+        time.sleep(0.5)
+    serve.run(ingress_app(cfg, control_plane="controller"), name=INGRESS_APP, route_prefix="/", blocking=False)
+
+
 def serve_forever(cfg: ServeConfig, reconcile_s: float = 1.0) -> None:
-    """Run until SIGINT/SIGTERM, then shut Serve and Ray down (and with them every Triton)."""
+    """Run until SIGINT/SIGTERM, then shut Serve and Ray down (and with them every Triton).
+
+    The process only owns Ray; the controller application does the controlling, so the same
+    stack runs without this process on a cluster (`distilserve deploy`).
+    """
     if not cfg.ray_address:
         loopback_ray_env()  # before the first `import ray`: Ray reads these at import time
     import ray
     from ray import serve
 
-    stop = False
+    stop = threading.Event()
 
     def _stop(*_: object) -> None:
-        nonlocal stop
-        stop = True
+        stop.set()
 
-    start_ray(cfg)
-    signal.signal(signal.SIGTERM, _stop)
+    def _handle_signals() -> None:
+        # Explicit handlers: a process started from a background job or a script inherits SIGINT
+        # as ignored, and Python then never raises KeyboardInterrupt; Ray's driver also installs
+        # its own SIGTERM handler, so ours go in again after ray.init.
+        signal.signal(signal.SIGINT, _stop)
+        signal.signal(signal.SIGTERM, _stop)
+
+    _handle_signals()
+    temp_dir = None if cfg.ray_address else tempfile.mkdtemp(prefix="dsray-")  # never /tmp/ray of others
     try:
-        runner = Runner(cfg)
-        runner.start()
-        from serving.rollout.controller import RolloutController
-
-        controller, next_tick = RolloutController.for_config(cfg, runner.registry), 0.0
-        print(f"distilserve: serving {cfg.models} on http://{cfg.host}:{cfg.port}  (Ctrl-C stops)", flush=True)
-        while not stop:
-            time.sleep(reconcile_s)
-            try:
-                runner.reconcile()
-            except Exception:  # noqa: BLE001 - keep serving; the next pass retries
-                log.exception("reconcile failed")
-            if time.monotonic() >= next_tick:  # rollouts: one decide() per active rollout
-                controller.tick()
-                next_tick = time.monotonic() + cfg.rollout_tick_s
-    except KeyboardInterrupt:
-        pass
+        start_ray(cfg, temp_dir)
+        _handle_signals()
+        if not stop.is_set():
+            start_stack(cfg, reconcile_s)
+            print(f"distilserve: serving {cfg.models} on http://{cfg.host}:{cfg.port}  (Ctrl-C stops)", flush=True)
+        while not stop.wait(0.5):
+            pass
     finally:
         print("distilserve: shutting down", flush=True)
         try:
-            serve.shutdown()
+            if ray.is_initialized():
+                serve.shutdown()
         finally:
             ray.shutdown()
+            if temp_dir:
+                shutil.rmtree(temp_dir, ignore_errors=True)

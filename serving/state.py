@@ -1,4 +1,5 @@
-"""What the ingress knows of the registry: traffic tables, versions, and a prediction log.
+"""What the ingress knows of the control state: traffic tables, versions, labels, and a
+prediction log. The data plane sees only `TrafficView`; `RegistryView` is today's source.
 
 A background thread rereads the registry every `poll_s` (the registry is the source of
 truth: a rollback written by any process is live within one poll) and flushes recorded
@@ -11,15 +12,38 @@ import logging
 import threading
 import time
 from pathlib import Path
+from typing import Protocol
 
+from serving.control.rollout_doc import experiment_salt
 from serving.registry import Registry
-from serving.rollout.doc import experiment_salt
-from serving.router import TrafficTable
+from serving.traffic_table import TrafficTable
 
 log = logging.getLogger("distilserve.ingress")
 
 
+class TrafficView(Protocol):
+    """What the data plane reads and records; a controller's traffic snapshot can stand in for
+    the registry behind it. `tables`, `versions` and `models` are kept current by
+    the source's own thread."""
+
+    models: list[str]
+    tables: dict[str, TrafficTable]
+    versions: dict[str, set[str]]
+
+    def refresh(self) -> None: ...
+
+    def labels(self, model: str, version: str) -> list[str] | None: ...
+
+    def record(self, request_id: str, model: str, version: str, label: str, user_id: str | None) -> None: ...
+
+    def record_feedback(self, request_id: str, label: str | None, outcome: int | None) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class RegistryView:
+    """TrafficView read from the registry (blocking calls; the data plane runs them in a thread)."""
+
     def __init__(self, registry_path: Path, models: list[str], poll_s: float = 0.25) -> None:
         self.registry = Registry(registry_path)
         self.models = list(models)
@@ -59,6 +83,16 @@ class RegistryView:
                 )
             else:
                 self.tables.pop(model, None)
+
+    def labels(self, model: str, version: str) -> list[str] | None:
+        """Class names in output order, from the version's card; None when not registered."""
+        record = self.registry.get_version(model, version)
+        return list(record.card.labels) if record is not None else None
+
+    def record_feedback(self, request_id: str, label: str | None, outcome: int | None) -> None:
+        """Raises the registry's UnknownRequestError / RegistryError for a bad request."""
+        self.flush()  # the prediction may still sit in the buffer
+        self.registry.record_feedback(request_id, label=label, outcome=outcome)
 
     def record(self, request_id: str, model: str, version: str, label: str, user_id: str | None) -> None:
         with self._lock:

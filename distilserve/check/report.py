@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -85,21 +84,6 @@ class Report:
             elif r.detail:
                 ET.SubElement(case, "system-out").text = _xml_text(r.detail)
         return ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n"
-
-
-def percentile(values: list[float], q: float) -> float:
-    """The `q`-th percentile (0-100) by the nearest-rank method; NaN for no values.
-
-    Nearest rank, not interpolation: p99 of 50 samples is the largest one, never a value
-    that no request saw.
-    """
-    if not 0 <= q <= 100:
-        raise ValueError(f"q must be within [0, 100], got {q}")
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    rank = max(1, math.ceil(q / 100 * len(ordered)))
-    return ordered[rank - 1]
 
 
 def _one_line(text: str) -> str:

@@ -18,7 +18,9 @@ import httpx
 from distilserve.check import schema
 from distilserve.check.cases import Case, oip_cases, oip_tensor, v1_cases
 from distilserve.check.load import run_load
-from distilserve.check.report import CheckResult, Report, percentile
+from distilserve.check.report import CheckResult, Report
+from distilserve.core.stats import percentile
+from distilserve.core.tensors import INPUT_TEXT
 
 GOOD_TEXTS = ["I love this, it works wonderfully", "this is terrible and broken"]
 CHECK_ID = "distilserve-check-1"
@@ -42,7 +44,7 @@ class Target:
 
     settings: SuiteSettings
     client: httpx.Client
-    input_name: str = "TEXT"
+    input_name: str = INPUT_TEXT
     rank: int = 1
     outputs: set[str] = field(default_factory=set)
     has_v1: bool = False

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 from datetime import UTC, datetime
 from pathlib import Path
 
 from distilserve.cli.admin import CliError
+from distilserve.core.names import is_model_name, is_version
 
 DEFAULT_CACHE = Path(".distilserve/predictions.db")
 DEFAULT_REGISTRY = Path(".distilserve/registry.db")
@@ -24,10 +24,10 @@ DEFAULT_REGISTRY = Path(".distilserve/registry.db")
 
 def parse_model(text: str) -> tuple[str, str | None]:
     """'sentiment' -> ('sentiment', None); 'sentiment:2' -> ('sentiment', '2')."""
-    m = re.fullmatch(r"([a-z][a-z0-9_-]{0,63})(?::([1-9][0-9]{0,8}))?", text)
-    if not m:
+    model, sep, version = text.partition(":")
+    if not is_model_name(model) or (sep and not is_version(version)):
         raise argparse.ArgumentTypeError(f"{text!r} is not MODEL or MODEL:VERSION, e.g. 'sentiment:2'")
-    return m.group(1), m.group(2)
+    return model, version if sep else None
 
 
 def _job_options() -> argparse.ArgumentParser:

@@ -13,7 +13,7 @@ from distilserve.cli.versions_cmd import open_registry, registry_options, table,
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("history", parents=[registry_options(repo=False)],
+    p = sub.add_parser("history", parents=[registry_options()],
                        help="deployment history: traffic before -> after, reason, actor")
     p.add_argument("--model", default="sentiment")
     p.add_argument("--limit", type=int, default=50, help="newest changes to show (default 50)")
@@ -29,7 +29,7 @@ def traffic_text(weights: dict[str, float]) -> str:
 
 
 def _history(args: argparse.Namespace) -> int:
-    reg = open_registry(args.registry, must_exist=True)
+    reg = open_registry(args.registry)
     records = list(reversed(reg.history(args.model, limit=args.limit)))
     events = list(reversed(reg.events(args.model, limit=args.limit))) if args.events else []
     if args.json:

@@ -13,7 +13,11 @@ from distilserve.cli import admin
 # One module per command, each with `add_parser(subparsers)`; add new commands here.
 COMMANDS = (
     "serve_cmd",
+    "up_cmd",
+    "down_cmd",
+    "deploy_stack_cmd",
     "distill_cmd",
+    "import_cmd",
     "versions_cmd",
     "rollout_cmd",
     "history_cmd",
@@ -21,6 +25,7 @@ COMMANDS = (
     "check_cmd",
     "batch_cmd",
     "deploy_cmd",
+    "compile_cmd",
 )
 
 

@@ -25,8 +25,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     c = _start_parser(rsub, "canary", "shift traffic in steps, gated on errors, p99 and accuracy")
     c.add_argument("--steps", default=None, help="candidate percent per step, e.g. 1,5,25,50,100")
     c.add_argument("--interval", type=float, default=None, help="seconds per analysis window")
+    c.add_argument("--max-step", type=float, default=None,
+                   help="seconds a step may wait for enough requests/labels before rolling back (default 3600)")
     c.add_argument("--max-failures", type=int, default=None)
-    c.add_argument("--max-inconclusive", type=int, default=None)
+    c.add_argument("--max-inconclusive", type=int, default=None, help="windows in a row with no metrics at all")
     _gate_flags(c)
 
     b = _start_parser(rsub, "bluegreen", "smoke-test the idle colour, switch at once, keep the old one warm")
@@ -106,7 +108,7 @@ def _float_or_none(text: str) -> float | None:
 
 
 _POLICY_FLAGS = {
-    "canary": {"steps": "step_weights", "interval": "step_interval_s", "max_failures": "max_failures",
+    "canary": {"steps": "step_weights", "interval": "step_interval_s", "max_step": "max_step_s", "max_failures": "max_failures",
                "max_inconclusive": "max_inconclusive"},
     "blue_green": {"rollback_window": "rollback_window_s", "smoke_timeout": "smoke_timeout_s"},
     "ab": {"salt": "salt", "percent": "candidate_percent", "alpha": "alpha", "tau": "tau",
@@ -222,6 +224,11 @@ def render_status(st: dict[str, Any]) -> str:
                 f"step {status['step']}): v{status['stable_version']} -> v{status['candidate_version']}"
             )
             lines.append(f"  {status['reason']}")
+            evidence = status.get("evidence") or {}
+            if evidence:  # what the current canary step has gathered so far, all its windows added up
+                lines.append("  step evidence: " + "; ".join(
+                    f"v{v} {e['requests']} req, {e['errors']} err, {e['labelled']} labels, p99 {_num(e['p99_ms'])} ms"
+                    for v, e in sorted(evidence.items())))
     else:
         lines.append("no rollout yet")
     lines.append("")
@@ -260,7 +267,7 @@ def _num(value: float | None, digits: int = 1) -> str:
 
 
 def _timeline(args: argparse.Namespace) -> int:
-    from serving.rollout.timeline import draw_timeline
+    from serving.control.timeline import draw_timeline
 
     st = request(args, "GET", f"/admin/models/{args.model}/rollouts/status")
     if not st["history"]:

@@ -1,4 +1,5 @@
-"""`distilserve serve`: build the default model if it is missing, then serve it."""
+"""`distilserve serve`: build the default model if it is missing, then serve it in the foreground
+(`distilserve up` runs the same as a daemon)."""
 
 from __future__ import annotations
 
@@ -8,22 +9,48 @@ import os
 import secrets
 from pathlib import Path
 
+from distilserve.core.card import CARD_FILENAME
+
 log = logging.getLogger("distilserve")
 
 TOKEN_FILE = Path(".distilserve/admin_token")
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("serve", help="serve the models of a repository on 127.0.0.1")
+def add_stack_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags `serve`, `up` and `deploy` share: what to serve, and where."""
     p.add_argument("--config", type=Path, help="YAML ServeConfig")
     p.add_argument("--host", default=None, help="listen address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=int(os.environ["PORT"]) if os.environ.get("PORT") else None)
     p.add_argument("--model-repository", type=Path, default=None)
     p.add_argument("--registry", type=Path, default=None)
     p.add_argument("--backend", choices=["triton", "torch"], default=None)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="serve the models of a repository on 127.0.0.1 until Ctrl-C")
+    add_stack_arguments(p)
     p.add_argument("--no-build", action="store_true", help="do not train the default model when it is missing")
     p.add_argument("--quick-build", action="store_true", help="build a tiny demo model instead of the real teacher")
     p.set_defaults(func=run)
+
+
+def load_config(args: argparse.Namespace, **overrides: object):  # noqa: ANN201 - a ServeConfig (import kept lazy)
+    """The ServeConfig of the flags, with the admin token filled in (generated on first use)."""
+    from pydantic import SecretStr
+
+    from serving.config import ServeConfig
+
+    cfg = ServeConfig.load(
+        args.config, host=args.host, port=args.port, model_repository=args.model_repository,
+        registry=args.registry, backend=args.backend, **overrides,
+    )
+    current = cfg.admin_token.get_secret_value() if cfg.admin_token else None
+    return cfg.model_copy(update={"admin_token": SecretStr(admin_token(current))})
+
+
+def build_missing_default(cfg, no_build: bool, quick: bool) -> None:  # noqa: ANN001 - a ServeConfig
+    if not no_build and "sentiment" in cfg.models:
+        ensure_default_model(Path(cfg.model_repository), "sentiment", quick)
 
 
 def admin_token(cfg_token: str | None) -> str:
@@ -43,7 +70,7 @@ def admin_token(cfg_token: str | None) -> str:
 def ensure_default_model(repository: Path, model: str, quick: bool) -> None:
     """Train and export the teacher as version 1 when the model has no version yet."""
     model_dir = repository / model
-    if any(p.name.isdigit() and (p / "card.json").is_file() for p in model_dir.iterdir()):
+    if any(p.name.isdigit() and (p / CARD_FILENAME).is_file() for p in model_dir.iterdir()):
         return
     from distill.teacher import TeacherConfig, run_teacher
 
@@ -54,18 +81,9 @@ def ensure_default_model(repository: Path, model: str, quick: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from serving.config import ServeConfig
     from serving.runner import serve_forever
 
-    cfg = ServeConfig.load(
-        args.config, host=args.host, port=args.port, model_repository=args.model_repository,
-        registry=args.registry, backend=args.backend,
-    )
-    from pydantic import SecretStr
-
-    current = cfg.admin_token.get_secret_value() if cfg.admin_token else None
-    cfg = cfg.model_copy(update={"admin_token": SecretStr(admin_token(current))})
-    if not args.no_build and "sentiment" in cfg.models:
-        ensure_default_model(Path(cfg.model_repository), "sentiment", args.quick_build)
+    cfg = load_config(args)
+    build_missing_default(cfg, args.no_build, args.quick_build)
     serve_forever(cfg)
     return 0

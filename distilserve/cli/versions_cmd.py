@@ -1,7 +1,8 @@
-"""`distilserve versions list|show|diff|prune`: read (and prune) the registry directly.
+"""`distilserve versions list|show|diff|prune`.
 
-No server is needed: the registry is a SQLite file every process may open. Version folders
-found in the repository are registered first, so a fresh checkout lists what is on disk.
+`list`, `show` and `diff` only read the registry file (no server needed; nothing is written).
+`prune` changes state, so it asks the server's admin API: the registry and the folders it
+retires are the server's. Nothing here imports Ray, torch or FastAPI.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from distilserve.cli.admin import CliError
+from distilserve.cli.admin import CliError, add_common, request
 
 if TYPE_CHECKING:
     from serving.registry import Change, Registry, VersionDiff
@@ -20,13 +21,10 @@ if TYPE_CHECKING:
 DEFAULT_REGISTRY = Path(".distilserve/registry.db")
 
 
-def registry_options(repo: bool = True) -> argparse.ArgumentParser:
+def registry_options() -> argparse.ArgumentParser:
     """Flags shared by every registry-reading command, given after the subcommand."""
     p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("--registry", type=Path, default=DEFAULT_REGISTRY, help="SQLite registry file")
-    if repo:
-        p.add_argument("--repo", type=Path, default=Path("model_repository"),
-                       help="model repository; its version folders are registered first")
+    p.add_argument("--registry", type=Path, default=DEFAULT_REGISTRY, help="SQLite registry file (read only)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     return p
 
@@ -51,48 +49,29 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     diff.add_argument("b")
     diff.set_defaults(func=_diff)
 
-    prune = vsub.add_parser("prune", parents=[common],
-                            help="retire all but the newest N versions (never live, shadow, warm or rollback target)")
+    prune = vsub.add_parser("prune", help="retire all but the newest N versions on the server (admin API; "
+                            "never live, shadow, warm or rollback target)")
     prune.add_argument("model", nargs="?", default="sentiment")
     prune.add_argument("--keep", type=int, default=3, help="newest versions to keep (default 3)")
     prune.add_argument("--dry-run", action="store_true", help="say what would be pruned; change nothing")
+    prune.add_argument("--json", action="store_true", help="machine-readable output")
+    add_common(prune)
     prune.set_defaults(func=_prune)
 
 
-def open_registry(path: Path, must_exist: bool = False) -> Registry:
+def open_registry(path: Path) -> Registry:
     from serving.registry import Registry
 
-    if must_exist and not path.is_file():
+    if not path.is_file():
         raise CliError(f"no registry at {str(path)!r}: pass --registry, or run from the folder `distilserve serve` ran in")
-    path.parent.mkdir(parents=True, exist_ok=True)
     return Registry(path)
 
 
 def _registry(args: argparse.Namespace, model: str) -> Registry:
-    from serving.runner import register_repository
-
     reg = open_registry(args.registry)
-    register_repository(reg, args.repo, model)
     if not reg.list_versions(model):
-        raise CliError(f"model {model!r} has no versions in {str(args.registry)!r} or {str(args.repo / model)!r}")
+        raise CliError(f"model {model!r} has no versions in {str(args.registry)!r}")
     return reg
-
-
-def roles(reg: Registry, model: str) -> dict[str, list[str]]:
-    """Why each version is deployed now: live (with its share), shadow, warm, rollback target."""
-    out: dict[str, list[str]] = {}
-    for version, weight in reg.get_traffic(model).items():
-        if weight > 0:
-            out.setdefault(version, []).append(f"live {weight:g}%")
-    shadow = reg.get_shadow(model)
-    if shadow:
-        out.setdefault(shadow.version, []).append(f"shadow {shadow.share:g}%")
-    target = reg.rollback_target(model)
-    if target:
-        out.setdefault(target, []).append("rollback target")
-    for version in reg.warm_versions(model):
-        out.setdefault(version, []).append("warm")
-    return out
 
 
 def when(ts: float) -> str:
@@ -116,6 +95,8 @@ def _short(sha: str, n: int = 12) -> str:
 
 
 def _list(args: argparse.Namespace) -> int:
+    from serving.registry.roles import roles
+
     reg = _registry(args, args.model)
     versions, why = reg.list_versions(args.model), roles(reg, args.model)
     if args.json:
@@ -142,6 +123,7 @@ def _list(args: argparse.Namespace) -> int:
 
 def _show(args: argparse.Namespace) -> int:
     from serving.registry.diff import flatten
+    from serving.registry.roles import roles
 
     reg = _registry(args, args.model)
     rec = reg.get_version(args.model, args.version)
@@ -243,46 +225,16 @@ def _value(value: Any, absent: bool) -> str:
 
 
 def _prune(args: argparse.Namespace) -> int:
-    from serving.registry import RegistryError
-
     if args.keep < 1:
         raise CliError(f"--keep must be >= 1 (the newest version always stays deployable), got {args.keep}")
-    reg = _registry(args, args.model)
-    why = roles(reg, args.model)
-    try:
-        doomed = dry_run_prune(reg, args.model, args.keep) if args.dry_run else reg.prune(args.model, keep=args.keep)
-    except RegistryError as e:
-        raise CliError(str(e)) from None
-    if doomed and not args.dry_run:
-        reg.record_event(args.model, "pruned", f"versions {doomed} pruned (keep {args.keep})",
-                         {"versions": doomed, "keep": args.keep, "actor": "cli"})
-    available = [v.version for v in reg.list_versions(args.model) if v.status == "available"]
-    kept = [v for v in available if v not in doomed]
+    out = request(args, "POST", f"/admin/models/{args.model}/versions/prune",
+                  {"keep": args.keep, "dry_run": args.dry_run})
     if args.json:
-        print(json.dumps({"model": args.model, "keep": args.keep, "dry_run": args.dry_run,
-                          "pruned": doomed, "kept": kept}, indent=2))
+        print(json.dumps(out, indent=2))
         return 0
     verb = "would prune" if args.dry_run else "pruned"
+    doomed = out["pruned"]
     print(f"{args.model}: {verb} {', '.join(doomed) if doomed else 'nothing'} (keep newest {args.keep})")
-    for v in kept:
-        reasons = why.get(v) or ["newest"]
-        print(f"  keeps {v:>4}  {', '.join(reasons)}")
+    for v in out["kept"]:
+        print(f"  keeps {v:>4}  {', '.join(out['roles'].get(v, []))}")
     return 0
-
-
-class _Rollback(Exception):
-    """Raised to undo a dry run's transaction."""
-
-
-def dry_run_prune(reg: Registry, model: str, keep: int) -> list[str]:
-    """What `prune` would retire, computed by the registry's own rules inside a transaction
-    that is then rolled back (no files are touched: delete_files=False)."""
-    doomed: list[str] = []
-    try:
-        with reg.transaction():
-            doomed = reg.prune(model, keep=keep, delete_files=False)
-            raise _Rollback
-    except _Rollback:
-        pass
-    return doomed
-

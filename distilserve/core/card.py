@@ -12,6 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from distilserve.core.names import MODEL_PATTERN, VERSION_PATTERN
+
 CARD_FILENAME = "card.json"
 
 
@@ -31,7 +33,7 @@ class Lineage(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    weights_sha256: str = Field(description="sha256 of the safetensors weights file.")
+    weights_sha256: str = Field(description="sha256 of the weights file (model.safetensors, or model.onnx).")
     code_commit: str = Field(description="git commit of the code that built the version ('unknown' outside git).")
     code_dirty: bool = Field(description="True when the work tree had uncommitted changes.")
     data_fingerprint: str = Field(description="Fingerprint of the data splits used (see distill.data).")
@@ -39,6 +41,24 @@ class Lineage(BaseModel):
     config: dict = Field(default_factory=dict, description="The training/distillation config itself.")
     teacher_version: str | None = Field(default=None, description="For students: the teacher's version.")
     base_model: str = Field(default="", description="Backbone the weights started from.")
+    parent_version: str | None = Field(
+        default=None, description="For compiled versions: the version they were compiled from."
+    )
+
+
+class DataSource(BaseModel):
+    """The labelled data a version was trained or evaluated on, so students and imports can find it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(description="Data file or saved `datasets` folder ('' for the built-in tweet corpus).")
+    format: Literal["csv", "jsonl", "parquet", "datasets", "corpus"] = Field(description="How `path` is read.")
+    text_column: str = Field(description="Column holding the input text.")
+    label_column: str = Field(description="Column holding the class name.")
+    labels: list[str] = Field(min_length=2, description="Class names in output order (label id = index).")
+    split: dict[str, int | float] = Field(
+        default_factory=dict, description="Split settings: test_size, val_size, train_size (rows), seed, ..."
+    )
 
 
 class ModelCard(BaseModel):
@@ -47,9 +67,9 @@ class ModelCard(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     schema_version: Literal[1] = 1
-    model: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,63}$", description="Model name, e.g. 'sentiment'.")
-    version: str = Field(pattern=r"^[1-9][0-9]{0,8}$", description="Triton version number as a string.")
-    kind: Literal["teacher", "student", "baseline"] = Field(description="Role of this version.")
+    model: str = Field(pattern=MODEL_PATTERN, description="Model name, e.g. 'sentiment'.")
+    version: str = Field(pattern=VERSION_PATTERN, description="Triton version number as a string.")
+    kind: Literal["teacher", "student", "baseline", "imported"] = Field(description="Role of this version.")
     labels: list[str] = Field(min_length=2, description="Class names in output order.")
     max_seq_len: int = Field(ge=8, le=4096, description="Tokenizer truncation length used in serving.")
     accuracy: float = Field(ge=0, le=1, description="Held-out accuracy (mean over seeds when several).")
@@ -61,8 +81,21 @@ class ModelCard(BaseModel):
     bytes: int = Field(ge=1, description="Size of the weights file in bytes.")
     dtype: str = Field(default="float32", description="Weights dtype as exported.")
     measured_on: str = Field(default="", description="Machine the latency was measured on.")
+    runtime: Literal["torch", "onnx"] = Field(
+        default="torch", description="What serves the weights: PyTorch (safetensors) or ONNX Runtime (model.onnx)."
+    )
+    quantization: Literal["int8-dynamic"] | None = Field(
+        default=None, description="Post-training quantization applied when compiling, if any."
+    )
+    parent_agreement: float | None = Field(
+        default=None, ge=0, le=1, description="Compiled versions: share of test rows labelled as the parent labels them."
+    )
     created_at: str = Field(description="UTC ISO-8601 time of export.")
     lineage: Lineage
+    data_source: DataSource | None = Field(default=None, description="Where the data behind `accuracy` came from.")
+    validation_accuracy: float | None = Field(
+        default=None, ge=0, le=1, description="Accuracy on the validation split the model was selected on."
+    )
 
     @field_validator("labels")
     @classmethod

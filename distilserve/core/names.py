@@ -24,3 +24,9 @@ def is_version(value: str) -> bool:
 def app_name(model: str, version: str) -> str:
     """Ray Serve application name of one model version, e.g. 'sentiment-v2'."""
     return f"{model}-v{version}"
+
+
+INGRESS_APP = "ingress"
+"""Ray Serve application name of the ingress (route prefix '/')."""
+CONTROLLER_APP = "controller"
+"""Ray Serve application name of the controller (one replica, no route)."""

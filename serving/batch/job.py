@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field
 
+from distilserve.core.names import MODEL_PATTERN, VERSION_PATTERN
 from serving.batch import shards as sh
 
 log = logging.getLogger("distilserve.batch")
@@ -36,8 +37,8 @@ class JobSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,63}$", description="Model name.")
-    version: str | None = Field(default=None, pattern=r"^[1-9][0-9]{0,8}$",
+    model: str = Field(pattern=MODEL_PATTERN, description="Model name.")
+    version: str | None = Field(default=None, pattern=VERSION_PATTERN,
                                 description="Version; None = the live one in the registry, else the newest on disk.")
     input: Path = Field(description="Parquet file/folder, .csv, .jsonl/.json (JSON lines) or a saved datasets folder.")
     output: Path = Field(description="Folder for shard parquet files and _manifest.json.")
@@ -114,7 +115,7 @@ def resolve_version(repository: Path, model: str, version: str | None, registry:
         if model_dir.is_dir() else []
     if version is None and registry is not None and Path(registry).is_file():
         from serving.registry import Registry
-        from serving.router import TrafficTable
+        from serving.traffic_table import TrafficTable
 
         reg = Registry(registry)
         try:
@@ -182,7 +183,7 @@ class Predictor:
 # ---- the driver -----------------------------------------------------------------------------
 def ensure_ray(address: str | None = None, temp_dir: str | None = None, num_cpus: int | None = None) -> bool:
     """Connect to Ray, or start a loopback-only local one; True when this call started it."""
-    from serving.runner import loopback_ray_env
+    from serving.ray_env import loopback_ray_env
 
     if not address:
         loopback_ray_env()
@@ -193,10 +194,10 @@ def ensure_ray(address: str | None = None, temp_dir: str | None = None, num_cpus
     if address:
         ray.init(address=address, namespace="distilserve-batch", log_to_driver=False)
     else:
+        from serving import raycompat
+
         kwargs: dict = {"namespace": "distilserve-batch", "include_dashboard": False, "log_to_driver": False,
-                        "_node_ip_address": "127.0.0.1"}
-        if temp_dir:
-            kwargs["_temp_dir"] = temp_dir
+                        **raycompat.loopback_init_kwargs(temp_dir)}
         if num_cpus:
             kwargs["num_cpus"] = num_cpus
         for attempt in (1, 2, 3):

@@ -1,6 +1,9 @@
-"""The version registry: versions and lineage, traffic history, rollout state, feedback (SQLite, WAL).
+"""The version registry: versions and lineage, traffic history, rollout state, feedback.
 
-Imports only the standard library, pydantic and `distilserve.core.card`.
+One store (`Registry`) over two backends: a SQLite file (WAL; the embedded default) or
+PostgreSQL (`postgresql://...`, for a cluster). Imports the standard library, pydantic,
+SQLAlchemy Core and `distilserve.core.card`; alembic only when a schema must be migrated,
+psycopg only for PostgreSQL.
 """
 
 from serving.registry.diff import Change, VersionDiff, diff_cards

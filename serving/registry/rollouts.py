@@ -5,9 +5,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import sqlalchemy as sa
+
 from serving.registry.db import Database
 from serving.registry.errors import RegistryError, RolloutConflictError, UnknownRolloutError
 from serving.registry.records import ActiveRollout, EventRecord
+from serving.registry.schema import events, rollouts
+
+_ACTIVE_COLUMNS = (rollouts.c.rollout_id, rollouts.c.strategy, rollouts.c.status_json)
 
 
 def _json_object_text(text: str, what: str) -> str:
@@ -30,38 +35,33 @@ class RolloutStore(Database):
         _json_object_text(status_json, "status_json")
         now = self._now()
         with self.transaction() as conn:
-            row = conn.execute(
-                "SELECT rollout_id FROM rollouts WHERE model = ? AND active = 1", (model,)
-            ).fetchone()
-            if row is not None and row[0] != rollout_id:
+            active = conn.execute(
+                sa.select(rollouts.c.rollout_id).where(rollouts.c.model == model, rollouts.c.active == 1)
+            ).scalar()
+            if active is not None and active != rollout_id:
                 raise RolloutConflictError(
-                    f"model {model!r} already has active rollout {row[0]!r}; finish or abort it before "
+                    f"model {model!r} already has active rollout {active!r}; finish or abort it before "
                     f"starting {rollout_id!r}"
                 )
             done = conn.execute(
-                "SELECT final_phase FROM rollouts WHERE model = ? AND rollout_id = ? AND active = 0",
-                (model, rollout_id),
-            ).fetchone()
+                sa.select(rollouts.c.final_phase).where(
+                    rollouts.c.model == model, rollouts.c.rollout_id == rollout_id, rollouts.c.active == 0
+                )
+            ).first()
             if done is not None:
                 raise RolloutConflictError(
                     f"rollout {rollout_id!r} of model {model!r} already finished ({done[0]!r}); use a new rollout_id"
                 )
-            conn.execute(
-                """INSERT INTO rollouts (model, rollout_id, strategy, status_json, active, started_at, updated_at)
-                   VALUES (?, ?, ?, ?, 1, ?, ?)
-                   ON CONFLICT (model, rollout_id)
-                   DO UPDATE SET strategy = excluded.strategy, status_json = excluded.status_json,
-                                 updated_at = excluded.updated_at""",
-                (model, rollout_id, strategy, status_json, now, now),
-            )
+            row = {"model": model, "rollout_id": rollout_id, "strategy": strategy, "status_json": status_json,
+                   "active": 1, "started_at": now, "updated_at": now}
+            self._upsert(conn, rollouts, row, ["model", "rollout_id"], ["strategy", "status_json", "updated_at"])
 
     def load_active_rollout(self, model: str) -> ActiveRollout | None:
         """(rollout_id, strategy, status_json) of the active rollout of `model`, or None."""
         with self._read() as conn:
             row = conn.execute(
-                "SELECT rollout_id, strategy, status_json FROM rollouts WHERE model = ? AND active = 1",
-                (model,),
-            ).fetchone()
+                sa.select(*_ACTIVE_COLUMNS).where(rollouts.c.model == model, rollouts.c.active == 1)
+            ).first()
         return ActiveRollout(*row) if row else None
 
     def finish_rollout(self, model: str, rollout_id: str, final_phase: str) -> None:
@@ -72,15 +72,14 @@ class RolloutStore(Database):
         """
         now = self._now()
         with self.transaction() as conn:
+            this = sa.and_(rollouts.c.model == model, rollouts.c.rollout_id == rollout_id)
             cur = conn.execute(
-                """UPDATE rollouts SET active = 0, final_phase = ?, finished_at = ?, updated_at = ?
-                   WHERE model = ? AND rollout_id = ? AND active = 1""",
-                (final_phase, now, now, model, rollout_id),
+                rollouts.update()
+                .where(this, rollouts.c.active == 1)
+                .values(active=0, final_phase=final_phase, finished_at=now, updated_at=now)
             )
             if cur.rowcount == 0:
-                known = conn.execute(
-                    "SELECT final_phase FROM rollouts WHERE model = ? AND rollout_id = ?", (model, rollout_id)
-                ).fetchone()
+                known = conn.execute(sa.select(rollouts.c.final_phase).where(this)).first()
                 if known is None:
                     raise UnknownRolloutError(
                         f"rollout_id {rollout_id!r} is not a rollout of model {model!r}"
@@ -102,11 +101,11 @@ class RolloutStore(Database):
         ts = self._now()
         with self.transaction() as conn:
             cur = conn.execute(
-                "INSERT INTO events (model, rollout_id, ts, kind, message, data_json) VALUES (?, ?, ?, ?, ?, ?)",
-                (model, rollout_id, ts, kind, message, data_json),
+                events.insert().values(
+                    model=model, rollout_id=rollout_id, ts=ts, kind=kind, message=message, data_json=data_json
+                )
             )
-            event_id = cur.lastrowid
-        assert event_id is not None  # an INSERT into a rowid table always sets it
+            event_id = int(cur.inserted_primary_key[0])
         return EventRecord(
             id=event_id,
             model=model,
@@ -119,15 +118,11 @@ class RolloutStore(Database):
 
     def events(self, model: str, rollout_id: str | None = None, limit: int = 200) -> list[EventRecord]:
         """The newest `limit` events of `model` (of one rollout when `rollout_id` is given), newest first."""
-        sql = "SELECT id, model, rollout_id, ts, kind, message, data_json FROM events WHERE model = ?"
-        args: list[Any] = [model]
+        query = sa.select(events).where(events.c.model == model)
         if rollout_id is not None:
-            sql += " AND rollout_id = ?"
-            args.append(rollout_id)
-        sql += " ORDER BY id DESC LIMIT ?"
-        args.append(int(limit))
+            query = query.where(events.c.rollout_id == rollout_id)
         with self._read() as conn:
-            rows = conn.execute(sql, args).fetchall()
+            rows = conn.execute(query.order_by(events.c.id.desc()).limit(int(limit))).all()
         return [
             EventRecord(id=i, model=m, rollout_id=r, ts=ts, kind=k, message=msg, data=json.loads(d))
             for i, m, r, ts, k, msg, d in rows

@@ -1,160 +1,174 @@
-"""The registry's SQLite schema, its migrations, and how a connection is opened.
+"""The registry's tables (SQLAlchemy Core, one definition for SQLite and PostgreSQL) and migrations.
 
-Every process opens its own connection. WAL lets readers run beside one writer; writers take
-the write lock up front (`BEGIN IMMEDIATE`) and wait up to `timeout` seconds for it, so two
-processes never deadlock upgrading a read lock and never see "database is locked" for a short
-write by someone else.
+The tables below describe the schema at head, for queries. The DDL lives in the alembic
+migrations under `migrations/versions/` (never edit a shipped one: append a new revision),
+run by `migrate()` whenever a registry is opened.
+
+A file made before alembic (the hand-rolled schema, PRAGMA user_version 1 or 2) is stamped
+with the revision that reproduces it and upgraded in place.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
 
 from serving.registry.errors import RegistryError
 
-SCHEMA_VERSION = 2
+# The alembic revisions in order; the schema version is the position of the newest one.
+# A unit test checks this list against the migrations folder (so opening a registry that is
+# already at head never imports alembic).
+REVISIONS = ("0001", "0002", "0003")
+SCHEMA_VERSION = len(REVISIONS)
+MIGRATIONS = Path(__file__).parent / "migrations"
+# pg_advisory_xact_lock key: two processes opening a fresh database migrate one after the other.
+_MIGRATION_LOCK = 0x64_73_72_67  # "dsrg"
 
-# MIGRATIONS[n] takes a database from user_version n-1 to n. Statements run one by one inside
-# one transaction (executescript would COMMIT first and break that). Never edit a shipped entry:
-# append a new one.
-MIGRATIONS: dict[int, tuple[str, ...]] = {
-    1: (
-        """CREATE TABLE IF NOT EXISTS versions (
-            model TEXT NOT NULL,
-            version TEXT NOT NULL,
-            path TEXT NOT NULL,
-            card_json TEXT NOT NULL CHECK (json_valid(card_json)),
-            weights_sha256 TEXT NOT NULL,
-            registered_at REAL NOT NULL,
-            status TEXT NOT NULL CHECK (status IN ('available', 'pruned')),
-            PRIMARY KEY (model, version)
-        )""",
-        # Current traffic is the newest row per model: one table, so the live table and its
-        # history can never disagree.
-        """CREATE TABLE IF NOT EXISTS deployments (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            model TEXT NOT NULL,
-            ts REAL NOT NULL,
-            traffic_json TEXT NOT NULL CHECK (json_valid(traffic_json)),
-            previous_json TEXT NOT NULL CHECK (json_valid(previous_json)),
-            reason TEXT NOT NULL,
-            actor TEXT NOT NULL
-        )""",
-        "CREATE INDEX IF NOT EXISTS deployments_by_model ON deployments (model, id)",
-        """CREATE TABLE IF NOT EXISTS shadows (
-            model TEXT PRIMARY KEY,
-            version TEXT NOT NULL,
-            share REAL NOT NULL CHECK (share > 0 AND share <= 100),
-            updated_at REAL NOT NULL
-        )""",
-        """CREATE TABLE IF NOT EXISTS rollouts (
-            model TEXT NOT NULL,
-            rollout_id TEXT NOT NULL,
-            strategy TEXT NOT NULL,
-            status_json TEXT NOT NULL CHECK (json_valid(status_json)),
-            active INTEGER NOT NULL CHECK (active IN (0, 1)),
-            final_phase TEXT,
-            started_at REAL NOT NULL,
-            updated_at REAL NOT NULL,
-            finished_at REAL,
-            PRIMARY KEY (model, rollout_id)
-        )""",
-        # At most one active rollout per model, enforced by the database, not by politeness.
-        "CREATE UNIQUE INDEX IF NOT EXISTS rollouts_one_active ON rollouts (model) WHERE active = 1",
-        """CREATE TABLE IF NOT EXISTS events (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            model TEXT NOT NULL,
-            rollout_id TEXT,
-            ts REAL NOT NULL,
-            kind TEXT NOT NULL,
-            message TEXT NOT NULL,
-            data_json TEXT NOT NULL CHECK (json_valid(data_json))
-        )""",
-        "CREATE INDEX IF NOT EXISTS events_by_model ON events (model, id)",
-        "CREATE INDEX IF NOT EXISTS events_by_rollout ON events (model, rollout_id, id)",
-        """CREATE TABLE IF NOT EXISTS predictions (
-            request_id TEXT PRIMARY KEY,
-            model TEXT NOT NULL,
-            version TEXT NOT NULL,
-            label_predicted TEXT NOT NULL,
-            user_id TEXT,
-            ts REAL NOT NULL,
-            label TEXT,
-            outcome INTEGER CHECK (outcome IN (0, 1)),
-            feedback_ts REAL
-        )""",
-        # feedback_stats filters on exactly these columns.
-        "CREATE INDEX IF NOT EXISTS predictions_by_version ON predictions (model, version, ts)",
-    ),
-    # Versions asked to be deployed without traffic (a blue-green idle colour, a canary
-    # candidate before its first step): the serve runner keeps them warm.
-    2: (
-        """CREATE TABLE IF NOT EXISTS warm (
-            model TEXT NOT NULL,
-            version TEXT NOT NULL,
-            reason TEXT NOT NULL,
-            updated_at REAL NOT NULL,
-            PRIMARY KEY (model, version)
-        )""",
-    ),
-}
+metadata = sa.MetaData()
+
+versions = sa.Table(
+    "versions",
+    metadata,
+    sa.Column("model", sa.Text, primary_key=True),
+    sa.Column("version", sa.Text, primary_key=True),
+    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("card_json", sa.Text, nullable=False),
+    sa.Column("weights_sha256", sa.Text, nullable=False),
+    sa.Column("registered_at", sa.Double, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+)
+# Current traffic is the newest row per model: one table, so the live table and its history
+# can never disagree.
+deployments = sa.Table(
+    "deployments",
+    metadata,
+    sa.Column("id", sa.BigInteger, primary_key=True),
+    sa.Column("model", sa.Text, nullable=False),
+    sa.Column("ts", sa.Double, nullable=False),
+    sa.Column("traffic_json", sa.Text, nullable=False),
+    sa.Column("previous_json", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("actor", sa.Text, nullable=False),
+)
+shadows = sa.Table(
+    "shadows",
+    metadata,
+    sa.Column("model", sa.Text, primary_key=True),
+    sa.Column("version", sa.Text, nullable=False),
+    sa.Column("share", sa.Double, nullable=False),
+    sa.Column("updated_at", sa.Double, nullable=False),
+)
+rollouts = sa.Table(
+    "rollouts",
+    metadata,
+    sa.Column("model", sa.Text, primary_key=True),
+    sa.Column("rollout_id", sa.Text, primary_key=True),
+    sa.Column("strategy", sa.Text, nullable=False),
+    sa.Column("status_json", sa.Text, nullable=False),
+    sa.Column("active", sa.Integer, nullable=False),
+    sa.Column("final_phase", sa.Text),
+    sa.Column("started_at", sa.Double, nullable=False),
+    sa.Column("updated_at", sa.Double, nullable=False),
+    sa.Column("finished_at", sa.Double),
+)
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("id", sa.BigInteger, primary_key=True),
+    sa.Column("model", sa.Text, nullable=False),
+    sa.Column("rollout_id", sa.Text),
+    sa.Column("ts", sa.Double, nullable=False),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("data_json", sa.Text, nullable=False),
+)
+predictions = sa.Table(
+    "predictions",
+    metadata,
+    sa.Column("request_id", sa.Text, primary_key=True),
+    sa.Column("model", sa.Text, nullable=False),
+    sa.Column("version", sa.Text, nullable=False),
+    sa.Column("label_predicted", sa.Text, nullable=False),
+    sa.Column("user_id", sa.Text),
+    sa.Column("ts", sa.Double, nullable=False),
+    sa.Column("label", sa.Text),
+    sa.Column("outcome", sa.Integer),
+    sa.Column("feedback_ts", sa.Double),
+)
+warm = sa.Table(
+    "warm",
+    metadata,
+    sa.Column("model", sa.Text, primary_key=True),
+    sa.Column("version", sa.Text, primary_key=True),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("updated_at", sa.Double, nullable=False),
+)
+# One row (id 1): bumped by every control-plane write, in the same transaction (see db.py).
+revision = sa.Table(
+    "registry_revision",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("revision", sa.BigInteger, nullable=False),
+)
 
 
-def user_version(conn: sqlite3.Connection) -> int:
-    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+def _found_version(conn: Connection) -> tuple[int, str | None]:
+    """(schema version, alembic revision) of an open database; (0, None) when it is empty."""
+    if sa.inspect(conn).has_table("alembic_version"):
+        rev = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+        if rev is None:
+            return 0, None
+        # A revision this code does not know was written by newer code.
+        return (REVISIONS.index(rev) + 1 if rev in REVISIONS else SCHEMA_VERSION + 1), rev
+    if conn.dialect.name == "sqlite":
+        # Before alembic the SQLite schema counted itself in the file header; revision n = version n.
+        legacy = int(conn.exec_driver_sql("PRAGMA user_version").scalar() or 0)
+        return legacy, (f"{legacy:04d}" if 0 < legacy <= SCHEMA_VERSION else None)
+    return 0, None
 
 
-def _check_not_newer(found: int, path: Path) -> None:
+def _check_not_newer(found: int, rev: str | None, where: str) -> None:
     if found > SCHEMA_VERSION:
+        shown = f" (revision {rev!r})" if rev and rev not in REVISIONS else ""
         raise RegistryError(
-            f"registry {str(path)!r} has schema_version {found}, newer than this code's {SCHEMA_VERSION}; "
+            f"registry {where!r} has schema_version {found}{shown}, newer than this code's {SCHEMA_VERSION}; "
             "upgrade distilserve before opening it"
         )
 
 
-def migrate(conn: sqlite3.Connection, path: Path) -> None:
-    """Bring the schema to SCHEMA_VERSION; a no-op (and no write lock) when it is there already."""
-    found = user_version(conn)
-    _check_not_newer(found, path)
+def schema_version(conn: Connection) -> int:
+    return _found_version(conn)[0]
+
+
+def migrate(engine: Engine, where: str) -> None:
+    """Bring the schema to head; a no-op (one read, no lock, no alembic import) when it is there."""
+    with engine.connect() as conn:
+        found, rev = _found_version(conn)
+    _check_not_newer(found, rev, where)
     if found == SCHEMA_VERSION:
         return
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        # Re-read under the write lock: another process may have migrated while we waited.
-        found = user_version(conn)
-        _check_not_newer(found, path)
-        for target in range(found + 1, SCHEMA_VERSION + 1):
-            for statement in MIGRATIONS[target]:
-                conn.execute(statement)
-        # user_version lives in the file header and changes inside this transaction: a crash
-        # leaves either the old schema with the old number or the new schema with the new one.
-        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
+    with engine.connect() as conn:
+        conn.execution_options(registry_write=True)  # SQLite: BEGIN IMMEDIATE (see db.py)
+        with conn.begin():
+            if conn.dialect.name == "postgresql":
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
+            # Re-read under the lock: another process may have migrated while we waited.
+            found, rev = _found_version(conn)
+            _check_not_newer(found, rev, where)
+            if found < SCHEMA_VERSION:
+                _upgrade(conn, rev)
 
 
-def connect(path: Path, timeout: float) -> sqlite3.Connection:
-    """Open (creating if needed) a registry file in WAL mode with the current schema."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # isolation_level=None: the sqlite3 module issues no implicit BEGINs; we write our own.
-    # check_same_thread=False: the Registry serialises access with its own lock.
-    conn = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
-    try:
-        conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            raise RegistryError(
-                f"registry {str(path)!r} could not switch to WAL (journal_mode={mode!r}); use a local file"
-            )
-        # NORMAL in WAL mode: a killed process loses nothing committed and power loss leaves the
-        # file consistent (possibly without the last commits). FULL would fsync every feedback row.
-        conn.execute("PRAGMA synchronous = NORMAL")
-        migrate(conn, path)
-    except BaseException:
-        conn.close()
-        raise
-    return conn
+def _upgrade(conn: Connection, legacy_rev: str | None) -> None:
+    # Imported here: alembic is needed only when a schema actually changes.
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["connection"] = conn  # env.py runs the migrations on this connection and transaction
+    if legacy_rev is not None and not sa.inspect(conn).has_table("alembic_version"):
+        command.stamp(cfg, legacy_rev)
+    command.upgrade(cfg, "head")

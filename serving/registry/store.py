@@ -1,16 +1,19 @@
 """`Registry`: versions with lineage, the traffic table and its history, shadow, retention.
 
-Rollout state/events and feedback live in their own mixins (`rollouts.py`, `feedback.py`);
-this class joins them over one SQLite connection (see `db.py` for transactions).
+Rollout state/events, feedback and warm versions live in their own mixins (`rollouts.py`,
+`feedback.py`, `warm.py`); this class joins them over one database (SQLite or PostgreSQL; see
+`db.py` for transactions and `schema.py` for the tables).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 from pathlib import Path
 from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from distilserve.core.card import ModelCard
 from serving.registry import retention, traffic
@@ -24,15 +27,22 @@ from serving.registry.errors import (
 from serving.registry.feedback import FeedbackStore
 from serving.registry.records import DeploymentRecord, ShadowRecord, VersionRecord
 from serving.registry.rollouts import RolloutStore
+from serving.registry.schema import deployments, shadows, versions, warm
 from serving.registry.warm import WarmStore
 
 log = logging.getLogger(__name__)
 
-_VERSION_COLUMNS = "model, version, path, card_json, registered_at, status"
-_NUMERIC_ORDER = "ORDER BY CAST(version AS INTEGER), version"
+_VERSION_COLUMNS = (
+    versions.c.model,
+    versions.c.version,
+    versions.c.path,
+    versions.c.card_json,
+    versions.c.registered_at,
+    versions.c.status,
+)
 
 
-def _version(row: tuple[Any, ...]) -> VersionRecord:
+def _version(row: Any) -> VersionRecord:
     model, version, path, card_json, registered_at, status = row
     return VersionRecord(
         model=model,
@@ -44,7 +54,7 @@ def _version(row: tuple[Any, ...]) -> VersionRecord:
     )
 
 
-def _deployment(row: tuple[Any, ...]) -> DeploymentRecord:
+def _deployment(row: Any) -> DeploymentRecord:
     id_, model, ts, traffic_json, previous_json, reason, actor = row
     return DeploymentRecord(
         id=id_,
@@ -57,12 +67,22 @@ def _deployment(row: tuple[Any, ...]) -> DeploymentRecord:
     )
 
 
+def _one_version(model: str, version: str) -> sa.ColumnElement[bool]:
+    return sa.and_(versions.c.model == model, versions.c.version == version)
+
+
+def _by_version(rows: Any) -> list[Any]:
+    # Numeric order ('2' before '10') in Python: SQLite and PostgreSQL cast text differently.
+    return sorted(rows, key=lambda r: traffic.version_key(r.version))
+
+
 class Registry(RolloutStore, FeedbackStore, WarmStore):
-    """The version registry of every model, in one SQLite file shared by all processes.
+    """The version registry of every model: a SQLite file every process on a machine opens, or a
+    PostgreSQL database shared by a cluster.
 
     Args:
-        path: the SQLite file (created with its folder when missing).
-        timeout: seconds a write waits for another process's write lock.
+        path: a SQLite file (created with its folder when missing) or a `postgresql://` URL.
+        timeout: seconds a write waits for another writer's lock (and a PostgreSQL connect).
         clock: source of timestamps (tests pass a fake).
     """
 
@@ -85,14 +105,21 @@ class Registry(RolloutStore, FeedbackStore, WarmStore):
         folder = str(Path(path).absolute())
         with self.transaction() as conn:
             row = conn.execute(
-                f"SELECT weights_sha256, status, {_VERSION_COLUMNS} FROM versions WHERE model = ? AND version = ?",
-                (model, version),
-            ).fetchone()
+                sa.select(versions.c.weights_sha256, versions.c.status, *_VERSION_COLUMNS).where(
+                    _one_version(model, version)
+                )
+            ).first()
             if row is None:
                 conn.execute(
-                    """INSERT INTO versions (model, version, path, card_json, weights_sha256, registered_at, status)
-                       VALUES (?, ?, ?, ?, ?, ?, 'available')""",
-                    (model, version, folder, card.model_dump_json(), sha, self._now()),
+                    versions.insert().values(
+                        model=model,
+                        version=version,
+                        path=folder,
+                        card_json=card.model_dump_json(),
+                        weights_sha256=sha,
+                        registered_at=self._now(),
+                        status="available",
+                    )
                 )
             elif row[0] != sha:
                 raise VersionConflictError(
@@ -101,56 +128,46 @@ class Registry(RolloutStore, FeedbackStore, WarmStore):
                 )
             elif row[1] == "pruned":
                 conn.execute(
-                    "UPDATE versions SET path = ?, card_json = ?, status = 'available' WHERE model = ? AND version = ?",
-                    (folder, card.model_dump_json(), model, version),
+                    versions.update()
+                    .where(_one_version(model, version))
+                    .values(path=folder, card_json=card.model_dump_json(), status="available")
                 )
             else:
                 return _version(row[2:])
-            return _version(
-                conn.execute(
-                    f"SELECT {_VERSION_COLUMNS} FROM versions WHERE model = ? AND version = ?",
-                    (model, version),
-                ).fetchone()
-            )
+            return _version(conn.execute(sa.select(*_VERSION_COLUMNS).where(_one_version(model, version))).one())
 
     def get_version(self, model: str, version: str) -> VersionRecord | None:
         with self._read() as conn:
-            row = conn.execute(
-                f"SELECT {_VERSION_COLUMNS} FROM versions WHERE model = ? AND version = ?", (model, version)
-            ).fetchone()
+            row = conn.execute(sa.select(*_VERSION_COLUMNS).where(_one_version(model, version))).first()
         return _version(row) if row else None
 
     def list_versions(self, model: str) -> list[VersionRecord]:
         """Every version of `model`, pruned ones included, in numeric order ('2' before '10')."""
         with self._read() as conn:
-            rows = conn.execute(
-                f"SELECT {_VERSION_COLUMNS} FROM versions WHERE model = ? {_NUMERIC_ORDER}", (model,)
-            ).fetchall()
-        return [_version(r) for r in rows]
+            rows = conn.execute(sa.select(*_VERSION_COLUMNS).where(versions.c.model == model)).all()
+        return [_version(r) for r in _by_version(rows)]
 
     def models(self) -> list[str]:
         with self._read() as conn:
-            return [r[0] for r in conn.execute("SELECT DISTINCT model FROM versions ORDER BY model")]
+            return sorted(conn.execute(sa.select(versions.c.model).distinct()).scalars())
 
-    def _available(self, conn: sqlite3.Connection, model: str) -> list[str]:
+    def _available(self, conn: Connection, model: str) -> list[str]:
         rows = conn.execute(
-            f"SELECT version FROM versions WHERE model = ? AND status = 'available' {_NUMERIC_ORDER}",
-            (model,),
-        )
-        return [r[0] for r in rows]
+            sa.select(versions.c.version).where(versions.c.model == model, versions.c.status == "available")
+        ).all()
+        return [r.version for r in _by_version(rows)]
 
     def _require_available(
-        self, conn: sqlite3.Connection, model: str, versions: list[str], what: str
+        self, conn: Connection, model: str, wanted: list[str], what: str
     ) -> None:
         available = self._available(conn, model)
-        missing = [v for v in versions if v not in available]
+        missing = [v for v in wanted if v not in available]
         if missing:
-            pruned = {
-                r[0]
-                for r in conn.execute(
-                    "SELECT version FROM versions WHERE model = ? AND status = 'pruned'", (model,)
-                )
-            }
+            pruned = set(
+                conn.execute(
+                    sa.select(versions.c.version).where(versions.c.model == model, versions.c.status == "pruned")
+                ).scalars()
+            )
             why = ", ".join(f"{v!r} ({'pruned' if v in pruned else 'not registered'})" for v in missing)
             raise InvalidTrafficError(
                 f"{what} for model {model!r} names versions that cannot serve: {why}; available: {available}"
@@ -158,11 +175,14 @@ class Registry(RolloutStore, FeedbackStore, WarmStore):
 
     # ---- traffic and history --------------------------------------------------------------
 
-    def _current(self, conn: sqlite3.Connection, model: str) -> dict[str, float]:
-        row = conn.execute(
-            "SELECT traffic_json FROM deployments WHERE model = ? ORDER BY id DESC LIMIT 1", (model,)
-        ).fetchone()
-        return json.loads(row[0]) if row else {}
+    def _current(self, conn: Connection, model: str) -> dict[str, float]:
+        text = conn.execute(
+            sa.select(deployments.c.traffic_json)
+            .where(deployments.c.model == model)
+            .order_by(deployments.c.id.desc())
+            .limit(1)
+        ).scalar()
+        return json.loads(text) if text else {}
 
     def set_traffic(
         self, model: str, weights: dict[str, float], reason: str, actor: str = "cli"
@@ -181,19 +201,16 @@ class Registry(RolloutStore, FeedbackStore, WarmStore):
             self._require_available(conn, model, list(clean), "traffic")
             previous = self._current(conn, model)
             cur = conn.execute(
-                """INSERT INTO deployments (model, ts, traffic_json, previous_json, reason, actor)
-                   VALUES (?, ?, ?, ?, ?, ?)""",
-                (
-                    model,
-                    ts,
-                    json.dumps(clean, sort_keys=True),
-                    json.dumps(previous, sort_keys=True),
-                    reason,
-                    actor,
-                ),
+                deployments.insert().values(
+                    model=model,
+                    ts=ts,
+                    traffic_json=json.dumps(clean, sort_keys=True),
+                    previous_json=json.dumps(previous, sort_keys=True),
+                    reason=reason,
+                    actor=actor,
+                )
             )
-            record_id = cur.lastrowid
-        assert record_id is not None  # an INSERT into a rowid table always sets it
+            record_id = int(cur.inserted_primary_key[0])
         return DeploymentRecord(
             id=record_id, model=model, ts=ts, traffic=clean, previous=previous, reason=reason, actor=actor
         )
@@ -211,20 +228,22 @@ class Registry(RolloutStore, FeedbackStore, WarmStore):
         """The newest `limit` traffic changes of `model`, newest first."""
         with self._read() as conn:
             rows = conn.execute(
-                """SELECT id, model, ts, traffic_json, previous_json, reason, actor FROM deployments
-                   WHERE model = ? ORDER BY id DESC LIMIT ?""",
-                (model, int(limit)),
-            ).fetchall()
+                sa.select(deployments)
+                .where(deployments.c.model == model)
+                .order_by(deployments.c.id.desc())
+                .limit(int(limit))
+            ).all()
         return [_deployment(r) for r in rows]
 
-    def _rollback_target(self, conn: sqlite3.Connection, model: str) -> str | None:
-        # Lazy cursor: the walk usually stops within the last few rows of a long history.
-        tables = (
-            json.loads(r[0])
-            for r in conn.execute(
-                "SELECT traffic_json FROM deployments WHERE model = ? ORDER BY id DESC", (model,)
-            )
+    def _rollback_target(self, conn: Connection, model: str) -> str | None:
+        # Lazy: the walk usually stops within the last few rows of a long history, so rows are
+        # fetched in small batches (yield_per) rather than all at once.
+        rows = conn.execution_options(yield_per=16).execute(
+            sa.select(deployments.c.traffic_json)
+            .where(deployments.c.model == model)
+            .order_by(deployments.c.id.desc())
         )
+        tables = (json.loads(text) for text in rows.scalars())
         current = next(tables, None)
         if current is None:
             return None
@@ -241,7 +260,7 @@ class Registry(RolloutStore, FeedbackStore, WarmStore):
         """Copy `share` percent of requests to `version` (answers discarded); None clears the shadow."""
         with self.transaction() as conn:
             if version is None:
-                conn.execute("DELETE FROM shadows WHERE model = ?", (model,))
+                conn.execute(shadows.delete().where(shadows.c.model == model))
                 return None
             if isinstance(share, bool) or not isinstance(share, int | float) or not 0 < share <= 100:
                 raise InvalidTrafficError(
@@ -249,20 +268,13 @@ class Registry(RolloutStore, FeedbackStore, WarmStore):
                 )
             self._require_available(conn, model, [version], "shadow")
             record = ShadowRecord(model=model, version=version, share=float(share), updated_at=self._now())
-            conn.execute(
-                """INSERT INTO shadows (model, version, share, updated_at) VALUES (?, ?, ?, ?)
-                   ON CONFLICT (model) DO UPDATE SET version = excluded.version, share = excluded.share,
-                   updated_at = excluded.updated_at""",
-                (model, version, record.share, record.updated_at),
-            )
+            self._upsert(conn, shadows, record.model_dump(), ["model"], ["version", "share", "updated_at"])
             return record
 
     def get_shadow(self, model: str) -> ShadowRecord | None:
         with self._read() as conn:
-            row = conn.execute(
-                "SELECT model, version, share, updated_at FROM shadows WHERE model = ?", (model,)
-            ).fetchone()
-        return ShadowRecord(model=row[0], version=row[1], share=row[2], updated_at=row[3]) if row else None
+            row = conn.execute(sa.select(shadows).where(shadows.c.model == model)).first()
+        return ShadowRecord(**row._mapping) if row else None
 
     # ---- diff and retention ---------------------------------------------------------------
 
@@ -293,21 +305,23 @@ class Registry(RolloutStore, FeedbackStore, WarmStore):
             raise RegistryError(f"keep must be an integer >= 0, got {keep!r}")
         with self.transaction() as conn:
             protected = traffic.live_of(self._current(conn, model))
-            shadow = conn.execute("SELECT version FROM shadows WHERE model = ?", (model,)).fetchone()
-            if shadow:
-                protected.add(shadow[0])
-            protected |= {r[0] for r in conn.execute("SELECT version FROM warm WHERE model = ?", (model,))}
+            protected |= set(conn.execute(sa.select(shadows.c.version).where(shadows.c.model == model)).scalars())
+            protected |= set(conn.execute(sa.select(warm.c.version).where(warm.c.model == model)).scalars())
             target = self._rollback_target(conn, model)
             if target is not None:
                 protected.add(target)
             doomed = retention.choose_prunable(self._available(conn, model), keep, protected)
-            conn.executemany(
-                "UPDATE versions SET status = 'pruned' WHERE model = ? AND version = ?",
-                [(model, v) for v in doomed],
-            )
+            if doomed:
+                conn.execute(
+                    versions.update()
+                    .where(versions.c.model == model, versions.c.version.in_(doomed))
+                    .values(status="pruned")
+                )
             folders = conn.execute(
-                "SELECT version, path FROM versions WHERE model = ? AND status = 'pruned'", (model,)
-            ).fetchall()
+                sa.select(versions.c.version, versions.c.path).where(
+                    versions.c.model == model, versions.c.status == "pruned"
+                )
+            ).all()
         # Files go after the commit: a crash here leaves folders of pruned versions, which the
         # next prune removes; the other order could leave an 'available' version with no files.
         if delete_files:

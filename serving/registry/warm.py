@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import sqlalchemy as sa
+
 from serving.registry.db import Database
+from serving.registry.schema import warm as warm_table
+from serving.registry.traffic import version_key
 
 
 class WarmStore(Database):
@@ -13,16 +17,12 @@ class WarmStore(Database):
         with self.transaction() as conn:
             if warm:
                 self._require_available(conn, model, [version], "warm")
-                conn.execute(
-                    """INSERT INTO warm (model, version, reason, updated_at) VALUES (?, ?, ?, ?)
-                       ON CONFLICT (model, version) DO UPDATE SET reason = excluded.reason,
-                       updated_at = excluded.updated_at""",
-                    (model, version, reason, self._now()),
-                )
+                row = {"model": model, "version": version, "reason": reason, "updated_at": self._now()}
+                self._upsert(conn, warm_table, row, ["model", "version"], ["reason", "updated_at"])
             else:
-                conn.execute("DELETE FROM warm WHERE model = ? AND version = ?", (model, version))
+                conn.execute(warm_table.delete().where(warm_table.c.model == model, warm_table.c.version == version))
 
     def warm_versions(self, model: str) -> list[str]:
         with self._read() as conn:
-            rows = conn.execute("SELECT version FROM warm WHERE model = ?", (model,)).fetchall()
-        return sorted((r[0] for r in rows), key=int)
+            found = conn.execute(sa.select(warm_table.c.version).where(warm_table.c.model == model)).scalars().all()
+        return sorted(found, key=version_key)

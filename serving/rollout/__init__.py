@@ -1,6 +1,7 @@
 """serving/rollout: pure rollout decisions (policies, decide(), A/B statistics, sticky hashing).
 
-No Ray, FastAPI, HTTP, SQLite, clock or global randomness here; the controller does the I/O.
+No Ray, FastAPI, HTTP, SQLite, clock or global randomness here (tests/unit/test_layers.py checks);
+the controller in `serving/control/` does the I/O.
 """
 
 from serving.rollout.decide import (

@@ -13,10 +13,18 @@ import math
 from collections.abc import Sequence
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from serving.rollout.policy import ABPolicy, BlueGreenPolicy, CanaryPolicy, RolloutPolicy, ShadowPolicy
-from serving.rollout.stats import ABResult, VersionStats, evaluate_gates, msprt_test
+from serving.rollout.stats import (
+    ABResult,
+    GateVerdict,
+    VersionStats,
+    evaluate_gates,
+    finite,
+    histogram_quantile,
+    msprt_test,
+)
 
 Phase = Literal["pending", "progressing", "paused", "promoted", "rolled_back", "aborted"]
 TERMINAL_PHASES: frozenset[str] = frozenset({"promoted", "rolled_back", "aborted"})
@@ -41,6 +49,29 @@ class MetricsWindow(_Frozen):
         default=None, description="Blue-green smoke result; None while not reported."
     )
     command: Command | None = Field(default=None, description="Operator command; it takes effect at once.")
+    latency_buckets: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description=(
+            "Per version, the window's latency histogram as Prometheus cumulative bucket counts "
+            "{le in seconds: count}, '+Inf' included. Optional: with it a canary step's p99 is read "
+            "off the summed histogram of all its windows; without it, the worst window p99 stands."
+        ),
+    )
+
+    @field_validator("latency_buckets")
+    @classmethod
+    def _buckets_are_counts(cls, value: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        for version, buckets in value.items():
+            for le, count in buckets.items():
+                try:
+                    float(le)
+                except ValueError:
+                    raise ValueError(
+                        f"latency_buckets[{version!r}]: bucket bound {le!r} is not a number (e.g. '0.05' or '+Inf')"
+                    ) from None
+                if not (math.isfinite(count) and count >= 0):
+                    raise ValueError(f"latency_buckets[{version!r}][{le!r}]: count {count} must be finite and >= 0")
+        return value
 
 
 class Action(_Frozen):
@@ -78,11 +109,29 @@ class RolloutStatus(_Frozen):
         default=None, description="Start of the window the next call judges."
     )
     updated_at: float | None = None
-    consecutive_inconclusive: int = Field(default=0, ge=0)
+    consecutive_inconclusive: int = Field(default=0, ge=0, description="Canary: judgements in a row without a verdict.")
     consecutive_failures: int = Field(default=0, ge=0)
+    consecutive_no_data: int = Field(
+        default=0, ge=0, description="Canary: windows in a row with no metrics at all (see max_inconclusive)."
+    )
     manual_pause: bool = Field(default=False, description="Paused by an operator (only 'resume' continues).")
     totals: dict[str, VersionStats] = Field(
         default_factory=dict, description="A/B and shadow: sums since start."
+    )
+    evidence: dict[str, VersionStats] = Field(
+        default_factory=dict,
+        description=(
+            "Canary: the current step's judged windows summed since evidence_started_at (counts and "
+            "labels add; p99 per `accumulate`). Emptied when the step changes, a gate fails, or the "
+            "p99 is unknown."
+        ),
+    )
+    evidence_buckets: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description="Canary: per version, the summed latency histogram of the evidence, while every window carried one.",
+    )
+    evidence_started_at: float | None = Field(
+        default=None, description="Canary: when the evidence began (feedback counts from here)."
     )
     ab: ABResult | None = Field(
         default=None, description="A/B: latest reading; its p_value is the running minimum."
@@ -228,6 +277,7 @@ def _command(policy: RolloutPolicy, status: RolloutStatus, command: Command, now
             phase="pending" if status.started_at is None else "progressing",
             window_started_at=now,
             step_started_at=now,
+            **_fresh_evidence(now),
         )
     if isinstance(policy, BlueGreenPolicy):
         if status.step == 0:
@@ -240,6 +290,100 @@ def _command(policy: RolloutPolicy, status: RolloutStatus, command: Command, now
 
 
 # -- canary ---------------------------------------------------------------------------------------
+#
+# The windows of one step add up. Each judged window is added to `status.evidence` and the gates
+# judge the sum, so a thin 1% canary waits for min_requests instead of failing thin windows.
+# Inconclusive extends the step (paused, traffic frozen) up to policy.max_step_s; only a failed
+# gate or that deadline rolls back, plus max_inconclusive windows in a row with no metrics at all.
+#
+# Latency does not add like counts: percentiles of parts do not give the percentile of the whole.
+# When windows carry their histograms (`MetricsWindow.latency_buckets`, which the controller fills
+# from Prometheus bucket deltas) the buckets are summed and p99 is read off the sum, exactly what
+# Prometheus' histogram_quantile(0.99, sum(increase(...[step]))) would say. Without histograms the
+# step keeps its worst window p99: an upper bound on the p99 of the union (each window has at most
+# 1% of its requests above its own p99, so the union has at most 1% above the largest), which errs
+# against the candidate on the absolute gate. A window with requests but no p99 makes the evidence's
+# p99 unknown: that judgement is inconclusive and the evidence starts afresh, so missing or NaN
+# latency can never be averaged away into a promotion.
+
+
+def _fresh_evidence(now: float) -> dict[str, object]:
+    return {"evidence": {}, "evidence_buckets": {}, "evidence_started_at": now}
+
+
+def accumulate(
+    before: VersionStats | None,
+    before_buckets: dict[str, float] | None,
+    window: VersionStats,
+    window_buckets: dict[str, float] | None,
+) -> tuple[VersionStats, dict[str, float] | None]:
+    """One version's evidence plus one window: (stats, summed histogram or None once one is missing)."""
+    before = before or VersionStats()
+    summed = before.plus(window)
+    if window.requests == 0:  # nothing observed: the latency evidence is unchanged
+        return summed.model_copy(update={"p99_ms": before.p99_ms}), before_buckets
+    all_have_buckets = before.requests == 0 or before_buckets is not None
+    if window_buckets and window_buckets.get("+Inf", 0.0) > 0 and all_have_buckets:
+        buckets = dict(before_buckets or {})
+        for le, count in window_buckets.items():
+            buckets[le] = buckets.get(le, 0.0) + count
+        p99_s = histogram_quantile(0.99, buckets)
+        return summed.model_copy(update={"p99_ms": None if p99_s is None else p99_s * 1000.0}), buckets
+    window_p99 = finite(window.p99_ms)
+    if before.requests == 0:
+        return summed.model_copy(update={"p99_ms": window_p99}), None
+    earlier_p99 = finite(before.p99_ms)
+    worst = None if window_p99 is None or earlier_p99 is None else max(window_p99, earlier_p99)
+    return summed.model_copy(update={"p99_ms": worst}), None
+
+
+def _early_error_failure(policy: CanaryPolicy, stable: VersionStats, candidate: VersionStats) -> GateVerdict | None:
+    """Fail before min_requests when the candidate already has more errors than a whole sample of
+    min_requests may hold at stable's error rate: that sample fails whatever its other requests do."""
+    gates = policy.gates
+    if candidate.requests >= gates.min_requests or stable.requests < gates.min_requests:
+        return None
+    stable_rate = stable.errors / stable.requests
+    allowed = (stable_rate + gates.max_error_rate_increase) * gates.min_requests
+    if candidate.errors <= allowed + 1e-9:
+        return None
+    return GateVerdict(
+        "fail",
+        (
+            f"{candidate.errors} errors in {candidate.requests} candidate requests already exceed the "
+            f"{allowed:.2f} a sample of {gates.min_requests} may hold at stable's {stable_rate:.4f} "
+            f"+ {gates.max_error_rate_increase}",
+        ),
+    )
+
+
+def _judge(
+    policy: CanaryPolicy, status: RolloutStatus, window: MetricsWindow, now: float
+) -> tuple[GateVerdict, dict[str, object]]:
+    """The verdict on the step's evidence plus this window, and the status fields that record it."""
+    versions = (status.stable_version, status.candidate_version)
+    missing = [name for name, v in zip(("stable", "candidate"), versions, strict=True) if v not in window.versions]
+    if missing:  # a blind window adds nothing and counts toward max_inconclusive
+        verdict = GateVerdict("inconclusive", (f"no metrics for {' and '.join(missing)}",))
+        return verdict, {"consecutive_no_data": status.consecutive_no_data + 1}
+    evidence, buckets = dict(status.evidence), dict(status.evidence_buckets)
+    for v in versions:
+        evidence[v], summed = accumulate(
+            status.evidence.get(v), status.evidence_buckets.get(v), window.versions[v], window.latency_buckets.get(v)
+        )
+        buckets.pop(v, None)
+        if summed is not None:
+            buckets[v] = summed
+    stable, candidate = evidence[versions[0]], evidence[versions[1]]
+    verdict = _early_error_failure(policy, stable, candidate) or evaluate_gates(policy.gates, stable, candidate)
+    judged: dict[str, object] = {"evidence": evidence, "evidence_buckets": buckets, "consecutive_no_data": 0}
+    if verdict.outcome == "inconclusive" and _latency_unknown(evidence):
+        judged.update(_fresh_evidence(now))  # unknown p99: start again rather than carry the gap
+    return verdict, judged
+
+
+def _latency_unknown(evidence: dict[str, VersionStats]) -> bool:
+    return any(s.requests > 0 and finite(s.p99_ms) is None for s in evidence.values())
 
 
 def _canary(policy: CanaryPolicy, status: RolloutStatus, window: MetricsWindow, now: float) -> Decision:
@@ -248,63 +392,56 @@ def _canary(policy: CanaryPolicy, status: RolloutStatus, window: MetricsWindow, 
         traffic = _split(status, steps[0])
         reason = f"canary step 1/{len(steps)}: {steps[0]}% to {status.candidate_version}"
         return _begin(
-            status, now, Action(kind="set_traffic", traffic=traffic, reason=reason), step=0, traffic=traffic
+            status,
+            now,
+            Action(kind="set_traffic", traffic=traffic, reason=reason),
+            step=0,
+            traffic=traffic,
+            **_fresh_evidence(now),
         )
     elapsed = _elapsed(status.window_started_at, now)
     if elapsed < policy.step_interval_s:
         return _hold(status, now, f"analysis window {elapsed:.0f}/{policy.step_interval_s:.0f} s")
 
-    verdict = evaluate_gates(
-        policy.gates,
-        window.versions.get(status.stable_version),
-        window.versions.get(status.candidate_version),
-    )
+    verdict, judged = _judge(policy, status, window, now)
     details = "; ".join(verdict.reasons)
     current = status.traffic.get(status.candidate_version, 0.0)
+    step_age = _elapsed(status.step_started_at, now)
+    deadline = f"{step_age:.0f}/{policy.max_step_s:.0f} s of step"
+    if verdict.outcome == "pass":
+        return _advance(status, now, steps, current, details)
     if verdict.outcome == "fail":
         failures = status.consecutive_failures + 1
-        if failures >= policy.max_failures:
+        counters = {"consecutive_failures": failures, "consecutive_inconclusive": 0, **judged}
+        if failures >= policy.max_failures or step_age >= policy.max_step_s:
             return _rollback(
-                status,
-                now,
-                f"gate failed ({failures}/{policy.max_failures} windows): {details}",
-                consecutive_failures=failures,
-                consecutive_inconclusive=0,
+                status, now, f"gate failed ({failures}/{policy.max_failures}, {deadline}): {details}", **counters
             )
+        # The next judgement is on fresh evidence: a transient bad spell must not stay in the sum.
+        reason = f"gate failed ({failures}/{policy.max_failures}), holding at {current}%: {details}"
         return _to(
             status,
             now,
-            Action(
-                kind="hold",
-                reason=f"gate failed ({failures}/{policy.max_failures}), holding at {current}%: {details}",
-            ),
+            Action(kind="hold", reason=reason),
             phase="progressing",
-            consecutive_failures=failures,
-            consecutive_inconclusive=0,
             window_started_at=now,
+            **{**counters, **_fresh_evidence(now)},
         )
-    if verdict.outcome == "inconclusive":
-        # Failures are not reset: a window with no data says nothing in the candidate's favour.
-        count = status.consecutive_inconclusive + 1
-        if count >= policy.max_inconclusive:
-            return _rollback(
-                status,
-                now,
-                f"inconclusive {count}/{policy.max_inconclusive} windows: {details}",
-                consecutive_inconclusive=count,
-            )
-        return _to(
-            status,
-            now,
-            Action(
-                kind="pause",
-                reason=f"inconclusive ({count}/{policy.max_inconclusive}), paused at {current}%: {details}",
-            ),
-            phase="paused",
-            consecutive_inconclusive=count,
-            window_started_at=now,
-        )
+    # Inconclusive. Failures are not reset: a window with no data says nothing in the candidate's favour.
+    count = status.consecutive_inconclusive + 1
+    update: dict[str, object] = {"consecutive_inconclusive": count, **judged}
+    no_data = status.consecutive_no_data + 1 if "evidence" not in judged else 0
+    if no_data >= policy.max_inconclusive:
+        return _rollback(status, now, f"no metrics {no_data}/{policy.max_inconclusive} windows: {details}", **update)
+    if step_age >= policy.max_step_s:
+        return _rollback(status, now, f"step deadline: inconclusive after {deadline}: {details}", **update)
+    reason = f"inconclusive ({count} windows, {deadline}), paused at {current}%: {details}"
+    return _to(
+        status, now, Action(kind="pause", reason=reason), phase="paused", window_started_at=now, **update
+    )
 
+
+def _advance(status: RolloutStatus, now: float, steps: Sequence[float], current: float, details: str) -> Decision:
     following = next_step_weight(steps, current)
     if following is None or following >= 100:
         return _promote(status, now, f"all gates passed at {current}%: {details}")
@@ -322,6 +459,8 @@ def _canary(policy: CanaryPolicy, status: RolloutStatus, window: MetricsWindow, 
         window_started_at=now,
         consecutive_failures=0,
         consecutive_inconclusive=0,
+        consecutive_no_data=0,
+        **_fresh_evidence(now),
     )
 
 

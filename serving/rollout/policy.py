@@ -65,7 +65,12 @@ class CanaryGates(_Config):
 
 
 class CanaryPolicy(_Config):
-    """Shift traffic to the candidate in steps, checking `gates` at every step interval."""
+    """Shift traffic to the candidate in steps, checking `gates` at every step interval.
+
+    The windows of one step add up: each judgement is on everything the step has seen since its
+    evidence began, so a 1% canary on little traffic waits for `gates.min_requests` instead of
+    failing three thin windows. Only a failed gate or `max_step_s` ends a step in rollback.
+    """
 
     strategy: Literal["canary"] = "canary"
     step_weights: list[float] = Field(
@@ -77,10 +82,27 @@ class CanaryPolicy(_Config):
         default=300.0, gt=0, description="Seconds of traffic behind each analysis window."
     )
     gates: CanaryGates = Field(default_factory=CanaryGates, description="What a window must meet to advance.")
-    max_inconclusive: int = Field(
-        default=3, ge=1, description="Consecutive inconclusive windows (no or NaN data) before rolling back."
+    max_step_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description=(
+            "Seconds one step may stay inconclusive (too few requests or labels, NaN p99) while its "
+            "windows add up; then it rolls back. At least step_interval_s; size it for the candidate's "
+            "traffic: 1% of 50 req/s needs 200 s for 100 requests."
+        ),
     )
-    max_failures: int = Field(default=1, ge=1, description="Consecutive failed windows before rolling back.")
+    max_inconclusive: int = Field(
+        default=3,
+        ge=1,
+        description=(
+            "Consecutive windows with no metrics at all (scrape failed, a version absent) before "
+            "rolling back: a blind controller stops, as Argo's consecutiveErrorLimit. Too little "
+            "data is not counted here; it extends the step up to max_step_s."
+        ),
+    )
+    max_failures: int = Field(
+        default=1, ge=1, description="Consecutive failed judgements (each on fresh evidence) before rolling back."
+    )
 
     @model_validator(mode="after")
     def _steps_increase_to_100(self) -> CanaryPolicy:
@@ -92,6 +114,11 @@ class CanaryPolicy(_Config):
         if steps[-1] != 100:
             raise ValueError(
                 f"step_weights must end at 100, got {steps} (last {steps[-1]}); e.g. {STEP_EXAMPLE}"
+            )
+        if self.max_step_s < self.step_interval_s:
+            raise ValueError(
+                f"max_step_s ({self.max_step_s}) must be >= step_interval_s ({self.step_interval_s}): a step "
+                f"must last at least one analysis window, e.g. max_step_s={max(3600.0, 12 * self.step_interval_s)}"
             )
         return self
 

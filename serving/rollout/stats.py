@@ -6,6 +6,7 @@ No clock, no randomness, no I/O: every function maps numbers to a verdict.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -67,6 +68,33 @@ class VersionStats(BaseModel):
 
 
 _COUNT_FIELDS = tuple(name for name in VersionStats.model_fields if name != "p99_ms")
+
+
+def histogram_quantile(q: float, buckets: Mapping[str, float]) -> float | None:
+    """Prometheus' histogram_quantile over cumulative `buckets` {le: count}; None when empty.
+
+    Linear interpolation inside the bucket holding the rank, as Prometheus does. This is not
+    `distilserve.core.stats.percentile` (nearest rank over raw samples): a window only has
+    bucket counts, so the value is an estimate within one bucket's width. A rank in the
+    +Inf bucket returns the highest finite bound (Prometheus' convention): a lower bound on the
+    truth, so compare such values with care; it is never NaN.
+    """
+    if not 0 <= q <= 1:
+        raise ValueError(f"q must be in [0, 1], got {q}")
+    ordered = sorted(((float(le), n) for le, n in buckets.items()), key=lambda kv: kv[0])
+    if not ordered or not math.isinf(ordered[-1][0]) or ordered[-1][1] <= 0:
+        return None
+    rank = q * ordered[-1][1]
+    lower_bound, lower_count = 0.0, 0.0
+    for bound, count in ordered:
+        if count >= rank:
+            if math.isinf(bound):
+                return lower_bound
+            if count == lower_count:  # an empty bucket at the rank (q = 0): its lower edge
+                return lower_bound
+            return lower_bound + (bound - lower_bound) * (rank - lower_count) / (count - lower_count)
+        lower_bound, lower_count = bound, count
+    return lower_bound  # pragma: no cover - the +Inf bucket always holds the rank
 
 
 class GateVerdict(NamedTuple):

@@ -4,47 +4,86 @@ Triton's explicit mode loads every version its version_policy admits. Each Model
 replica serves exactly one version, so it points its server at a small folder of its own:
 a patched config.pbtxt plus a symlink to the real version folder. The shared repository is
 never written, and a version added or pruned there cannot change what a replica serves.
+
+config.pbtxt is read and written as Triton's own protobuf (`ModelConfig`, shipped in
+tritonclient), never edited as text: a field spelled another way or a nested block cannot be
+missed, and a malformed file fails here with its parse error instead of inside Triton.
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_VERSION = re.compile(r"^[1-9][0-9]{0,8}$")
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as pb
+
+from distilserve.core.names import is_model_name, is_version
+
+CONFIG_FILENAME = "config.pbtxt"
+TORCH_THREADS_PARAMETER = "TORCH_NUM_THREADS"
+"""model.py reads its torch thread count from this model-config parameter."""
 
 
-def patch_config(text: str, version: str, *, gpu: bool = False, torch_threads: int | None = None) -> str:
-    """config.pbtxt text serving only `version`, on GPU instances when `gpu`."""
-    if not _VERSION.match(version):
+class ModelConfigError(ValueError):
+    """A config.pbtxt that is not a valid Triton ModelConfig."""
+
+
+def read_config(text: str, source: str = CONFIG_FILENAME) -> pb.ModelConfig:
+    """Parse config.pbtxt `text`; `source` names the file in the error.
+
+    Raises:
+        ModelConfigError: the text is not a ModelConfig in protobuf text format.
+    """
+    try:
+        return text_format.Parse(text, pb.ModelConfig())
+    except text_format.ParseError as e:
+        raise ModelConfigError(f"{source} is not a valid Triton model config: {e}") from e
+
+
+def write_config(config: pb.ModelConfig) -> str:
+    """config.pbtxt text of `config` (protobuf text format, as Triton reads it)."""
+    return text_format.MessageToString(config)
+
+
+def patch_config(text: str, version: str, *, gpu: bool = False, torch_threads: int | None = None,
+                 source: str = CONFIG_FILENAME) -> str:
+    """config.pbtxt text serving only `version`, on GPU instances when `gpu`.
+
+    Raises:
+        ValueError: `version` is not a positive integer.
+        ModelConfigError: `text` is not a valid model config.
+    """
+    if not is_version(version):
         raise ValueError(f"version must be a positive integer like '1', got {version!r}")
-    out = re.sub(r"(?ms)^version_policy\s*:?\s*\{.*?^\}\s*$", "", text)
-    out = re.sub(r"^version_policy\s*:.*$", "", out, flags=re.M)
+    config = read_config(text, source)
+    # Assigning `specific` clears whichever policy (latest, all) the oneof held before.
+    config.version_policy.specific.versions[:] = [int(version)]
     if gpu:
-        out = out.replace("KIND_CPU", "KIND_GPU")
+        for group in config.instance_group:
+            if group.kind == pb.ModelInstanceGroup.KIND_CPU:
+                group.kind = pb.ModelInstanceGroup.KIND_GPU
     if torch_threads is not None:
-        out = re.sub(
-            r'(key:\s*"TORCH_NUM_THREADS"\s*value:\s*\{\s*string_value:\s*")\d+(")', rf"\g<1>{torch_threads}\g<2>", out
-        )
-    return out.rstrip() + f"\nversion_policy: {{ specific: {{ versions: [ {version} ] }} }}\n"
+        config.parameters[TORCH_THREADS_PARAMETER].string_value = str(torch_threads)
+    return write_config(config)
 
 
 def make_view(repository: Path, model: str, version: str, dest: Path, *, gpu: bool = False,
               torch_threads: int | None = None) -> Path:
     """Lay out `dest/<model>/{config.pbtxt,<version>}`; returns `dest` (the view's repository)."""
-    if not _NAME.match(model):
-        raise ValueError(f"model name must match {_NAME.pattern}, got {model!r}")
+    if not is_model_name(model):
+        raise ValueError(f"model name must be lower case like 'sentiment', got {model!r}")
     src_model = (Path(repository) / model).resolve()
     src_version = src_model / version
-    if not (src_model / "config.pbtxt").is_file():
-        raise FileNotFoundError(f"model {model!r} has no config.pbtxt in {repository}")
-    if not _VERSION.match(version) or not src_version.is_dir():
+    src_config = src_model / CONFIG_FILENAME
+    if not src_config.is_file():
+        raise FileNotFoundError(f"model {model!r} has no {CONFIG_FILENAME} in {repository}")
+    if not is_version(version) or not src_version.is_dir():
         raise FileNotFoundError(f"version {version!r} of model {model!r} not found in {repository}")
+    patched = patch_config(src_config.read_text(), version, gpu=gpu, torch_threads=torch_threads,
+                           source=str(src_config))
     view_model = Path(dest) / model
     view_model.mkdir(parents=True, exist_ok=True)
-    text = (src_model / "config.pbtxt").read_text()
-    (view_model / "config.pbtxt").write_text(patch_config(text, version, gpu=gpu, torch_threads=torch_threads))
+    (view_model / CONFIG_FILENAME).write_text(patched)
     link = view_model / version
     if link.is_symlink() or link.exists():
         link.unlink()

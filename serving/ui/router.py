@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from serving.errors import ApiError
+from serving.http.deps import services
 from serving.ui.source import RegistrySource, UiSource
 from serving.ui.state import ui_state
 
@@ -41,8 +42,8 @@ def ui_source(request: Request) -> UiSource:
     state = request.app.state
     source = getattr(state, "ui_source", None)
     if source is None:
-        ingress = state.ingress
-        source = state.ui_source = RegistrySource(ingress.view.registry, ingress.view.models)
+        control = services(request).control
+        source = state.ui_source = RegistrySource(control.registry, control.models)
     return source
 
 

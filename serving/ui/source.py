@@ -11,9 +11,9 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from serving.admin_rollouts import rollout_status
+from serving.control.admin import rollout_status
+from serving.control.rollout_doc import RolloutDoc
 from serving.registry import DeploymentRecord, EventRecord, ShadowRecord, VersionRecord
-from serving.rollout.doc import RolloutDoc
 
 HISTORY_LIMIT = 50  # traffic changes shown (newest first)
 RECENT_EVENTS = 30  # model events shown besides the rollout's own

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from serving.runner import loopback_ray_env
+from serving.ray_env import loopback_ray_env
 
 # Before anything imports ray: keep every Ray listener on 127.0.0.1.
 loopback_ray_env()
@@ -32,6 +32,7 @@ def ray_session():
     import ray
 
     temp_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")
+    from serving import raycompat
     from serving.raypatch import HOOK
 
     # Ray gives its node processes a fixed start-up deadline; on a loaded 2-core machine the
@@ -39,8 +40,7 @@ def ray_session():
     for attempt in (1, 2, 3):
         try:
             ray.init(address="local", namespace="distilserve-tests", include_dashboard=False, log_to_driver=False,
-                     _node_ip_address="127.0.0.1", _temp_dir=temp_dir,
-                     runtime_env={"worker_process_setup_hook": HOOK})
+                     runtime_env={"worker_process_setup_hook": HOOK}, **raycompat.loopback_init_kwargs(temp_dir))
             break
         except Exception:  # noqa: BLE001 - retried, then re-raised
             ray.shutdown()

@@ -20,6 +20,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from distilserve.core.names import is_model_name, is_version
 from serving.config import AutoscalingSettings, ServeConfig
 from tests.helpers import REPO_ROOT, free_port, wait_for
 
@@ -163,9 +164,9 @@ non_str = any_json.filter(lambda v: not isinstance(v, str))
 weird_text = st.text(st.characters(codec="utf-8", categories=("L", "N", "P", "S", "Z", "Cc", "Mn")), max_size=16)
 blank = st.sampled_from(["", " ", "\t", "\n \r", "\u3000", "\xa0 \u2003"])
 long_text = st.integers(2001, 4000).map(lambda n: "y" * n)
-bad_model = (weird_text.filter(lambda s: not __import__("re").fullmatch(r"[a-z][a-z0-9_-]{0,63}", s))
+bad_model = (weird_text.filter(lambda s: not is_model_name(s))
              | st.from_regex(r"\A[a-z][a-z0-9_-]{0,20}\Z").filter(lambda s: s != MODEL))
-bad_version = (weird_text.filter(lambda s: not __import__("re").fullmatch(r"[1-9][0-9]{0,8}", s))
+bad_version = (weird_text.filter(lambda s: not is_version(s))
                | st.integers(3, 999_999_999).map(str))
 raw_bytes = st.binary(max_size=64) | st.sampled_from([b"\xff\xfe\x00", b"{\"inputs\": \"\xc3\x28\"}", b"\x00" * 8])
 

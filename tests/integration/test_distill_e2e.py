@@ -98,9 +98,9 @@ def test_narrow_student_with_transfer_set_and_hidden_loss(tiny_repo: Path, tmp_p
     assert result.model is not None and result.model.config.hidden_size == 4
     # The pruned vocabulary is exactly the teacher ids the training rows use, plus the specials.
     teacher_tok = AutoTokenizer.from_pretrained(tiny_repo / "sentiment" / "1")
-    splits = teacher_splits(ModelCard.read(tiny_repo / "sentiment" / "1"), cfg)
-    labeled, transfer, _ = student_rows(cfg, splits)
-    texts = list(labeled["text"]) + list(transfer["text"])
+    splits = teacher_splits(ModelCard.read(tiny_repo / "sentiment" / "1"))
+    rows = student_rows(cfg, splits)
+    texts = list(rows.labeled["text"]) + list(rows.transfer["text"])
     used = {i for ids in teacher_tok(texts)["input_ids"] for i in ids} | set(teacher_tok.all_special_ids)
     assert result.tokenizer is not None and len(result.tokenizer) == result.model.config.vocab_size == len(used)
     # Two cached parts: labeled rows and transfer rows.

@@ -1,14 +1,13 @@
-"""`distilserve check` report: text and JUnit XML rendering, percentiles, verdicts. Pure."""
+"""`distilserve check` report: text and JUnit XML rendering, verdicts. Pure."""
 
 from __future__ import annotations
 
-import math
 import xml.etree.ElementTree as ET
 
 import pytest
 
 from distilserve.check.cases import Case
-from distilserve.check.report import CheckResult, Report, percentile
+from distilserve.check.report import CheckResult, Report
 from distilserve.check.schema import error_problems, oip_infer_problems, v1_predict_problems
 from distilserve.check.suite import judge
 
@@ -65,28 +64,6 @@ def test_junit_xml_survives_control_characters_in_server_replies() -> None:
 def test_verdict(outcomes: list, passed: bool) -> None:
     r = Report("t", [CheckResult("c", str(i), o) for i, o in enumerate(outcomes)])
     assert r.passed is passed
-
-
-@pytest.mark.parametrize(
-    ("values", "q", "expected"),
-    [
-        ([5.0], 99, 5.0),
-        ([1.0, 2.0, 3.0, 4.0], 50, 2.0),  # rank ceil(0.5*4)=2 -> 2.0
-        (list(map(float, range(1, 101))), 99, 99.0),  # rank ceil(0.99*100)=99
-        (list(map(float, range(1, 51))), 99, 50.0),  # rank ceil(0.99*50)=50: the slowest request
-        ([3.0, 1.0, 2.0], 0, 1.0),  # rank max(1, 0)=1 -> the smallest
-        ([3.0, 1.0, 2.0], 100, 3.0),
-    ],
-    ids=["single", "p50-of-4", "p99-of-100", "p99-of-50", "p0", "p100"],
-)
-def test_percentile_nearest_rank(values: list[float], q: float, expected: float) -> None:
-    assert percentile(values, q) == expected
-
-
-def test_percentile_of_nothing_is_nan_and_q_is_checked() -> None:
-    assert math.isnan(percentile([], 50))
-    with pytest.raises(ValueError, match="q must be within"):
-        percentile([1.0], 101)
 
 
 def test_check_result_of_joins_problems() -> None:

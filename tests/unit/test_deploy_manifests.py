@@ -120,7 +120,7 @@ def test_serve_config_args_build_our_applications(tmp_path: Path) -> None:
         module, attr = app["import_path"].split(":")
         assert callable(getattr(importlib.import_module(module), attr))
         ServeConfig.model_validate(app["args"]["config"])
-    from serving.serve_entry import build_version
+    from serving.applications import build_version
 
     built = build_version({"config": {"model_repository": str(tmp_path), "gpu": 0.25}, "model": "m", "version": "3"})
     assert built._bound_deployment.ray_actor_options["num_gpus"] == 0.25
@@ -209,8 +209,8 @@ def test_build_ingress_registers_versions_then_builds_the_ingress(tmp_path: Path
 
     from distill.export import export_version
     from distill.models import tiny_teacher
+    from serving.applications import build_ingress
     from serving.registry import Registry
-    from serving.serve_entry import build_ingress
 
     repo = tmp_path / "repo"
     shutil.copytree(ROOT / "model_repository" / "sentiment", repo / "sentiment",

@@ -10,8 +10,8 @@ import pytest
 
 from serving.autoscale_policy import desired_replicas
 from serving.backends import texts_in_flight, triton_counters
-from serving.endpoints import Endpoint, EndpointPool, EndpointWatcher, parse
 from serving.http_server import IngressHttpServer, PortInUseError, check_port_free
+from serving.transport.endpoints import Endpoint, EndpointPool, EndpointWatcher, parse
 
 NODE, OTHER = "node-a", "node-b"
 
@@ -172,12 +172,14 @@ def test_a_triton_that_is_not_there_is_unavailable_not_a_model_failure() -> None
 
     import tritonclient.grpc.aio as grpc_aio
 
-    from serving.backends import BackendUnavailable, triton_infer
+    from serving.transport.failure import Failure
+    from serving.transport.triton_grpc import triton_infer
 
     async def main() -> None:
         client = grpc_aio.InferenceServerClient(f"127.0.0.1:{_free_port()}")
-        with pytest.raises(BackendUnavailable, match="unreachable"):
+        with pytest.raises(Failure, match="unreachable") as err:
             await triton_infer(client, "sentiment", "1", ["x"], timeout_s=5)
+        assert err.value.kind == "unavailable"
         await client.close()
 
     asyncio.run(main())

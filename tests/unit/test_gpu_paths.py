@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from serving.config import ServeConfig
-from serving.triton.repo_view import make_view, patch_config
+from serving.triton.repo_view import make_view, patch_config, read_config
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "model_repository" / "sentiment"
@@ -26,7 +26,7 @@ def test_instance_group_kind_follows_gpu_flag(gpu: bool, kind: str) -> None:
     text = patch_config((TEMPLATE / "config.pbtxt").read_text(), "3", gpu=gpu)
     assert f"kind: {kind}" in text
     assert ("KIND_CPU" in text) is (not gpu)
-    assert text.rstrip().endswith("version_policy: { specific: { versions: [ 3 ] } }")
+    assert list(read_config(text).version_policy.specific.versions) == [3]
 
 
 def test_replica_view_on_gpu_never_writes_the_shared_repository(tmp_path: Path) -> None:
@@ -47,7 +47,7 @@ def test_replica_view_on_gpu_never_writes_the_shared_repository(tmp_path: Path) 
     pytest.param(1.0, 1.0, id="whole GPU"),
 ])
 def test_version_app_requests_num_gpus_from_config(gpu: float, expected: float | None, tmp_path: Path) -> None:
-    from serving.app import version_app
+    from serving.applications import version_app
 
     cfg = ServeConfig(model_repository=tmp_path, gpu=gpu, replica_cpus=0.5)
     deployment = version_app(cfg, "sentiment", "1")._bound_deployment

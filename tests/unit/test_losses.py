@@ -11,8 +11,8 @@ from pydantic import ValidationError
 from transformers import BertConfig, BertForSequenceClassification
 from transformers.modeling_outputs import SequenceClassifierOutput
 
+from distill.architectures import student_from_layers
 from distill.losses import LOSS_KINDS, DistillLoss, build_loss, parse_loss_config
-from distill.students import student_from_layers
 
 torch.set_num_threads(1)
 TOL = 1e-6  # float32 arithmetic on a handful of numbers

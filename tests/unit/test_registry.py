@@ -1,14 +1,21 @@
-"""Unit tests of serving.registry on tmp_path SQLite files (no servers)."""
+"""Unit tests of serving.registry on tmp_path SQLite files (no servers).
+
+The same tests run against a real PostgreSQL in tests/integration/test_registry_backends.py,
+which overrides the `location` fixture; tests that only make sense for SQLite files are listed
+in SQLITE_ONLY.
+"""
 
 from __future__ import annotations
 
 import math
 import pickle
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from distilserve.core.card import LatencyStats, Lineage, ModelCard
 from serving.registry import (
@@ -23,6 +30,8 @@ from serving.registry import (
     UnknownVersionError,
     VersionConflictError,
 )
+from serving.registry.db import engine_url
+from serving.registry.schema import REVISIONS
 from serving.registry.traffic import primary_of
 
 MODEL = "sentiment"
@@ -69,8 +78,15 @@ class FakeClock:
 
 
 @pytest.fixture
-def reg(tmp_path: Path) -> Registry:
-    return Registry(tmp_path / "registry.db", clock=FakeClock())
+def location(tmp_path: Path) -> str | Path:
+    """Where the registry under test lives: a SQLite file here, a PostgreSQL URL in the integration tier."""
+    return tmp_path / "registry.db"
+
+
+@pytest.fixture
+def reg(location: str | Path) -> Iterator[Registry]:
+    with Registry(location, clock=FakeClock()) as r:
+        yield r
 
 
 def register(reg: Registry, root: Path, *versions: str) -> None:
@@ -356,9 +372,9 @@ def test_diff_names_what_changed(reg: Registry, tmp_path: Path) -> None:
 # ---- processes, schema, transactions ----------------------------------------------------------
 
 
-def test_two_registries_on_one_file_see_each_other(tmp_path: Path) -> None:
-    a = Registry(tmp_path / "r.db")
-    b = Registry(tmp_path / "r.db")
+def test_two_registries_on_one_database_see_each_other(location: str | Path, tmp_path: Path) -> None:
+    a = Registry(location)
+    b = Registry(location)
     a.register_version(MODEL, "1", tmp_path / MODEL / "1", make_card("1"))
     assert b.get_version(MODEL, "1") is not None
     b.register_version(MODEL, "2", tmp_path / MODEL / "2", make_card("2"))
@@ -372,16 +388,126 @@ def test_two_registries_on_one_file_see_each_other(tmp_path: Path) -> None:
     assert c.get_traffic(MODEL) == {"2": 100.0}
     for r in (a, b, c):
         r.close()
-    with Registry(tmp_path / "r.db") as reopened:  # schema creation is idempotent
+    with Registry(location) as reopened:  # schema creation is idempotent
         assert [v.version for v in reopened.list_versions(MODEL)] == ["1", "2"]
 
 
-def test_newer_schema_is_refused(tmp_path: Path) -> None:
-    Registry(tmp_path / "r.db").close()
-    with sqlite3.connect(tmp_path / "r.db") as conn:
-        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
-    with pytest.raises(RegistryError, match=rf"schema_version {SCHEMA_VERSION + 1}, newer than"):
-        Registry(tmp_path / "r.db")
+def test_newer_schema_is_refused(location: str | Path) -> None:
+    Registry(location).close()
+    engine = sa.create_engine(engine_url(location))
+    with engine.begin() as conn:  # as if newer code had migrated it
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '9999'"))
+    engine.dispose()
+    with pytest.raises(RegistryError, match=rf"schema_version {SCHEMA_VERSION + 1} \(revision '9999'\), newer than"):
+        Registry(location)
+
+
+def test_revisions_match_the_migrations_folder() -> None:
+    from alembic.script import ScriptDirectory
+
+    from serving.registry.schema import MIGRATIONS
+
+    script = ScriptDirectory(str(MIGRATIONS))
+    chain = [r.revision for r in reversed(list(script.walk_revisions()))]
+    assert tuple(chain) == REVISIONS and len(REVISIONS) == SCHEMA_VERSION
+
+
+def test_data_version_changes_with_every_control_plane_write(reg: Registry, location: str | Path) -> None:
+    other = Registry(location)
+    seen = reg.data_version()
+    assert other.data_version() == seen
+    register(reg, Path("/nonexistent"), "1")
+    assert other.data_version() > seen  # another handle's write is visible to a poller
+    seen = other.data_version()
+    reg.record_predictions([PredictionRow("r1", MODEL, "1", "positive", None, 1.0)])
+    reg.record_feedback("r1", outcome=1)
+    assert other.data_version() == seen  # data-plane rows change no routing
+    with pytest.raises(InvalidTrafficError):
+        reg.set_traffic(MODEL, {"1": 50}, "bad")
+    assert other.data_version() == seen  # a rolled-back write changes nothing
+    reg.set_traffic(MODEL, {"1": 100}, "deploy")
+    assert other.data_version() == seen + 1
+    with reg.transaction():  # several writes, one transaction: one bump
+        reg.set_shadow(MODEL, "1", 5.0)
+        reg.record_event(MODEL, "note", "x")
+    assert other.data_version() == seen + 2
+    other.close()
+
+
+# The pre-alembic SQLite registry (PRAGMA user_version 2), dumped from a file the old code wrote:
+# versions 1-3, a 90/10 canary, a shadow, a warm version, an active rollout, an event, feedback.
+LEGACY_DUMP = Path(__file__).parent / "data" / "registry_schema2.sql"
+
+
+@pytest.mark.parametrize("user_version", [pytest.param(2, id="schema-2"), pytest.param(1, id="schema-1")])
+def test_pre_alembic_sqlite_file_upgrades_in_place(tmp_path: Path, user_version: int) -> None:
+    db = tmp_path / "old.db"
+    with sqlite3.connect(db) as conn:
+        conn.executescript(LEGACY_DUMP.read_text())
+        if user_version == 1:  # before the warm table existed
+            conn.execute("DROP TABLE warm")
+        conn.execute(f"PRAGMA user_version = {user_version}")
+    with Registry(db) as reg:
+        assert reg.schema_version == SCHEMA_VERSION
+        assert [v.version for v in reg.list_versions(MODEL)] == ["1", "2", "3"]
+        assert reg.get_traffic(MODEL) == {"1": 90.0, "2": 10.0}
+        assert [h.reason for h in reg.history(MODEL)] == ["canary step 1", "initial deployment"]
+        shadow = reg.get_shadow(MODEL)
+        assert shadow is not None and (shadow.version, shadow.share) == ("3", 20.0)
+        assert reg.warm_versions(MODEL) == (["2"] if user_version == 2 else [])
+        assert reg.load_active_rollout(MODEL) == ("r1", "canary", '{"step": 1}')
+        assert [(e.kind, e.data) for e in reg.events(MODEL)] == [("rollout.step", {"step": 1})]
+        assert reg.feedback_stats(MODEL, "2") == (1, 1, 1, 1)
+        # ids continue after the old rows; writes work; the revision counter exists
+        seen = reg.data_version()
+        assert reg.set_traffic(MODEL, {"2": 100}, "promote").id == 3
+        assert reg.record_event(MODEL, "rollout.done", "done").id == 2
+        assert reg.data_version() > seen
+    with Registry(db) as again:  # reopening at head changes nothing
+        assert again.get_traffic(MODEL) == {"2": 100.0}
+
+
+def test_locations_and_bad_urls(tmp_path: Path) -> None:
+    assert engine_url(tmp_path / "r.db").get_backend_name() == "sqlite"
+    assert engine_url("postgresql://u:secret@127.0.0.1:5432/reg").drivername == "postgresql+psycopg"
+    assert engine_url("postgres://u@h/reg").drivername == "postgresql+psycopg"
+    assert engine_url(f"sqlite:///{tmp_path}/r.db").database == f"{tmp_path}/r.db"
+    # The password never reaches a message or a log line.
+    with pytest.raises(RegistryError, match=r"'mysql://u:\*\*\*@h/reg' must be a SQLite file path or a PostgreSQL URL"):
+        Registry("mysql://u:secret@h/reg")
+    with pytest.raises(RegistryError, match=r"does not parse"):
+        engine_url("postgresql://u@h:notaport/reg")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        pytest.param("reg/r.db", Path("reg/r.db"), id="path-text"),
+        pytest.param(Path("/srv/r.db"), Path("/srv/r.db"), id="path"),
+        pytest.param("postgresql://ds@127.0.0.1:5432/reg", "postgresql://ds@127.0.0.1:5432/reg", id="postgresql-url"),
+    ],
+)
+def test_serve_config_registry_is_a_path_or_a_url(value: str | Path, expected: str | Path) -> None:
+    from serving.config import ServeConfig
+
+    assert ServeConfig(registry=value).registry == expected
+
+
+def test_serve_config_refuses_other_databases_naming_the_value() -> None:
+    from pydantic import ValidationError
+
+    from serving.config import ServeConfig
+
+    with pytest.raises(ValidationError, match=r"registry 'mysql://ds:\*\*\*@h/reg' must be a SQLite file path"):
+        ServeConfig(registry="mysql://ds:pw@h/reg")
+
+
+SQLITE_ONLY = {
+    "test_pre_alembic_sqlite_file_upgrades_in_place",
+    "test_locations_and_bad_urls",
+    "test_serve_config_registry_is_a_path_or_a_url",
+    "test_serve_config_refuses_other_databases_naming_the_value",
+}
 
 
 def test_transaction_groups_writes_and_rolls_back_all(reg: Registry, tmp_path: Path) -> None:

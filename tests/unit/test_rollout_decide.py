@@ -29,6 +29,7 @@ from serving.rollout import (
     parse_policy,
     start_status,
 )
+from serving.rollout.decide import accumulate
 
 STABLE, CAND = "1", "2"
 T0 = 1000.0
@@ -206,9 +207,9 @@ def run(
             (1, 0),
             id="too-few-labels-pause",
         ),
-        # 2 earlier + this one = 3 = max_inconclusive: roll back.
+        # 2 earlier windows with no metrics at all + this one = 3 = max_inconclusive: roll back.
         pytest.param(
-            at(CANARY, 5, step=1, phase="paused", consecutive_inconclusive=2),
+            at(CANARY, 5, step=1, phase="paused", consecutive_inconclusive=2, consecutive_no_data=2),
             MetricsWindow(),
             T0 + 60,
             ("rollback", "rolled_back", 0),
@@ -259,6 +260,214 @@ def test_canary_window(
     assert (new.consecutive_inconclusive, new.consecutive_failures) == counters
     if now - T0 >= CANARY.step_interval_s and new.phase not in ("promoted", "rolled_back"):
         assert new.window_started_at == now, "a judged window must not be judged again"
+
+
+# -- canary: the windows of one step add up --------------------------------------------------------
+
+THIN = vs(requests=50, errors=0, labelled=30, correct=27)  # half a sample: 50 < 100 requests, 30 < 50 labels
+
+
+def gathered(candidate: VersionStats, stable: VersionStats = HEALTHY, **fields: object) -> dict[str, object]:
+    """Status fields of a step that has already gathered `candidate` / `stable` since T0 - 60."""
+    return {"evidence": {STABLE: stable, CAND: candidate}, "evidence_started_at": T0 - 60, **fields}
+
+
+@pytest.mark.parametrize(
+    ("status", "w", "now", "expected", "counters", "evidence"),
+    [
+        # 50 < 100 candidate requests: inconclusive, but the 50 are kept and the step goes on.
+        pytest.param(
+            at(CANARY, 5, step=1),
+            window(THIN),
+            T0 + 60,
+            ("pause", "paused", 5),
+            (1, 0),
+            50,
+            id="thin-window-is-kept",
+        ),
+        # 50 + 50 = 100 >= 100 requests, 30 + 30 = 60 >= 50 labels, accuracy 54/60 = 0.90 vs
+        # (90 + 90)/200 = 0.90, 0 errors vs 1 %: passes -> 25 %, and the next step starts empty.
+        pytest.param(
+            at(CANARY, 5, step=1, phase="paused", consecutive_inconclusive=1, **gathered(THIN)),
+            window(THIN),
+            T0 + 60,
+            ("set_traffic", "progressing", 25),
+            (0, 0),
+            0,
+            id="accumulate-then-pass",
+        ),
+        # Labels 30 + 30 = 60 >= 50 with 24 + 24 = 48 correct: 0.80 vs 0.90, drop 0.10 > 0.02. Neither
+        # window alone had the 50 labels to say so. First failure of 2: hold, on fresh evidence.
+        pytest.param(
+            at(CANARY, 5, step=1, **gathered(vs(requests=50, errors=0, labelled=30, correct=24))),
+            window(vs(requests=50, errors=0, labelled=30, correct=24)),
+            T0 + 60,
+            ("hold", "progressing", 5),
+            (0, 1),
+            0,
+            id="accumulate-then-fail",
+        ),
+        # The step began 3540 s before T0: at T0 + 60 it is 3600 s old = max_step_s, and 50 + 30 = 80
+        # < 100 requests is still inconclusive: roll back.
+        pytest.param(
+            at(CANARY, 5, step=1, started_at=T0 - 4000, step_started_at=T0 - 3540, **gathered(THIN)),
+            window(vs(requests=30, errors=0)),
+            T0 + 60,
+            ("rollback", "rolled_back", 0),
+            (1, 0),
+            80,
+            id="deadline-rollback",
+        ),
+        # One second earlier (3599 s < 3600 s) the same evidence extends the step.
+        pytest.param(
+            at(CANARY, 5, step=1, started_at=T0 - 4000, step_started_at=T0 - 3539, **gathered(THIN)),
+            window(vs(requests=30, errors=0)),
+            T0 + 60,
+            ("pause", "paused", 5),
+            (1, 0),
+            80,
+            id="inconclusive-extends-step-until-deadline",
+        ),
+        # 5 errors in 20 requests, before min_requests: a sample of 100 may hold (0.01 + 0.01) x 100
+        # = 2 errors at stable's 10/1000; 5 > 2 fails it whatever the other 80 do. 2nd failure: roll back.
+        pytest.param(
+            at(CANARY, 5, step=1, consecutive_failures=1),
+            window(vs(requests=20, errors=5)),
+            T0 + 60,
+            ("rollback", "rolled_back", 0),
+            (0, 2),
+            20,
+            id="error-gate-fails-before-min-samples",
+        ),
+        # 2 errors in 20 = exactly the 2 a full sample may hold: not conclusive yet, keep gathering.
+        pytest.param(
+            at(CANARY, 5, step=1),
+            window(vs(requests=20, errors=2)),
+            T0 + 60,
+            ("pause", "paused", 5),
+            (1, 0),
+            20,
+            id="few-errors-wait-for-min-samples",
+        ),
+        # 50 + 50 = 100 requests would be enough, but this window's p99 is NaN: the step's p99 is
+        # unknown, so no promotion; the evidence starts again rather than carry the gap.
+        pytest.param(
+            at(CANARY, 50, step=3, **gathered(THIN)),
+            window(vs(requests=50, errors=0, labelled=30, correct=27, p99_ms=float("nan"))),
+            T0 + 60,
+            ("pause", "paused", 50),
+            (1, 0),
+            0,
+            id="nan-never-promotes",
+        ),
+        # A window with no metrics at all adds nothing: the 50 gathered stay, no_data counts 1.
+        pytest.param(
+            at(CANARY, 5, step=1, **gathered(THIN)),
+            MetricsWindow(),
+            T0 + 60,
+            ("pause", "paused", 5),
+            (1, 0),
+            50,
+            id="blind-window-keeps-evidence",
+        ),
+    ],
+)
+def test_canary_windows_add_up(
+    status: RolloutStatus,
+    w: MetricsWindow,
+    now: float,
+    expected: tuple,
+    counters: tuple[int, int],
+    evidence: int,
+) -> None:
+    new = run(CANARY, status, w, now, expected)
+    assert (new.consecutive_inconclusive, new.consecutive_failures) == counters
+    assert new.evidence.get(CAND, VersionStats()).requests == evidence
+    if evidence == 0 and new.phase not in ("promoted", "rolled_back"):
+        assert new.evidence_started_at == now, "fresh evidence begins now"
+
+
+def test_thin_canary_of_the_issue_advances_instead_of_rolling_back() -> None:
+    """1 % of ~50 req/s in 15 s windows: ~8 candidate requests a window (the issue's report)."""
+    policy = CANARY.model_copy(update={"step_interval_s": 15.0})
+    _, status = decide(policy, start_status(policy, STABLE, CAND), window(), T0)
+    stable = vs(requests=742, errors=7, labelled=0, correct=0)
+    thin = vs(requests=8, errors=0, labelled=4, correct=4)
+    kinds = []
+    for i in range(1, 14):
+        action, status = decide(policy, status, window(thin, stable), T0 + 15 * i)
+        kinds.append(action.kind)
+    # Windows 1-12: 96 < 100 requests, paused; window 13: 104 requests, 52 labels -> gates judged.
+    # Stable has no labels, so the accuracy gate is still inconclusive: the step waits on.
+    assert kinds == ["pause"] * 13 and status.evidence[CAND].requests == 104
+    labelled = vs(requests=742, errors=7, labelled=60, correct=54)
+    action, status = decide(policy, status, window(thin, labelled), T0 + 15 * 14)
+    # 112 requests, 0 errors; labels 56 (all correct) vs 60 (0.90): every gate passes -> 5 %.
+    assert (action.kind, status.traffic[CAND]) == ("set_traffic", 5), action.reason
+
+
+@pytest.mark.parametrize(
+    ("before", "before_buckets", "w", "w_buckets", "p99_ms", "keeps_buckets"),
+    [
+        # 990 requests <= 10 ms, then 10 in (10, 100] ms: 1 % slow of 1000, rank 0.99 x 1000 = 990
+        # falls at the 10 ms bound. The second window alone has p99 ~100 ms.
+        pytest.param(
+            vs(requests=990, errors=0, p99_ms=10.0),
+            {"0.01": 990.0, "0.1": 990.0, "+Inf": 990.0},
+            vs(requests=10, errors=0, p99_ms=99.1),
+            {"0.01": 0.0, "0.1": 10.0, "+Inf": 10.0},
+            10.0,
+            True,
+            id="buckets-give-the-p99-of-the-union",
+        ),
+        # No histograms: the worst window p99, max(40, 70) = 70, an upper bound on the union's.
+        pytest.param(vs(requests=60), None, vs(requests=50, p99_ms=70.0), None, 70.0, False, id="worst-window"),
+        # Histograms so far, none now: back to the worst window (the earlier p99 was exact).
+        pytest.param(
+            vs(requests=60), {"0.05": 60.0, "+Inf": 60.0}, vs(requests=50, p99_ms=70.0), None, 70.0, False,
+            id="missing-buckets-fall-back-to-worst",
+        ),
+        pytest.param(
+            vs(requests=60), None, vs(requests=50, p99_ms=float("nan")), None, None, False,
+            id="nan-window-makes-p99-unknown",
+        ),
+        # 0 requests observed: nothing to say about latency, the earlier p99 stands.
+        pytest.param(vs(requests=60), None, vs(requests=0, errors=0, p99_ms=None), None, 40.0, False, id="empty-window"),
+        pytest.param(None, None, vs(requests=50, p99_ms=70.0), None, 70.0, False, id="first-window"),
+    ],
+)
+def test_latency_accumulation(
+    before: VersionStats | None,
+    before_buckets: dict | None,
+    w: VersionStats,
+    w_buckets: dict | None,
+    p99_ms: float | None,
+    keeps_buckets: bool,
+) -> None:
+    stats, buckets = accumulate(before, before_buckets, w, w_buckets)
+    assert stats.requests == (before.requests if before else 0) + w.requests
+    assert stats.p99_ms == (None if p99_ms is None else pytest.approx(p99_ms))
+    assert (buckets is not None) is keeps_buckets
+
+
+def test_bucket_p99_through_decide() -> None:
+    """The same two windows through decide(): buckets pass the 1.5x gate, worst-window p99 would not."""
+    slow = {"0.01": 0.0, "0.1": 60.0, "+Inf": 60.0}
+    fast = {"0.01": 5940.0, "0.1": 5940.0, "+Inf": 5940.0}
+    status = at(
+        CANARY, 5, step=1, evidence={STABLE: vs(requests=1000, p99_ms=10.0), CAND: vs(requests=5940, p99_ms=10.0)},
+        evidence_buckets={CAND: fast, STABLE: {"0.01": 1000.0, "+Inf": 1000.0}}, evidence_started_at=T0 - 60,
+    )
+    # Candidate: 5940 fast + 60 slow = 6000, 1 % slow: rank 0.99 x 6000 = 5940 sits at the 10 ms bound.
+    # Stable: 2000 fast, rank 1980 -> 10 x 1980/2000 = 9.9 ms. 10 / 9.9 = 1.01x <= 1.5x; the worst
+    # window p99 would have been 99.1 / 9.9 = 10x and failed a candidate that is 1 % slow.
+    w = MetricsWindow(
+        versions={STABLE: vs(requests=1000, p99_ms=10.0), CAND: vs(requests=60, p99_ms=99.1)},
+        latency_buckets={STABLE: {"0.01": 1000.0, "+Inf": 1000.0}, CAND: slow},
+    )
+    action, new = decide(CANARY, status, w, T0 + 60)
+    assert action.kind == "set_traffic" and "p99 10.0 ms / stable 9.9 ms = 1.01x" in action.reason
+    assert new.evidence == {} and new.evidence_buckets == {}
 
 
 def test_canary_promotes_through_all_steps() -> None:
@@ -750,6 +959,12 @@ def test_rollout_modules_import_no_io_clock_or_randomness(module: str) -> None:
 def test_step_weights_are_validated_with_values_quoted(steps: list[float], quoted: str) -> None:
     with pytest.raises(ValidationError, match=re.escape(quoted)):
         CanaryPolicy(step_weights=steps)
+
+
+def test_max_step_must_hold_one_window() -> None:
+    with pytest.raises(ValidationError, match=re.escape("max_step_s (30.0) must be >= step_interval_s (60.0)")):
+        CanaryPolicy(step_interval_s=60, max_step_s=30)
+    assert CanaryPolicy(step_interval_s=60, max_step_s=60).max_step_s == 60
 
 
 def test_policy_union_and_status_validation() -> None:

@@ -88,10 +88,10 @@ def test_the_scan_allows_safe_loading() -> None:
 TOKEN = "s3cret-admin-token-value"
 
 
-def _admin_check():  # noqa: ANN202 - the plain method behind the Serve deployment
-    from serving.ingress import Ingress
+def _admin_check():  # noqa: ANN202 - (holder of the expected token, request) -> None, as require_admin does
+    from serving.http.deps import check_bearer
 
-    return Ingress.func_or_class._admin
+    return lambda holder, request: check_bearer(holder._token, request.headers.get("authorization", ""))
 
 
 def _request(header: str | None) -> SimpleNamespace:
@@ -99,10 +99,10 @@ def _request(header: str | None) -> SimpleNamespace:
 
 
 def test_admin_check_is_constant_time(monkeypatch: pytest.MonkeyPatch) -> None:
-    import serving.ingress as ingress
+    import serving.http.deps as ingress
 
     source = ast.parse(Path(ingress.__file__).read_text())
-    fn = next(n for n in ast.walk(source) if isinstance(n, ast.FunctionDef) and n.name == "_admin")
+    fn = next(n for n in ast.walk(source) if isinstance(n, ast.FunctionDef) and n.name == "check_bearer")
     compares = [n for n in ast.walk(fn) if isinstance(n, ast.Compare) and "token" in ast.unparse(n).lower()
                 and any(isinstance(op, ast.Eq | ast.NotEq) for op in n.ops)]
     assert not compares, f"token compared with ==/!=: {[ast.unparse(c) for c in compares]}"
@@ -156,7 +156,7 @@ def test_admin_disabled_without_a_token() -> None:
 
 
 def test_token_is_secret_in_config_and_kept_out_of_the_ingress_config(caplog: pytest.LogCaptureFixture) -> None:
-    from serving.app import ingress_app
+    from serving.applications import ingress_app
 
     cfg = ServeConfig(admin_token=TOKEN)
     for text in (str(cfg), repr(cfg), cfg.model_dump_json()):
@@ -191,8 +191,8 @@ def test_make_view_refuses_traversal_in_model_and_version(bad: str, tmp_path: Pa
 
 @pytest.mark.parametrize("bad", TRAVERSALS, ids=[repr(b) for b in TRAVERSALS])
 def test_api_patterns_refuse_traversal(bad: str) -> None:
+    from serving.dataplane import check_name as _check_name
     from serving.errors import ApiError
-    from serving.ingress import _check_name
 
     for pattern, field in ((api_models.MODEL_PATTERN, "model"), (api_models.VERSION_PATTERN, "version")):
         with pytest.raises(ApiError) as err:

@@ -99,3 +99,8 @@ def test_http_server_defaults_by_where_ray_runs(given: str | None, ray_address: 
 def test_unknown_http_server_is_refused_quoting_the_value() -> None:
     with pytest.raises(ValueError, match="haproxy"):
         ServeConfig(http_server="haproxy")
+
+
+def test_model_names_follow_the_shared_pattern() -> None:
+    with pytest.raises(ValidationError, match=r"models\.1(.|\n)*input_value='Bad Name'"):
+        ServeConfig(models=["sentiment", "Bad Name"])

@@ -18,7 +18,7 @@ from serving.ui import router as ui_router
 from serving.ui.gates import canary_gates, gate, steps
 from serving.ui.source import RegistrySource
 from serving.ui.state import redact
-from tests.unit import test_rollout_controller as rc
+from tests.unit import test_control_rollouts as rc
 
 M = rc.M
 

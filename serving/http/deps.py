@@ -1,0 +1,104 @@
+"""Shared dependencies of the routers: the live services, the admin bearer check, the body limit.
+
+The Ingress deployment puts a `Services` on `app.state.services` when it starts; until then
+every route answers 503.
+"""
+
+from __future__ import annotations
+
+import hmac
+import zlib
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from serving.control.admin import AdminControl
+from serving.dataplane import DataPlane
+from serving.errors import ApiError
+
+
+@dataclass(frozen=True)
+class Services:
+    plane: DataPlane
+    control: AdminControl
+    admin_token: bytes | None
+    max_body_bytes: int
+
+
+def services(request: Request) -> Services:
+    found = getattr(request.app.state, "services", None)
+    if found is None:
+        raise ApiError(503, "the ingress is starting", {"Retry-After": "1"})
+    return found
+
+
+def plane(request: Request) -> DataPlane:
+    return services(request).plane
+
+
+def control(request: Request) -> AdminControl:
+    return services(request).control
+
+
+def check_bearer(expected: bytes | None, header: str) -> None:
+    """403 when the admin API is off (no token), 401 unless `header` is 'Bearer <the token>'."""
+    if expected is None:
+        raise ApiError(403, "admin API disabled: start the server with an admin token")
+    scheme, _, token = header.partition(" ")
+    # Constant-time comparison; the token is never logged.
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), expected):
+        raise ApiError(401, "authorization: a valid 'Bearer <token>' header is required",
+                       {"WWW-Authenticate": "Bearer"})
+
+
+def require_admin(request: Request) -> None:
+    check_bearer(services(request).admin_token, request.headers.get("authorization", ""))
+
+
+async def body(request: Request) -> bytes:
+    """The request body, refused with 413 past the configured limit (declared or actual)."""
+    limit = services(request).max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, f"body: {declared} bytes is over the limit of {limit} bytes")
+    raw = await request.body()
+    if len(raw) > limit:
+        raise ApiError(413, f"body: {len(raw)} bytes is over the limit of {limit} bytes")
+    return decode_body(raw, request.headers.get("content-encoding", ""), limit)
+
+
+# Content-Encoding -> zlib wbits: gzip framing, zlib framing ("deflate" as HTTP means it).
+_ENCODINGS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+
+
+def decode_body(raw: bytes, encoding: str, limit: int) -> bytes:
+    """Undo a gzip/deflate Content-Encoding (what tritonclient's request_compression_algorithm
+    sends); the inflated body obeys the same limit (413), so a small bomb cannot grow past it."""
+    encoding = encoding.strip().lower()
+    if encoding in ("", "identity"):
+        return raw
+    if encoding not in _ENCODINGS:
+        raise ApiError(415, f"content-encoding: {encoding[:40]!r} is not one of gzip, deflate, identity")
+    inflater = zlib.decompressobj(_ENCODINGS[encoding])
+    try:
+        out = inflater.decompress(raw, limit + 1)
+    except zlib.error as e:
+        raise ApiError(400, f"body: not valid {encoding} data ({e})") from None
+    if len(out) > limit:
+        raise ApiError(413, f"body: over the limit of {limit} bytes once decompressed")
+    if not inflater.eof:
+        raise ApiError(400, f"body: truncated {encoding} data")
+    return out
+
+
+def known_model(model: str, request: Request) -> str:
+    """The path's model, checked (400 for a bad name, 404 for a model not served)."""
+    plane(request).known_model(model)
+    return model
+
+
+Plane = Annotated[DataPlane, Depends(plane)]
+Model = Annotated[str, Depends(known_model)]
+Control = Annotated[AdminControl, Depends(control)]
+Body = Annotated[bytes, Depends(body)]

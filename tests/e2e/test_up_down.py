@@ -1,0 +1,70 @@
+"""`distilserve up` returns once the stack answers, `down` leaves no process of it behind, and
+`up` on the same port right after `down` works (sockets in TIME_WAIT do not block it)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import psutil
+
+from tests.helpers import REPO_ROOT, free_port, listeners_off_loopback, new_model_dir
+
+CLI = [sys.executable, "-m", "distilserve.cli.main"]
+
+
+def _cli(args: list[str], cwd: Path, timeout: float) -> subprocess.CompletedProcess:
+    out = subprocess.run([*CLI, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                         env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert out.returncode == 0, f"{args[0]} failed:\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}"
+    return out
+
+
+def _alive(records: list[dict]) -> list[str]:
+    alive = []
+    for r in records:
+        try:
+            p = psutil.Process(r["pid"])
+            if abs(p.create_time() - r["create_time"]) < 0.01 and p.status() != psutil.STATUS_ZOMBIE:
+                alive.append(f"{p.name()}({p.pid})")
+        except psutil.Error:
+            continue
+    return alive
+
+
+def _up_predict_down(tmp_path: Path, port: int, build: bool) -> None:
+    flags = ["--port", str(port), "--model-repository", str(tmp_path / "repo"), "--registry", str(tmp_path / "reg.db")]
+    _cli(["up", *flags, *(["--quick-build"] if build else ["--no-build"]), "--timeout", "480"], tmp_path, 900)
+    state = json.loads((tmp_path / ".distilserve" / "up.json").read_text())
+    url = state["url"]
+    try:
+        # Several clients, each connection closed by the server after its answer (TIME_WAIT on our port).
+        for i in range(5):
+            r = httpx.post(f"{url}/v1/predict", json={"model": "sentiment", "inputs": [f"good day {i}"]},
+                           headers={"Connection": "close"}, timeout=60)
+            assert r.status_code == 200, r.text
+        names = {r["name"] for r in state["processes"]}
+        assert {"tritonserver", "raylet", "gcs_server"} <= names, names
+        tree = {r["pid"] for r in state["processes"]} | {state["pid"]}
+        assert listeners_off_loopback(tree) == []
+    finally:
+        _cli(["down"], tmp_path, 180)
+    left = _alive([{"pid": state["pid"], "create_time": state["create_time"]}, *state["processes"]])
+    assert left == [], f"processes of `up` survived `down`: {left}"
+    assert not (tmp_path / ".distilserve" / "up.json").exists()
+
+
+def test_up_down_up_again_on_the_same_port(tmp_path: Path) -> None:
+    new_model_dir(tmp_path / "repo", "sentiment")
+    port = free_port()
+    _up_predict_down(tmp_path, port, build=True)
+    _up_predict_down(tmp_path, port, build=False)  # at once: the port's TIME_WAIT sockets must not block it
+
+
+def test_down_without_up_is_a_no_op(tmp_path: Path) -> None:
+    out = _cli(["down"], tmp_path, 60)
+    assert "nothing to stop" in out.stdout

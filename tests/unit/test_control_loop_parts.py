@@ -1,0 +1,45 @@
+"""The controller's leader lock and its model discovery (no Ray)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from serving.control.controller import LeaderLock
+from serving.runner import repository_models
+
+
+def test_one_leader_per_registry_until_it_lets_go(tmp_path: Path) -> None:
+    first, second = LeaderLock(tmp_path / "registry.db"), LeaderLock(tmp_path / "registry.db")
+    assert first.try_acquire() and first.try_acquire()  # re-entrant for the holder
+    assert not second.try_acquire()
+    assert first.path.read_text().strip().isdigit()  # the leader's pid, for an operator
+    first.release()
+    assert second.try_acquire()
+    assert LeaderLock(tmp_path / "other.db").try_acquire()  # another registry, another leader
+    second.release()
+
+
+def _model(repo: Path, name: str, versions: dict[str, bool], config: bool = True) -> None:
+    folder = repo / name
+    folder.mkdir(parents=True)
+    if config:
+        (folder / "config.pbtxt").write_text(f'name: "{name}"\n')
+    for version, carded in versions.items():
+        (folder / version).mkdir()
+        if carded:
+            (folder / version / "card.json").write_text(json.dumps({}))
+
+
+def test_repository_models_are_folders_with_a_config_and_an_exported_version(tmp_path: Path) -> None:
+    _model(tmp_path, "sentiment", {"1": True})
+    _model(tmp_path, "topics", {"1": False, "2": True})
+    _model(tmp_path, "empty", {})  # nothing exported yet: not served (it could never be ready)
+    _model(tmp_path, "unexported", {"1": False})
+    _model(tmp_path, "noconfig", {"1": True}, config=False)
+    _model(tmp_path, "Bad Name", {"1": True})
+    (tmp_path / "README.md").write_text("not a model")
+    assert repository_models(tmp_path) == ["sentiment", "topics"]
+    assert repository_models(tmp_path / "missing") == []
+    _model(tmp_path, "added-later", {"1": True})
+    assert repository_models(tmp_path) == ["added-later", "sentiment", "topics"]

@@ -1,0 +1,82 @@
+"""A replica's repository view: config.pbtxt read and written as Triton's ModelConfig protobuf."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from tritonclient.grpc import model_config_pb2 as pb
+
+from serving.triton.repo_view import ModelConfigError, make_view, patch_config, read_config, write_config
+
+ROOT = Path(__file__).resolve().parents[2]
+SHIPPED = ROOT / "model_repository" / "sentiment" / "config.pbtxt"
+
+CONFIG = '''name: "sentiment"
+backend: "python"
+instance_group [ { count: 1 kind: KIND_CPU } ]
+version_policy: { latest: { num_versions: 2 } }
+parameters: { key: "TORCH_NUM_THREADS" value: { string_value: "2" } }
+'''
+
+
+def test_the_shipped_config_round_trips() -> None:
+    config = read_config(SHIPPED.read_text())
+    assert config.name == "sentiment" and config.max_batch_size == 64
+    assert read_config(write_config(config)) == config
+
+
+def test_patch_pins_one_version_and_replaces_the_policy() -> None:
+    out = read_config(patch_config(CONFIG, "7"))
+    assert out.version_policy.WhichOneof("policy_choice") == "specific"
+    assert list(out.version_policy.specific.versions) == [7]
+    assert [g.kind for g in out.instance_group] == [pb.ModelInstanceGroup.KIND_CPU]
+    assert out.parameters["TORCH_NUM_THREADS"].string_value == "2"
+
+
+def test_patch_gpu_and_threads() -> None:
+    out = read_config(patch_config(CONFIG, "1", gpu=True, torch_threads=4))
+    assert [g.kind for g in out.instance_group] == [pb.ModelInstanceGroup.KIND_GPU]
+    assert out.parameters["TORCH_NUM_THREADS"].string_value == "4"
+
+
+def test_threads_are_set_even_when_the_config_has_no_parameter() -> None:
+    out = read_config(patch_config('name: "m"\nbackend: "python"\n', "1", torch_threads=3))
+    assert out.parameters["TORCH_NUM_THREADS"].string_value == "3"
+
+
+def test_patch_changes_nothing_else() -> None:
+    before = read_config(SHIPPED.read_text())
+    after = read_config(patch_config(SHIPPED.read_text(), "3"))
+    after.ClearField("version_policy")
+    assert after == before
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "1/../2", "../1", "abc", ""])
+def test_patch_rejects_bad_versions(bad: str) -> None:
+    with pytest.raises(ValueError, match="version must be a positive integer"):
+        patch_config(CONFIG, bad)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'name: "m"\nmax_batch_size: "many"\n',  # wrong type
+        'name: "m"\nno_such_field: 1\n',  # unknown field
+        'name: "m"\ninstance_group [ { kind: KIND_TPU } ]\n',  # unknown enum value
+        'name: "m"\ninput [ {\n',  # truncated
+    ],
+    ids=["wrong-type", "unknown-field", "unknown-enum", "truncated"],
+)
+def test_a_bad_config_raises_a_clear_error(text: str) -> None:
+    with pytest.raises(ModelConfigError, match=r"^cfg\.pbtxt is not a valid Triton model config: \d+:\d+"):
+        patch_config(text, "1", source="cfg.pbtxt")
+
+
+def test_make_view_names_the_bad_file_and_writes_nothing(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    (repo / "m" / "1").mkdir(parents=True)
+    (repo / "m" / "config.pbtxt").write_text('name: "m"\nno_such_field: 1\n')
+    with pytest.raises(ModelConfigError, match=str(repo / "m" / "config.pbtxt")):
+        make_view(repo, "m", "1", tmp_path / "view")
+    assert not (tmp_path / "view").exists()
