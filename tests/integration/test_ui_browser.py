@@ -38,7 +38,7 @@ WAIT_MS = 90_000  # page waits: a tick, a poll and a loaded 2-core machine
 def stack(ray_session, tiny_repo: Path, tmp_path_factory: pytest.TempPathFactory, admin_token: str) -> Iterator[dict]:
     from ray import serve
 
-    from serving.rollout.controller import RolloutController
+    from serving.control.rollouts import RolloutController
     from serving.runner import Runner
 
     repo = tmp_path_factory.mktemp("ui-repo")
