@@ -61,7 +61,7 @@ const clock = (ts) => (ts ? new Date(ts * 1000).toLocaleTimeString([], { hour12:
 const when = (ts) => h("span", { title: ts ? new Date(ts * 1000).toISOString() : "" }, `${clock(ts)} · ${ago(ts)}`);
 const bytes = (n) => (n >= 1e9 ? `${(n / 1e9).toFixed(1)} GB` : n >= 1e6 ? `${(n / 1e6).toFixed(1)} MB` : `${(n / 1e3).toFixed(0)} kB`);
 const count = (n) => (n >= 1e6 ? `${(n / 1e6).toFixed(1)} M` : n >= 1e3 ? `${(n / 1e3).toFixed(0)} k` : String(n));
-const short = (x, n = 10) => (x ? String(x).slice(0, n) : "–");
+const short = (x, n = 10) => (x ? String(x).replace(/^[a-z0-9]+:/, "").slice(0, n) : "–"); // "sha256:ab…" -> "ab…"
 
 // ---- token and admin API ------------------------------------------------------------------
 const token = () => sessionStorage.getItem(TOKEN_KEY) || "";
@@ -222,14 +222,16 @@ function lineChart(title, lines, unit, opts = {}) {
   const ymax = Math.max(opts.minMax || 1e-9, ...all) * 1.1;
   const ts = lines.flatMap((l) => l.points.map((p) => p.t));
   const t1 = ts.length ? Math.max(...ts) : Date.now() / 1000;
-  const t0 = t1 - (KEEP_SAMPLES * POLL_MS) / 1000;
+  // The last 5 minutes, or since the page opened (at least a minute) so early points spread out.
+  const span = Math.min((KEEP_SAMPLES * POLL_MS) / 1000, Math.max(60, t1 - (ts.length ? Math.min(...ts) : t1)));
+  const t0 = t1 - span;
   const x = (t) => L + ((t - t0) / (t1 - t0)) * (W - L - 4);
   const y = (v) => T + (1 - v / ymax) * (H - T - B);
   const svg = s("svg", { viewBox: `0 0 ${W} ${H}`, class: "chart", role: "img", "aria-label": title });
   svg.append(s("line", { x1: L, y1: y(0), x2: W - 4, y2: y(0), class: "axis" }));
   svg.append(s("text", { x: L - 4, y: T + 8, class: "tick", "text-anchor": "end", text: num(ymax / 1.1, ymax < 10 ? 1 : 0) }));
   svg.append(s("text", { x: L - 4, y: y(0), class: "tick", "text-anchor": "end", text: "0" }));
-  svg.append(s("text", { x: L, y: H - 2, class: "tick", text: "-5 min" }));
+  svg.append(s("text", { x: L, y: H - 2, class: "tick", text: span >= 120 ? `-${Math.round(span / 60)} min` : `-${Math.round(span)} s` }));
   svg.append(s("text", { x: W - 4, y: H - 2, class: "tick", "text-anchor": "end", text: "now" }));
   for (const l of lines) {
     const pts = l.points.filter((p) => p.y !== null && isFinite(p.y)).map((p) => `${x(p.t).toFixed(1)},${y(p.y).toFixed(1)}`);
@@ -262,7 +264,8 @@ function tradeoffChart(m) {
     if (v.live) g.append(s("circle", { cx, cy, r: 11, class: "live-ring" }));
     g.append(s("circle", { cx, cy, r: 6, fill: colour(v.version) }));
     const label = `v${v.version} ${v.card.kind}${v.live ? " · LIVE" : v.role === "candidate" ? " · canary" : ""}`;
-    g.append(s("text", { x: cx + 13, y: cy + 4, class: "pt-label", text: label }));
+    const left = cx > W * 0.6; // labels of points on the right go to their left, inside the chart
+    g.append(s("text", { x: left ? cx - 13 : cx + 13, y: cy + 4, class: "pt-label", "text-anchor": left ? "end" : "start", text: label }));
     g.append(s("title", { text: `v${v.version}: accuracy ${num(v.card.accuracy, 3)}, p50 ${ms(v.card.p50_b1_ms)} at batch 1` }));
     svg.append(g);
   }
@@ -320,7 +323,7 @@ function rolloutCard(m) {
     ro.step_started_at && ro.active ? h("span", { class: "dim small" }, " · this step since ", when(ro.step_started_at)) : null));
   if (ro.steps.length) {
     box.append(h("ol", { class: "steps", "data-testid": "steps" },
-      ro.steps.map((st, i) => h("li", { class: `step step-${st.state}`, "data-state": st.state }, h("span", { class: "step-n" }, String(i + 1)), st.label))));
+      ro.steps.map((st, i) => h("li", { class: `step step-${st.state}`, "data-state": st.state }, h("span", { class: "step-n" }, String(i + 1)), h("span", { class: "step-label" }, st.label)))));
   }
   if (Object.keys(ro.traffic).length) box.append(h("div", { class: "row" }, h("span", { class: "dim small lbl" }, "traffic now"), splitBar(m.traffic)));
   if (ro.reason) box.append(h("p", { class: "reason" }, h("b", {}, "Last decision: "), ro.reason));
@@ -366,6 +369,8 @@ function trafficForm(m) {
       inputs[v] = h("input", { type: "number", min: 0, max: 100, step: "any", value: m.traffic[v] ?? 0, "aria-label": `percent for v${v}`, "data-version": v });
       f.append(h("label", { class: "w" }, `v${v}`, inputs[v], "%"));
     }
+    f.addEventListener("input", () => { f.dataset.dirty = "1"; });
+    f.inputs = inputs;
     const reason = h("input", { type: "text", placeholder: "reason (recorded)", value: "set from the operator page", "aria-label": "reason" });
     const apply = h("button", { type: "submit", class: "act", "data-action": "set-traffic" }, "Set traffic");
     f.append(reason, apply);
@@ -379,10 +384,12 @@ function trafficForm(m) {
       }
       const text = Object.entries(weights).map(([v, w]) => `v${v} ${w}%`).join(", ");
       if (!window.confirm(`Set traffic of ${key} to ${text}?`)) return;
+      delete f.dataset.dirty; // from now on it shows the live table again
       admin("POST", `/admin/models/${encodeURIComponent(key)}/traffic`, { weights, reason: reason.value || "set from the operator page" }, `set traffic of ${key}`);
     });
     ui.forms[key] = f;
   }
+  if (!f.dataset.dirty) for (const [v, el] of Object.entries(f.inputs)) el.value = m.traffic[v] ?? 0;
   const locked = !token();
   for (const el of f.querySelectorAll("input, button")) el.disabled = locked;
   f.title = locked ? "enter the admin token (top right) to act" : "";
@@ -406,7 +413,7 @@ function trafficCard(m) {
   const rows = m.history.slice(0, 12).map((c) => h("tr", {},
     h("td", { class: "ts" }, when(c.ts)), h("td", {}, splitBar(c.traffic, "split mini")),
     h("td", { class: "small" }, Object.entries(c.traffic).filter(([, w]) => w > 0).map(([v, w]) => `v${v} ${pct(w)}`).join(" · ")),
-    h("td", { class: "small" }, c.reason), h("td", { class: "dim small" }, c.actor)));
+    h("td", { class: "small reason-cell", title: c.reason }, c.reason), h("td", { class: "dim small" }, c.actor)));
   box.append(h("h3", {}, "History"), h("table", { class: "history", "data-testid": "history" }, h("tbody", {}, rows)));
   return box;
 }
@@ -492,7 +499,7 @@ function modelSection(m) {
   return h("article", { class: "model", "data-model": m.model },
     h("div", { class: `headline level-${m.health.level}`, "data-testid": "headline" },
       h("span", { class: "mname" }, m.model), h("span", { class: "htext" }, m.health.text)),
-    h("div", { class: "grid" }, rolloutCard(m), trafficCard(m), liveCard(m), tradeoffCard(m), versionsCard(m), eventsCard(m)));
+    h("div", { class: "grid" }, rolloutCard(m), trafficCard(m), liveCard(m), tradeoffCard(m), eventsCard(m), versionsCard(m)));
 }
 
 function render() {
