@@ -9,8 +9,8 @@ from types import SimpleNamespace
 
 import pytest
 from fastapi.testclient import TestClient
-from serving.control.admin import AdminControl
 
+from serving.control.admin import AdminControl
 from serving.http.app import attach, build_app
 from serving.http.deps import Services
 from serving.registry import Registry

@@ -673,9 +673,8 @@ def test_thin_windows_add_up_and_late_labels_count(reg: Registry, load: Load, cl
     assert [e.kind for e in ctl.tick()] == ["rollout.pause"]
     doc = stored(reg)
     assert doc is not None and doc.status.evidence["2"].requests == 12 and doc.status.evidence_buckets["2"]
-    from serving.control.admin import rollout_status
-
     from distilserve.cli.rollout_cmd import render_status
+    from serving.control.admin import rollout_status
 
     text = render_status(json.loads(json.dumps(rollout_status(reg, M, load.scrape(M)))))
     assert "step evidence: v1 50 req, 0 err, 50 labels, p99 10.0 ms; v2 12 req, 0 err, 0 labels" in text, text
