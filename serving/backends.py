@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import json
 import shutil
 import tempfile
 import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
@@ -26,6 +28,8 @@ class Backend(Protocol):
     version: str
 
     async def infer(self, texts: list[str]) -> tuple[np.ndarray, list[str]]: ...
+
+    async def model_config(self) -> dict: ...
 
     def healthy(self) -> bool: ...
 
@@ -67,6 +71,16 @@ class TritonBackend:
             if e.kind == "model" and not self.server.alive():
                 raise Failure("unavailable", f"Triton for {self.model} v{self.version} is down") from None
             raise
+
+    async def model_config(self) -> dict:
+        """The config this Triton loaded (defaults filled in), as its HTTP endpoint answers it."""
+        url = f"http://{self.server.http_url}/v2/models/{self.model}/versions/{self.version}/config"
+
+        def get() -> dict:
+            with urllib.request.urlopen(url, timeout=10) as r:  # noqa: S310 - our own loopback Triton
+                return json.loads(r.read())
+
+        return await asyncio.to_thread(get)
 
     def concurrency(self) -> float:
         """Mean texts inside this Triton (queued or executing) since the last call.
@@ -142,6 +156,7 @@ class TorchBackend:
             raise FileNotFoundError(f"version {version!r} of model {model!r} not found in {repository}")
         device = "cuda" if gpu and torch.cuda.is_available() else "cpu"
         self._clf = load_classifier_module(repository, model).Classifier(version_dir, device=device)
+        self._config_path = Path(repository) / model / "config.pbtxt"
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="torch-backend")
 
     async def infer(self, texts: list[str]) -> tuple[np.ndarray, list[str]]:
@@ -150,6 +165,14 @@ class TorchBackend:
             return await loop.run_in_executor(self._pool, self._clf.predict, texts)
         except Exception as e:  # noqa: BLE001 - any model fault is this request's 500
             raise Failure("model", f"model failed: {e}") from None
+
+    async def model_config(self) -> dict:
+        """No Triton here: the repository's config.pbtxt in Triton's JSON form."""
+        from google.protobuf import json_format, text_format
+        from tritonclient.grpc import model_config_pb2
+
+        config = text_format.Parse(self._config_path.read_text(), model_config_pb2.ModelConfig())
+        return json_format.MessageToDict(config, preserving_proto_field_name=True)
 
     def healthy(self) -> bool:
         return True

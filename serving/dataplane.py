@@ -24,6 +24,7 @@ import numpy as np
 
 from distilserve.core.names import MODEL_PATTERN, VERSION_PATTERN
 from serving.batch.cache import Cache, prediction
+from serving.dataplane_stats import InferenceStats
 from serving.errors import ApiError
 from serving.metrics import Metrics
 from serving.registry import RegistryError, UnknownRequestError
@@ -60,6 +61,7 @@ class DataPlane:
         self.view, self.transport, self.metrics, self.limits, self.cache = view, transport, metrics, limits, cache
         self._names: dict[tuple[str, str], list[str]] = {}
         self._tasks: set[asyncio.Task] = set()
+        self.stats = InferenceStats()
 
     # ---- names, versions, readiness ----------------------------------------------------------
     def known_model(self, model: str) -> None:
@@ -85,11 +87,46 @@ class DataPlane:
 
     def model_metadata(self, model: str) -> dict:
         self.known_model(model)
-        return codec.model_metadata(model, sorted(self.view.versions.get(model, set()), key=int))
+        return codec.model_metadata(model, _by_number(self.view.versions.get(model, set())))
 
     def version_metadata(self, model: str, version: str) -> dict:
         self.choose(model, version, None)
         return codec.model_metadata(model, [version])
+
+    def statistics(self, model: str | None, version: str | None) -> dict:
+        """Triton's statistics extension: every served model, one model, or one version."""
+        if version is not None:
+            self.choose(model or "", version, None)
+            return self.stats.triton_json(model or "", [version])
+        out: dict = {"model_stats": []}
+        for m in [model] if model is not None else self.view.models:
+            self.known_model(m)
+            out["model_stats"] += self.stats.triton_json(m, _by_number(self.view.versions.get(m, set())))["model_stats"]
+        return out
+
+    async def model_config(self, model: str, version: str | None) -> dict:
+        """Triton's JSON model config, as the version's own Triton reports it (default: the
+        version with the most traffic, else the newest)."""
+        if version is None:
+            self.known_model(model)
+            table = self.view.tables.get(model)
+            known = _by_number(self.view.versions.get(model, set()))
+            version = table.primary if table is not None and table.primary else (known[-1] if known else None)
+            if version is None:
+                raise ApiError(503, f"model {model!r} has no version yet", {"Retry-After": "1"})
+        else:
+            self.choose(model, version, None)
+        try:
+            return await self.transport.model_config(model, version)
+        except Failure as e:
+            raise _api_error(model, version, e) from None
+
+    async def repository_index(self, ready_only: bool) -> list[dict]:
+        """Triton's repository index: every version of every served model and whether it is ready."""
+        pairs = [(m, v) for m in self.view.models for v in _by_number(self.view.versions.get(m, set()))]
+        ready = await asyncio.gather(*(self.transport.ready(m, v) for m, v in pairs))
+        return [{"name": m, "version": v, "state": "READY" if ok else "UNAVAILABLE", "reason": ""}
+                for (m, v), ok in zip(pairs, ready, strict=True) if ok or not ready_only]
 
     async def model_ready(self, model: str) -> bool:
         """Every version the traffic table sends requests to is ready."""
@@ -117,8 +154,10 @@ class DataPlane:
         except Failure as e:
             err = _api_error(model, version, e)
             self.metrics.observe(model, version, route, err.status, time.perf_counter() - t0, len(texts))
+            self.stats.record(model, version, "fail", len(texts), time.perf_counter() - t0, time.time())
             raise err from None
         self.metrics.observe(model, version, route, 200, time.perf_counter() - t0, len(texts))
+        self.stats.record(model, version, "success", len(texts), time.perf_counter() - t0, time.time())
         self._record(request_id, model, version, labels, user_id)
         table = self.view.tables.get(model)
         shadow = table.shadow_for(request_id) if table and may_shadow else None
@@ -169,6 +208,7 @@ class DataPlane:
         if any(p is None for p in preds):
             return None
         self.metrics.cache_hits.labels(model, version).inc(len(preds))
+        self.stats.record(model, version, "cache_hit", len(preds), 0.0, time.time())
         self._record(request_id, model, version, [p["label"] for p in preds], user_id)
         return preds
 
@@ -202,6 +242,10 @@ class DataPlane:
     def close(self) -> None:
         self.transport.close()
         self.view.close()
+
+
+def _by_number(versions: set[str]) -> list[str]:
+    return sorted(versions, key=int)
 
 
 def _api_error(model: str, version: str, failure: Failure) -> ApiError:

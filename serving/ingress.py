@@ -11,9 +11,9 @@ from __future__ import annotations
 from ray import serve
 
 from serving import raycompat
-from serving.admin_control import AdminControl
 from serving.batch.cache import open_cache
 from serving.config import ServeConfig
+from serving.control.admin import AdminControl
 from serving.dataplane import DataPlane
 from serving.http.app import attach, build_app
 from serving.http.deps import Services

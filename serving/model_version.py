@@ -66,6 +66,10 @@ class ModelVersion:
         except Failure as e:
             return e
 
+    async def model_config(self) -> dict:
+        """Triton's JSON model config of this version (GET /v2/models/{m}/config)."""
+        return await self.backend.model_config()
+
     async def ready(self) -> bool:
         return self.backend.healthy()
 

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = REPO_ROOT / "model_repository" / "sentiment"
@@ -71,6 +76,23 @@ def add_faulty_model(repo: Path, model: str = "faulty") -> None:
     (v1 / "card.json").write_text(json.dumps(src_card))
 
 
+def load_module(path: Path, name: str):  # noqa: ANN201 - a module
+    """Import a file (e.g. a repository's model.py) as a plain module under `name`."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def copy_version(src_repo: Path, dst_repo: Path, version: str, model: str = "sentiment") -> Path:
+    """A fresh repository `dst_repo` whose `model` holds a copy of `src_repo`'s `version`."""
+    model_dir = new_model_dir(dst_repo, model)
+    shutil.copytree(src_repo / model / version, model_dir / version, symlinks=True)
+    return model_dir / version
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -88,6 +110,37 @@ def wait_for(check: Callable[[], bool], timeout: float, what: str, interval: flo
             pass
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+@contextmanager
+def serve_process(args: list[str], cwd: Path, env: dict[str, str], log_path: Path, timeout: float = 420,
+                  **popen: Any) -> Iterator[tuple[subprocess.Popen, str]]:
+    """`distilserve serve ARGS --port P` as a user starts it, once ready: (process, base URL).
+
+    Its output goes to `log_path` (a pipe nobody reads would fill and block); the tail is the
+    failure message when it never gets ready. Stopped with Ctrl-C (SIGINT), killed after 90 s.
+    """
+    port = free_port()
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "distilserve.cli.main", "serve", *args, "--port", str(port)],
+                                cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True, **popen)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            import httpx
+
+            try:
+                wait_for(lambda: proc.poll() is None and httpx.get(f"{url}/v2/health/ready").status_code == 200,
+                         timeout, "distilserve serve to be ready")
+            except AssertionError:
+                raise AssertionError(log_path.read_text()[-3000:]) from None
+            yield proc, url
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+                try:
+                    proc.wait(90)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
 
 
 def descendants(pid: int) -> set[int]:

@@ -25,6 +25,7 @@ COMMANDS = (
     "check_cmd",
     "batch_cmd",
     "deploy_cmd",
+    "compile_cmd",
 )
 
 

@@ -224,6 +224,11 @@ def render_status(st: dict[str, Any]) -> str:
                 f"step {status['step']}): v{status['stable_version']} -> v{status['candidate_version']}"
             )
             lines.append(f"  {status['reason']}")
+            evidence = status.get("evidence") or {}
+            if evidence:  # what the current canary step has gathered so far, all its windows added up
+                lines.append("  step evidence: " + "; ".join(
+                    f"v{v} {e['requests']} req, {e['errors']} err, {e['labelled']} labels, p99 {_num(e['p99_ms'])} ms"
+                    for v, e in sorted(evidence.items())))
     else:
         lines.append("no rollout yet")
     lines.append("")

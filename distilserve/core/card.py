@@ -33,7 +33,7 @@ class Lineage(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    weights_sha256: str = Field(description="sha256 of the safetensors weights file.")
+    weights_sha256: str = Field(description="sha256 of the weights file (model.safetensors, or model.onnx).")
     code_commit: str = Field(description="git commit of the code that built the version ('unknown' outside git).")
     code_dirty: bool = Field(description="True when the work tree had uncommitted changes.")
     data_fingerprint: str = Field(description="Fingerprint of the data splits used (see distill.data).")
@@ -41,6 +41,9 @@ class Lineage(BaseModel):
     config: dict = Field(default_factory=dict, description="The training/distillation config itself.")
     teacher_version: str | None = Field(default=None, description="For students: the teacher's version.")
     base_model: str = Field(default="", description="Backbone the weights started from.")
+    parent_version: str | None = Field(
+        default=None, description="For compiled versions: the version they were compiled from."
+    )
 
 
 class DataSource(BaseModel):
@@ -78,6 +81,15 @@ class ModelCard(BaseModel):
     bytes: int = Field(ge=1, description="Size of the weights file in bytes.")
     dtype: str = Field(default="float32", description="Weights dtype as exported.")
     measured_on: str = Field(default="", description="Machine the latency was measured on.")
+    runtime: Literal["torch", "onnx"] = Field(
+        default="torch", description="What serves the weights: PyTorch (safetensors) or ONNX Runtime (model.onnx)."
+    )
+    quantization: Literal["int8-dynamic"] | None = Field(
+        default=None, description="Post-training quantization applied when compiling, if any."
+    )
+    parent_agreement: float | None = Field(
+        default=None, ge=0, le=1, description="Compiled versions: share of test rows labelled as the parent labels them."
+    )
     created_at: str = Field(description="UTC ISO-8601 time of export.")
     lineage: Lineage
     data_source: DataSource | None = Field(default=None, description="Where the data behind `accuracy` came from.")

@@ -1,21 +1,27 @@
 """The one generic Triton Python-backend model for sequence-classification versions.
 
-Every version folder `<model>/<N>/` holds a symlink to this file plus its own weights
-(safetensors), tokenizer files and card.json; `initialize` loads whichever folder Triton
-hands it. Runs inside Triton's Python stub: torch, transformers, numpy and
-triton_python_backend_utils only (never serving, Ray or FastAPI).
+Every version folder `<model>/<N>/` holds a symlink to this file plus its own weights, tokenizer
+files and card.json; `initialize` loads whichever folder Triton hands it. The weights are either
+PyTorch (`model.safetensors`, from `distilserve distill`) or ONNX (`model.onnx`, from
+`distilserve compile`, optionally int8): the card's `runtime` says which, so one file keeps the
+tokenizer, label and error logic for both. Runs inside Triton's Python stub: torch,
+transformers, onnxruntime, numpy and triton_python_backend_utils only (never serving, Ray or
+FastAPI).
 
-The `Classifier` class has no Triton dependency, so the in-process PyTorch backend loads
-this same file and serves identical predictions.
+The `Classifier` class has no Triton dependency, so the in-process PyTorch backend and
+`distilserve compile` load this same file and get identical predictions.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -27,18 +33,62 @@ except ImportError:  # pragma: no cover - exercised by the torch backend
     pb_utils = None
 
 _HALF = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+ONNX_FILE = "model.onnx"
+ONNX_PREFERENCES = ("auto", "cpu", "cuda", "tensorrt")
 
 
-class Classifier:
-    """Tokenize + forward + softmax for one exported version folder."""
+def runtime_of(version_dir: Path, card: dict) -> str:
+    """'onnx' or 'torch': the card's `runtime` when it has one, else what the folder holds."""
+    runtime = card.get("runtime") or ("onnx" if (Path(version_dir) / ONNX_FILE).is_file() else "torch")
+    if runtime not in ("torch", "onnx"):
+        raise ValueError(f"card.json runtime must be 'torch' or 'onnx', got {runtime!r} in {version_dir}")
+    return runtime
 
-    def __init__(self, version_dir: str | Path, device: str = "cpu") -> None:
-        version_dir = Path(version_dir)
-        card_path = version_dir / "card.json"
-        card = json.loads(card_path.read_text()) if card_path.is_file() else {}
-        self.max_len = int(card.get("max_seq_len", 128))
+
+def trt_options(input_names: Sequence[str], max_batch: int, max_len: int, fp16: bool) -> dict:
+    """TensorRT provider options: one shape profile covering every batch Triton can form.
+
+    Without a profile TensorRT builds a new engine for each new (batch, length) it sees, and
+    padding to the longest text makes nearly every batch new.
+    """
+    def shapes(batch: int, seq: int) -> str:
+        return ",".join(f"{name}:{batch}x{seq}" for name in input_names)
+
+    return {"trt_profile_min_shapes": shapes(1, 1), "trt_profile_opt_shapes": shapes(max_batch, max_len),
+            "trt_profile_max_shapes": shapes(max_batch, max_len), "trt_fp16_enable": fp16}
+
+
+def onnx_providers(device: str, available: Sequence[str], prefer: str = "auto", trt: dict | None = None) -> list:
+    """ONNX Runtime providers, best first, for `device` ('cpu' or 'cuda:N').
+
+    On a GPU `auto` takes CUDA, not TensorRT: TensorRT builds its engines when the session
+    starts (tens of seconds), which a replica that must be ready in seconds cannot afford; ask
+    for it with prefer='tensorrt' (config parameter ONNX_PROVIDER; `trt` adds its options). A
+    provider this onnxruntime build lacks (CPU wheels have no CUDA) is skipped, so the list
+    always ends on CPU.
+    """
+    if prefer not in ONNX_PREFERENCES:
+        raise ValueError(f"ONNX_PROVIDER must be one of {list(ONNX_PREFERENCES)}, got {prefer!r}")
+    cpu = "CPUExecutionProvider"
+    if not device.startswith("cuda") or prefer == "cpu":
+        return [cpu]
+    device_id = int(device.partition(":")[2] or 0)
+    wanted = []
+    if prefer == "tensorrt":
+        cache = os.path.join(tempfile.gettempdir(), "distilserve-trt-cache")
+        wanted.append(("TensorrtExecutionProvider", {"device_id": device_id, "trt_engine_cache_enable": True,
+                                                     "trt_engine_cache_path": cache, **(trt or {})}))
+    wanted.append(("CUDAExecutionProvider", {"device_id": device_id}))
+    return [p for p in wanted if p[0] in available] + [cpu]
+
+
+class _TorchRunner:
+    """Logits from a transformers model (safetensors), on CPU or CUDA."""
+
+    def __init__(self, version_dir: Path, card: dict, device: str, threads: int) -> None:
         self.device = torch.device(device)
-        self.tokenizer = AutoTokenizer.from_pretrained(version_dir)
+        if threads > 0:
+            torch.set_num_threads(threads)
         model = AutoModelForSequenceClassification.from_pretrained(version_dir, use_safetensors=True)
         # Half-precision exports are for GPUs; CPU kernels for them are slow or missing.
         dtype = _HALF.get(str(card.get("dtype", "float32")))
@@ -47,25 +97,104 @@ class Classifier:
         cfg = self.model.config
         self.labels = [str(cfg.id2label[i]) for i in range(cfg.num_labels)]
 
-    @torch.inference_mode()
+    def logits(self, enc: dict[str, np.ndarray]) -> np.ndarray:
+        with torch.inference_mode():
+            out = self.model(**{k: torch.from_numpy(v).to(self.device) for k, v in enc.items()}).logits
+            return out.float().cpu().numpy()
+
+
+class _OnnxRunner:
+    """Logits from `model.onnx` in ONNX Runtime (fp32 or int8 weights)."""
+
+    def __init__(self, version_dir: Path, card: dict, device: str, threads: int, prefer: str,
+                 max_batch: int) -> None:
+        import onnxruntime as ort  # only ONNX versions need it
+
+        opts = ort.SessionOptions()
+        if threads > 0:
+            opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        # `distilserve compile` records the graph's inputs; older graphs took BERT's three.
+        names = card.get("lineage", {}).get("config", {}).get("inputs") or ["input_ids", "attention_mask",
+                                                                             "token_type_ids"]
+        trt = trt_options(names, max_batch, int(card.get("max_seq_len", 128)), card.get("dtype") == "float16")
+        providers = onnx_providers(device, ort.get_available_providers(), prefer, trt)
+        self.session = ort.InferenceSession(str(Path(version_dir) / ONNX_FILE), opts, providers=providers)
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.labels = [str(x) for x in card.get("labels") or []]
+        if not self.labels:
+            raise ValueError(f"{version_dir}/card.json has no labels: an ONNX version needs them")
+
+    def logits(self, enc: dict[str, np.ndarray]) -> np.ndarray:
+        ids = enc["input_ids"]
+        # A tokenizer without token types (RoBERTa-like) leaves them out; the graph may still want them.
+        feed = {n: enc[n].astype(np.int64) if n in enc else np.zeros_like(ids, dtype=np.int64) for n in self.input_names}
+        return np.asarray(self.session.run(None, feed)[0], dtype=np.float32)
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return (z / z.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
+class Classifier:
+    """Tokenize + forward + softmax for one exported version folder (torch or ONNX weights)."""
+
+    def __init__(self, version_dir: str | Path, device: str = "cpu", *, threads: int = 0,
+                 onnx_provider: str = "auto", max_batch: int = 64) -> None:
+        version_dir = Path(version_dir)
+        card_path = version_dir / "card.json"
+        card = json.loads(card_path.read_text()) if card_path.is_file() else {}
+        self.max_len = int(card.get("max_seq_len", 128))
+        self.runtime = runtime_of(version_dir, card)
+        self.tokenizer = AutoTokenizer.from_pretrained(version_dir)
+        if self.runtime == "onnx":
+            self.runner: _TorchRunner | _OnnxRunner = _OnnxRunner(version_dir, card, device, threads,
+                                                                  onnx_provider, max_batch)
+        else:
+            self.runner = _TorchRunner(version_dir, card, device, threads)
+        self.labels = self.runner.labels
+        # What runs the weights: the torch module, or the ONNX Runtime session.
+        self.model = self.runner.model if isinstance(self.runner, _TorchRunner) else self.runner.session
+
     def predict(self, texts: list[str]) -> tuple[np.ndarray, list[str]]:
         """Probabilities [N, C] (float32) and the argmax label of each text."""
-        enc = self.tokenizer(texts, truncation=True, max_length=self.max_len, padding=True, return_tensors="pt")
-        logits = self.model(**{k: v.to(self.device) for k, v in enc.items()}).logits
-        probs = torch.softmax(logits.float(), dim=-1).cpu().numpy().astype(np.float32)
+        enc = self.tokenizer(texts, truncation=True, max_length=self.max_len, padding=True, return_tensors="np")
+        probs = _softmax(self.runner.logits(dict(enc)))
         return probs, [self.labels[i] for i in probs.argmax(axis=1)]
 
 
-def decode_texts(raw: np.ndarray) -> list[str]:
+class TensorNames(NamedTuple):
+    """The model's tensors as config.pbtxt names them."""
+
+    text: str
+    probabilities: str
+    label: str
+
+
+def tensor_names(config: dict) -> TensorNames:
+    """Names from the model config: the one STRING input, the STRING output, the numeric output."""
+    inputs = [t["name"] for t in config.get("input", []) if t.get("data_type") == "TYPE_STRING"]
+    strings = [t["name"] for t in config.get("output", []) if t.get("data_type") == "TYPE_STRING"]
+    numbers = [t["name"] for t in config.get("output", []) if t.get("data_type") != "TYPE_STRING"]
+    if len(inputs) != 1 or len(strings) != 1 or len(numbers) != 1:
+        raise ValueError(
+            f"config.pbtxt must declare one TYPE_STRING input (the texts) and two outputs, one TYPE_STRING "
+            f"(labels) and one numeric (probabilities); got inputs {inputs} and outputs {strings + numbers}"
+        )
+    return TensorNames(inputs[0], numbers[0], strings[0])
+
+
+def decode_texts(raw: np.ndarray, name: str = "TEXT") -> list[str]:
     """BYTES tensor -> list of str; raises ValueError naming the first bad item."""
     texts = []
     for i, item in enumerate(raw.reshape(-1)):
         try:
             texts.append(item.decode("utf-8") if isinstance(item, bytes) else str(item))
         except UnicodeDecodeError as e:
-            raise ValueError(f"TEXT[{i}] is not valid UTF-8: {e}") from None
+            raise ValueError(f"{name}[{i}] is not valid UTF-8: {e}") from None
     if not texts:
-        raise ValueError("TEXT is empty")
+        raise ValueError(f"{name} is empty")
     return texts
 
 
@@ -86,21 +215,27 @@ class TritonPythonModel:
     def initialize(self, args: dict) -> None:
         config = json.loads(args["model_config"])
         params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
-        threads = int(params.get("TORCH_NUM_THREADS", "0") or 0)
-        if threads > 0:
-            torch.set_num_threads(threads)
+        self.names = tensor_names(config)
+        probs_config = pb_utils.get_output_config_by_name(config, self.names.probabilities)
+        self.probs_dtype = pb_utils.triton_string_to_numpy(probs_config["data_type"])
         device = "cpu"
         if args.get("model_instance_kind") == "GPU" and torch.cuda.is_available():
             device = f"cuda:{args.get('model_instance_device_id', '0')}"
         version_dir = os.path.join(args["model_repository"], args["model_version"])
-        self.clf = Classifier(version_dir, device=device)
+        self.clf = Classifier(
+            version_dir,
+            device=device,
+            threads=int(params.get("TORCH_NUM_THREADS", "0") or 0),  # threads of either runtime
+            onnx_provider=params.get("ONNX_PROVIDER", "auto") or "auto",
+            max_batch=max(1, int(config.get("max_batch_size", 64))),
+        )
         _exit_when_orphaned()
 
     def _respond(self, probs: np.ndarray, labels: list[str]):  # noqa: ANN202 - pb_utils types
         return pb_utils.InferenceResponse(
             output_tensors=[
-                pb_utils.Tensor("PROBABILITIES", probs),
-                pb_utils.Tensor("LABEL", np.array([[x.encode()] for x in labels], dtype=np.object_)),
+                pb_utils.Tensor(self.names.probabilities, probs.astype(self.probs_dtype, copy=False)),
+                pb_utils.Tensor(self.names.label, np.array([[x.encode()] for x in labels], dtype=np.object_)),
             ]
         )
 
@@ -108,12 +243,13 @@ class TritonPythonModel:
         """Exactly one response per request; a bad request gets an error, the rest succeed."""
         responses: list = [None] * len(requests)
         batch: list[tuple[int, list[str]]] = []
+        name = self.names.text
         for i, request in enumerate(requests):
             try:
-                tensor = pb_utils.get_input_tensor_by_name(request, "TEXT")
+                tensor = pb_utils.get_input_tensor_by_name(request, name)
                 if tensor is None:
-                    raise ValueError("input TEXT is missing")
-                batch.append((i, decode_texts(tensor.as_numpy())))
+                    raise ValueError(f"input {name} is missing")
+                batch.append((i, decode_texts(tensor.as_numpy(), name)))
             except Exception as e:  # noqa: BLE001 - belongs to this request only
                 responses[i] = pb_utils.InferenceResponse(error=pb_utils.TritonError(str(e)))
         if batch:

@@ -1,7 +1,7 @@
 """The prediction cache: batch-job predictions keyed by (model, version, sha256 of the input).
 
 SQLite (WAL: the ingress reads while `batch load-cache` writes) by default; Redis when the
-`redis` client is installed and the location is a `redis://` URL. Keys carry the version,
+location is a `redis://` URL (one cache shared by ingress replicas on every node). Keys carry the version,
 so a cached answer can only be served for the version the router chose — and the router
 chooses only live versions.
 """
@@ -9,13 +9,17 @@ chooses only live versions.
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Protocol
 
 from serving.batch import shards as sh
+
+log = logging.getLogger(__name__)
 
 Prediction = dict  # {"label": str, "scores": {label: p}} — one /v1/predict prediction
 
@@ -125,46 +129,85 @@ class PredictionCache:
             self._local.db = None
 
 
-try:  # Redis is optional: the class exists only when its client is installed
-    import redis as _redis
-except ImportError:  # pragma: no cover - depends on the environment
-    _redis = None
+class Breaker:
+    """Pure: after a failure, skip the backend for `retry_s` (then try once more).
 
-if _redis is not None:
+    A cache that is down must cost a request nothing: without this, every lookup would wait
+    for a connect timeout before falling back to the model.
+    """
 
-    class RedisPredictionCache:
-        """The same cache in Redis: key `distilserve:pred:<model>:<version>:<input_hash>` -> JSON."""
+    def __init__(self, retry_s: float) -> None:
+        self.retry_s = retry_s
+        self.open_until = float("-inf")
 
-        def __init__(self, url: str, ttl_s: int | None = None) -> None:
-            self.client = _redis.Redis.from_url(url)
-            self.ttl_s = ttl_s
+    def allows(self, now: float) -> bool:
+        return now >= self.open_until
 
-        def _key(self, model: str, version: str, key: str) -> str:
-            return f"distilserve:pred:{model}:{version}:{key}"
+    def failed(self, now: float) -> None:
+        self.open_until = now + self.retry_s
 
-        def lookup_many(self, model: str, version: str, texts: list[str]) -> list[Prediction | None]:
+    def succeeded(self) -> None:
+        self.open_until = float("-inf")
+
+
+class RedisPredictionCache:
+    """The same cache in Redis: key `distilserve:pred:<model>:<version>:<input_hash>` -> JSON.
+
+    One Redis serves every ingress replica on every node. Lookups never fail: while Redis is
+    unreachable (or slower than `timeout_s`) they answer "not cached" at once, so the caller
+    predicts with the model, and Redis is tried again after `retry_s`. Writes (`put_many`,
+    a batch load) raise: an operator loading the cache must know it did not load.
+    """
+
+    def __init__(self, url: str, ttl_s: int | None = None, timeout_s: float = 0.5, retry_s: float = 5.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        import redis
+
+        self._errors: tuple[type[Exception], ...] = (redis.RedisError, OSError)
+        self.client = redis.Redis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
+        self.ttl_s = ttl_s
+        self.breaker = Breaker(retry_s)
+        self._clock = clock
+        self._where = self.client.connection_pool.connection_kwargs.get("host", url)
+
+    def _key(self, model: str, version: str, key: str) -> str:
+        return f"distilserve:pred:{model}:{version}:{key}"
+
+    def lookup_many(self, model: str, version: str, texts: list[str]) -> list[Prediction | None]:
+        if not self.breaker.allows(self._clock()):
+            return [None] * len(texts)
+        try:
             raw = self.client.mget([self._key(model, version, sh.input_key(t)) for t in texts])
-            return [json.loads(v) if v is not None else None for v in raw]
+        except self._errors as exc:
+            self.breaker.failed(self._clock())
+            log.warning("prediction cache at %s unreachable (%s); answering from the model for %.0f s",
+                        self._where, exc, self.breaker.retry_s)
+            return [None] * len(texts)
+        self.breaker.succeeded()
+        return [json.loads(v) if v is not None else None for v in raw]
 
-        def put_many(self, model: str, version: str, rows: Iterable[tuple[str, Prediction]], chunk: int = 5000) -> int:
-            n, pipe = 0, self.client.pipeline(transaction=False)
-            for key, pred in rows:
-                pipe.set(self._key(model, version, key), _encode(pred), ex=self.ttl_s)
-                n += 1
-                if n % chunk == 0:
-                    pipe.execute()
-            pipe.execute()
-            return n
+    def put_many(self, model: str, version: str, rows: Iterable[tuple[str, Prediction]], chunk: int = 5000) -> int:
+        n, pipe = 0, self.client.pipeline(transaction=False)
+        for key, pred in rows:
+            pipe.set(self._key(model, version, key), _encode(pred), ex=self.ttl_s)
+            n += 1
+            if n % chunk == 0:
+                pipe.execute()
+        pipe.execute()
+        return n
 
-        def close(self) -> None:
-            self.client.close()
+    def count(self, model: str | None = None, version: str | None = None) -> int:
+        """Entries of `model`/`version` (a SCAN: for tests and operators, not the request path)."""
+        pattern = self._key(model or "*", version or "*", "*")
+        return sum(1 for _ in self.client.scan_iter(match=pattern, count=1000))
+
+    def close(self) -> None:
+        self.client.close()
 
 
 def open_cache(location: str | Path) -> Cache:
-    """A `redis://` / `rediss://` URL opens Redis (needs the `redis` package); anything else is a SQLite file."""
+    """A `redis://` / `rediss://` / `unix://` URL opens Redis; anything else is a SQLite file."""
     loc = str(location)
     if loc.startswith(("redis://", "rediss://", "unix://")):
-        if _redis is None:
-            raise RuntimeError(f"prediction cache {loc!r} needs the 'redis' package: pip install redis")
         return RedisPredictionCache(loc)
     return PredictionCache(loc)

@@ -295,7 +295,7 @@ class Controller:
         """One `AdminControl` call (the admin API's traffic, deploy, rollback and rollouts),
         answered here so that ingress replicas never write the registry:
         {"ok": result} or {"error": {"status", "message", "headers"}}."""
-        from serving.admin_control import AdminControl
+        from serving.control.admin import AdminControl
         from serving.control.rollout_start import StartRequest
         from serving.errors import ApiError
 

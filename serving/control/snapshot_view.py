@@ -134,7 +134,7 @@ class SnapshotView:
 
 
 class ControllerAdmin:
-    """`AdminControl`'s interface (serving/admin_control.py), answered by the controller: the
+    """`AdminControl`'s interface (serving/control/admin.py), answered by the controller: the
     admin API of an ingress replica that never writes the registry itself."""
 
     def __init__(self, call: Callable[..., Any], refresh: Callable[[], None]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from serving.errors import install_handlers
-from serving.http import admin, oip, v1
+from serving.http import admin, oip, triton_ext, v1
 from serving.http.deps import Services
 from serving.ui import router as ui_router
 
@@ -13,6 +13,7 @@ from serving.ui import router as ui_router
 def build_app() -> FastAPI:
     app = FastAPI(title="distilserve", version="0.1.0", docs_url=None, redoc_url=None)
     install_handlers(app)
+    app.include_router(triton_ext.router)  # before oip: /v2/models/stats is not a model
     app.include_router(oip.router)
     app.include_router(v1.router)
     app.include_router(admin.router)

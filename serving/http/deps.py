@@ -7,12 +7,13 @@ every route answers 503.
 from __future__ import annotations
 
 import hmac
+import zlib
 from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
 
-from serving.admin_control import AdminControl
+from serving.control.admin import AdminControl
 from serving.dataplane import DataPlane
 from serving.errors import ApiError
 
@@ -64,7 +65,31 @@ async def body(request: Request) -> bytes:
     raw = await request.body()
     if len(raw) > limit:
         raise ApiError(413, f"body: {len(raw)} bytes is over the limit of {limit} bytes")
-    return raw
+    return decode_body(raw, request.headers.get("content-encoding", ""), limit)
+
+
+# Content-Encoding -> zlib wbits: gzip framing, zlib framing ("deflate" as HTTP means it).
+_ENCODINGS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+
+
+def decode_body(raw: bytes, encoding: str, limit: int) -> bytes:
+    """Undo a gzip/deflate Content-Encoding (what tritonclient's request_compression_algorithm
+    sends); the inflated body obeys the same limit (413), so a small bomb cannot grow past it."""
+    encoding = encoding.strip().lower()
+    if encoding in ("", "identity"):
+        return raw
+    if encoding not in _ENCODINGS:
+        raise ApiError(415, f"content-encoding: {encoding[:40]!r} is not one of gzip, deflate, identity")
+    inflater = zlib.decompressobj(_ENCODINGS[encoding])
+    try:
+        out = inflater.decompress(raw, limit + 1)
+    except zlib.error as e:
+        raise ApiError(400, f"body: not valid {encoding} data ({e})") from None
+    if len(out) > limit:
+        raise ApiError(413, f"body: over the limit of {limit} bytes once decompressed")
+    if not inflater.eof:
+        raise ApiError(400, f"body: truncated {encoding} data")
+    return out
 
 
 def known_model(model: str, request: Request) -> str:

@@ -28,7 +28,9 @@ async def ready(plane: Plane) -> JSONResponse:
 
 @router.get("/v2")
 async def server_metadata() -> dict:
-    return {"name": "distilserve", "version": "0.1.0", "extensions": ["binary_tensor_data"]}
+    return {"name": "distilserve", "version": "0.1.0",
+            "extensions": ["binary_tensor_data", "classification", "model_configuration", "statistics",
+                           "model_repository"]}
 
 
 @router.get("/v2/models/{model}")
@@ -70,7 +72,8 @@ async def _infer(plane: Plane, model: str, pinned: str | None, request: Request,
         raise plane.refuse("v2", 400, str(e)) from None
     rid = req.request_id or uuid.uuid4().hex
     result = await plane.infer(model, pinned, None, req.texts, route="v2", request_id=rid)
-    content, json_len = codec.build_infer_response(model, result.version, req, result.probs, result.labels)
+    names = await plane.label_names(model, result.version) if req.class_count else None
+    content, json_len = codec.build_infer_response(model, result.version, req, result.probs, result.labels, names)
     headers = {"X-Model-Version": result.version, "X-Request-ID": rid}
     if json_len is None:
         return Response(content, media_type="application/json", headers=headers)

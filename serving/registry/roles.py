@@ -1,5 +1,5 @@
 """Why each version is deployed (its roles), and pruning with a report: read by the CLI's
-`versions` commands and served by the admin API (`serving/http/admin_versions.py`)."""
+`versions` commands and served by the admin API (`AdminControl.prune`, POST /admin/models/{m}/versions/prune)."""
 
 from __future__ import annotations
 

@@ -78,6 +78,17 @@ class Transport:
             self._handles.pop((model, version), None)
             return False
 
+    async def model_config(self, model: str, version: str, timeout_s: float = 10.0) -> dict:
+        """Triton's JSON model config of the version, from one of its replicas; raises Failure."""
+        try:
+            return await asyncio.wait_for(self._handle(model, version).model_config.remote(), timeout_s)
+        except Failure:
+            raise
+        except Exception as e:  # noqa: BLE001 - not deployed, replica gone, or not answering
+            self._handles.pop((model, version), None)
+            log.warning("model config of %s v%s unavailable: %r", model, version, e)
+            raise Failure("unavailable", f"version {version} of model {model!r} is unavailable; retry") from None
+
     def close(self) -> None:
         if self.watcher is not None:
             self.watcher.stop()

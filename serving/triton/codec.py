@@ -41,6 +41,7 @@ class InferRequest:
     request_id: str | None = None
     outputs: dict[str, bool] = field(default_factory=dict)  # name -> binary?
     binary_default: bool = False
+    class_count: int = 0  # > 0: PROBABILITIES as Triton's classification extension (top classes)
 
 
 def _split_body(body: bytes, header_length: int | None) -> tuple[dict, bytes]:
@@ -139,14 +140,14 @@ def parse_infer_request(body: bytes, header_length: int | None, limits: Limits) 
         texts.append(item)
     _check_common(texts, "inputs[0].data", limits)
     shape = _check_shape(tensor.get("shape"), len(texts))
-    outputs = _parse_outputs(header)
+    outputs, class_count = _parse_outputs(header)
     rid = header.get("id")
     if rid is not None and not isinstance(rid, str):
         raise CodecError("id", f"must be a string, got {type(rid).__name__}")
     top = header.get("parameters") or {}
     if not isinstance(top, dict):
         raise CodecError("parameters", "must be an object")
-    return InferRequest(texts, shape, rid, outputs, bool(top.get("binary_data_output", False)))
+    return InferRequest(texts, shape, rid, outputs, bool(top.get("binary_data_output", False)), class_count)
 
 
 def _check_common(texts: list[str], field_name: str, limits: Limits) -> None:
@@ -166,20 +167,46 @@ def check_texts(texts: list[str], field_name: str, limits: Limits) -> None:
     _check_common(texts, field_name, limits)
 
 
-def _parse_outputs(header: dict) -> dict[str, bool]:
+def _parse_outputs(header: dict) -> tuple[dict[str, bool], int]:
+    """Requested outputs (name -> binary?) and the classification extension's class_count (0: off)."""
     outputs = header.get("outputs")
     if outputs is None:
-        return {}
+        return {}, 0
     if not isinstance(outputs, list):
         raise CodecError("outputs", "must be a list")
     chosen: dict[str, bool] = {}
+    class_count = 0
     for i, out in enumerate(outputs):
         if not isinstance(out, dict) or out.get("name") not in OUTPUT_NAMES:
             name = out.get("name") if isinstance(out, dict) else out
             raise CodecError(f"outputs[{i}].name", f"must be one of {list(OUTPUT_NAMES)}, got {name!r}")
         params = out.get("parameters") or {}
-        chosen[out["name"]] = bool(params.get("binary_data", False)) if isinstance(params, dict) else False
-    return chosen
+        if not isinstance(params, dict):
+            raise CodecError(f"outputs[{i}].parameters", "must be an object")
+        chosen[out["name"]] = bool(params.get("binary_data", False))
+        # Triton's HTTP name of the classification extension's parameter (gRPC: class_count).
+        count = params.get("classification", 0)
+        if count:
+            class_count = _class_count(count, out["name"], f"outputs[{i}].parameters.classification")
+    return chosen, class_count
+
+
+def _class_count(count: object, name: str, field_name: str) -> int:
+    if name != OUTPUT_PROBABILITIES:
+        raise CodecError(field_name, f"classification applies to {OUTPUT_PROBABILITIES!r} only, not {name!r}")
+    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+        raise CodecError(field_name, f"must be a positive integer, got {count!r}")
+    return count
+
+
+def classify(probs: np.ndarray, names: list[str], k: int) -> list[list[str]]:
+    """Triton's classification extension: per row, the top `k` classes as "value:index:label",
+    highest first (Triton formats the value with C++ std::to_string, i.e. six decimals)."""
+    rows = []
+    for row in np.asarray(probs, dtype=np.float32).reshape(len(probs), -1):
+        top = sorted(range(len(row)), key=lambda j: (-float(row[j]), j))[:k]
+        rows.append([f"{float(row[j]):f}:{j}:{names[j]}" if j < len(names) else f"{float(row[j]):f}:{j}" for j in top])
+    return rows
 
 
 def _serialize_bytes(items: list[bytes]) -> bytes:
@@ -187,9 +214,11 @@ def _serialize_bytes(items: list[bytes]) -> bytes:
 
 
 def build_infer_response(
-    model: str, version: str, req: InferRequest, probs: np.ndarray, labels: list[str]
+    model: str, version: str, req: InferRequest, probs: np.ndarray, labels: list[str], names: list[str] | None = None
 ) -> tuple[bytes, int | None]:
-    """Body and, when any output is binary, the JSON header length for the response header."""
+    """Body and, when any output is binary, the JSON header length for the response header.
+
+    `names` (the version's class names) are needed only for a classification request."""
     n = len(labels)
     wanted = req.outputs or {name: req.binary_default for name in OUTPUT_NAMES}
     tensors, blobs = [], []
@@ -197,13 +226,19 @@ def build_infer_response(
         if name not in wanted:
             continue
         binary = wanted[name]
-        if name == OUTPUT_PROBABILITIES:
+        if name == OUTPUT_PROBABILITIES and req.class_count:
+            top = classify(probs, names or [], req.class_count)
+            spec = {"name": name, "datatype": "BYTES", "shape": [n, len(top[0]) if top else 0]}
+            flat = [x for row in top for x in row]
+            raw = _serialize_bytes([x.encode() for x in flat]) if binary else None
+            data = None if binary else flat
+        elif name == OUTPUT_PROBABILITIES:
             arr = np.asarray(probs, dtype=np.float32).reshape(n, -1)
             spec = {"name": name, "datatype": "FP32", "shape": list(arr.shape)}
             raw = arr.astype("<f4").tobytes() if binary else None
             data = None if binary else [float(x) for x in arr.reshape(-1)]
         else:
-            spec = {"name": name, "datatype": "BYTES", "shape": [n]}
+            spec = {"name": name, "datatype": "BYTES", "shape": [n, 1]}  # as Triton: [batch] + dims [1]
             raw = _serialize_bytes([x.encode() for x in labels]) if binary else None
             data = None if binary else list(labels)
         if raw is not None:
@@ -227,9 +262,9 @@ def model_metadata(model: str, versions: list[str], num_labels: int | None = Non
         "name": model,
         "versions": versions,
         "platform": "python",
-        "inputs": [{"name": INPUT_NAME, "datatype": "BYTES", "shape": [-1]}],
+        "inputs": [{"name": INPUT_NAME, "datatype": "BYTES", "shape": [-1, 1]}],
         "outputs": [
             {"name": OUTPUT_PROBABILITIES, "datatype": "FP32", "shape": [-1, num_labels or -1]},
-            {"name": OUTPUT_LABEL, "datatype": "BYTES", "shape": [-1]},
+            {"name": OUTPUT_LABEL, "datatype": "BYTES", "shape": [-1, 1]},
         ],
     }

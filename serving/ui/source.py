@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from serving.admin_control import rollout_status
+from serving.control.admin import rollout_status
 from serving.control.rollout_doc import RolloutDoc
 from serving.registry import DeploymentRecord, EventRecord, ShadowRecord, VersionRecord
 

@@ -15,7 +15,13 @@ import numpy as np
 import psutil
 import pytest
 
-from tests.helpers import REPO_ROOT, descendants, free_port, listeners_off_loopback, new_model_dir, wait_for
+from tests.helpers import (
+    REPO_ROOT,
+    descendants,
+    listeners_off_loopback,
+    new_model_dir,
+    serve_process,
+)
 
 CLI = [sys.executable, "-m", "distilserve.cli.main"]
 
@@ -45,33 +51,13 @@ def served(tmp_path: Path):
     Started with SIGINT ignored, as a background job (`make test &`, a CI script) passes it on:
     the test then holds whether or not the suite itself runs in the background."""
     new_model_dir(tmp_path / "repo", "sentiment")
-    port = free_port()
     before = _tritons()
     env = {**os.environ, "DISTILSERVE_ADMIN_TOKEN": "e2e-token"}
-    log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 - a pipe nobody reads would fill and block
-    proc = subprocess.Popen(
-        [*CLI, "serve", "--quick-build", "--port", str(port), "--model-repository", str(tmp_path / "repo"),
-         "--registry", str(tmp_path / "registry.db")],
-        cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
-        # As from a background job or a script: SIGINT inherited as ignored. Ctrl-C must still stop it.
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        try:
-            wait_for(lambda: proc.poll() is None and httpx.get(f"{url}/v2/health/ready").status_code == 200,
-                     420, "distilserve serve to be ready")
-        except AssertionError:
-            raise AssertionError((tmp_path / "serve.log").read_text()[-3000:]) from None
+    args = ["--quick-build", "--model-repository", str(tmp_path / "repo"), "--registry", str(tmp_path / "registry.db")]
+    # As from a background job or a script: SIGINT inherited as ignored. Ctrl-C must still stop it.
+    with serve_process(args, tmp_path, env, tmp_path / "serve.log",
+                       preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) as (proc, url):
         yield {"proc": proc, "url": url, "before": before}
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(90)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        log.close()
 
 
 def test_serve_predict_tritonclient_and_ctrl_c(served) -> None:

@@ -1,21 +1,25 @@
 """`distilserve versions list|show|diff|prune` and `distilserve history`, run as a user would:
-a subprocess on a registry file and a real (tiny) model repository."""
+a subprocess on a registry file and a real (tiny) model repository. The read-only commands read
+the file; `prune` changes state, so it goes through a running server's admin API."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from serving.registry import Registry
 from serving.runner import register_repository
-from tests.helpers import build_tiny_repo
+from tests.helpers import build_tiny_repo, serve_process
 
 MODEL = "sentiment"
+TOKEN = "versions-e2e-token"
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +58,15 @@ def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 
 def versions(env: dict, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return cli("versions", *args, "--registry", str(env["db"]), "--repo", str(env["repo"]), check=check)
+    return cli("versions", *args, "--registry", str(env["db"]), check=check)
+
+
+@pytest.fixture()
+def server(env: dict, tmp_path: Path) -> Iterator[str]:
+    """`distilserve serve` on the env's repository and registry (versions 2 live, 1 rollback target)."""
+    args = ["--no-build", "--model-repository", str(env["repo"]), "--registry", str(env["db"])]
+    with serve_process(args, tmp_path, {**os.environ, "DISTILSERVE_ADMIN_TOKEN": TOKEN}, tmp_path / "serve.log") as (_, url):
+        yield url
 
 
 def _row(text: str, version: str) -> str:
@@ -104,30 +116,26 @@ def test_diff_names_weights_data_and_config_keys(env: dict) -> None:
     assert {"weights_sha256", "data_fingerprint", "config.seed"} <= {c["key"] for c in changes}
 
 
-def test_prune_keeps_newest_live_and_rollback_target(env: dict) -> None:
+def test_prune_goes_through_the_servers_admin_api(env: dict, server: str) -> None:
+    """Keep 1: 4 is the newest, 2 live, 1 the rollback target; only 3 goes, and only on the server's say."""
     folder3 = env["repo"] / MODEL / "3"
-    dry = versions(env, "prune", MODEL, "--keep", "1", "--dry-run").stdout
+    api = ("--url", server, "--token", TOKEN)
+    dry = cli("versions", "prune", MODEL, "--keep", "1", "--dry-run", *api).stdout
     assert "would prune 3 " in dry and folder3.is_dir()  # dry run changes nothing
     assert "4 deployable" in versions(env, "list", MODEL).stdout
 
-    out = versions(env, "prune", MODEL, "--keep", "1").stdout
+    out = cli("versions", "prune", MODEL, "--keep", "1", *api).stdout
     assert "pruned 3 " in out and "rollback target" in out and "live 100%" in out
     assert not folder3.exists()
-    listing = versions(env, "list", MODEL).stdout  # re-registering the repository must not revive it
+    listing = versions(env, "list", MODEL).stdout
     assert "3 deployable" in listing and _row(listing, "3").split()[1] == "pruned"
     with Registry(env["db"]) as reg:
-        assert [e.data["versions"] for e in reg.events(MODEL) if e.kind == "pruned"] == [["3"]]
-    again = json.loads(versions(env, "prune", MODEL, "--keep", "1", "--json").stdout)
+        assert [(e.data["versions"], e.data["actor"]) for e in reg.events(MODEL) if e.kind == "pruned"] == [
+            (["3"], "admin-api")]
+    again = json.loads(cli("versions", "prune", MODEL, "--keep", "1", "--json", *api).stdout)
     assert again["pruned"] == [] and again["kept"] == ["1", "2", "4"]
-
-
-def test_prune_never_removes_a_warm_version(env: dict) -> None:
-    with Registry(env["db"]) as reg:
-        reg.set_warm(MODEL, "3")
-    out = json.loads(versions(env, "prune", MODEL, "--keep", "1", "--json").stdout)
-    assert out["pruned"] == [] and "3" in out["kept"]
-    bad = versions(env, "prune", MODEL, "--keep", "0", check=False)
-    assert bad.returncode == 2 and "--keep" in bad.stderr
+    refused = cli("versions", "prune", MODEL, "--keep", "1", "--url", server, "--token", "wrong", check=False)
+    assert refused.returncode == 2 and "401" in refused.stderr
 
 
 def test_history_table_before_after_reason_actor(env: dict) -> None:

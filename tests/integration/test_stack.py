@@ -76,6 +76,45 @@ def test_tritonclient_http_works_against_the_ingress_unchanged(stack) -> None:
     assert [x if isinstance(x, str) else x.decode() for x in labels_json.reshape(-1)] == labels
 
 
+def test_triton_tooling_calls_work_against_the_ingress(stack) -> None:
+    """What tritonclient.http offers beyond inference: model config, statistics, repository index,
+    compressed request bodies, and the classification extension."""
+    client = httpclient.InferenceServerClient(stack["url"].removeprefix("http://"))
+    meta = client.get_model_metadata("sentiment")
+    assert meta["inputs"][0]["shape"] == [-1, 1] and meta["outputs"][1]["shape"] == [-1, 1]
+    config = client.get_model_config("sentiment")  # as the live version's own Triton reports it
+    assert config["name"] == "sentiment" and config["max_batch_size"] > 0
+    assert [i["name"] for i in config["input"]] == ["TEXT"]
+    assert {o["name"] for o in config["output"]} == {"PROBABILITIES", "LABEL"}
+    texts = ["I love this", "this is terrible"]
+    arr = np.array([t.encode() for t in texts], dtype=np.object_).reshape(-1, 1)
+    inp = httpclient.InferInput("TEXT", list(arr.shape), "BYTES")
+    inp.set_data_from_numpy(arr)
+    plain = client.infer("sentiment", [inp]).as_numpy("LABEL")
+    assert plain.shape == (2, 1)
+    for algorithm in ("gzip", "deflate"):
+        packed = client.infer("sentiment", [inp], request_compression_algorithm=algorithm)
+        assert packed.as_numpy("LABEL").tolist() == plain.tolist(), algorithm
+    top = client.infer("sentiment", [inp], outputs=[
+        httpclient.InferRequestedOutput("PROBABILITIES", binary_data=False, class_count=2)]).as_numpy("PROBABILITIES")
+    assert top.shape == (2, 2)
+    rows = [[(x if isinstance(x, str) else x.decode()).split(":") for x in row] for row in top.tolist()]
+    assert [row[0][2] for row in rows] == [x.decode() for x in plain.reshape(-1)]  # "value:index:label"
+    assert all(float(first[0]) >= float(second[0]) for first, second in rows)
+    with pytest.raises(Exception, match="classification"):
+        client.infer("sentiment", [inp], outputs=[httpclient.InferRequestedOutput("LABEL", class_count=1)])
+    stats = client.get_inference_statistics("sentiment")["model_stats"]
+    live = next(s for s in stats if s["version"] == "1")
+    assert live["name"] == "sentiment" and live["inference_count"] >= 6
+    assert live["inference_stats"]["success"]["count"] >= 3 and live["inference_stats"]["success"]["ns"] > 0
+    index = client.get_model_repository_index()
+    assert {"name": "sentiment", "version": "1", "state": "READY", "reason": ""} in index
+    assert {(e["name"], e["version"]) for e in index} >= {("sentiment", "1"), ("sentiment", "2")}
+    r = httpx.post(f"{stack['url']}/v2/models/sentiment/infer", content=b"\x1f\x8b not gzip",
+                   headers={"Content-Encoding": "gzip"})
+    assert r.status_code == 400 and r.json()["error"].startswith("body:")
+
+
 def _deploy(stack, version: str) -> None:
     auth = {"Authorization": f"Bearer {stack['token']}"}
     r = httpx.post(f"{stack['url']}/admin/models/sentiment/deploy", json={"version": version}, headers=auth)
@@ -99,7 +138,8 @@ def test_oip_json_request_and_pinned_version(stack) -> None:
     out = r.json()
     assert out["model_version"] == "2" and r.headers["x-model-version"] == "2"
     names = {o["name"]: o for o in out["outputs"]}
-    assert names["PROBABILITIES"]["shape"] == [1, 3] and names["LABEL"]["shape"] == [1]
+    # LABEL is [N, 1], as Triton reports it (config dims [1] plus the batch); it was [N] (issue 15).
+    assert names["PROBABILITIES"]["shape"] == [1, 3] and names["LABEL"]["shape"] == [1, 1]
 
 
 BIG = "x" * 2001
@@ -215,7 +255,7 @@ def _version_calls(url: str, path: str) -> float:
 
 
 def test_ingress_sends_straight_to_a_same_node_triton(stack) -> None:
-    """The short path (serving/endpoints.py): replicas publish their Triton, the ingress calls it
+    """The short path (serving/transport/endpoints.py): replicas publish their Triton, the ingress calls it
     directly; answers equal those through the replica's Serve deployment."""
     url = stack["url"]
     wait_for(lambda: _predict(url, {"inputs": ["short path"]}).status_code == 200

@@ -1,7 +1,9 @@
-"""The SQLite prediction cache and loading it from a batch job's output."""
+"""The SQLite prediction cache, loading it from a batch job's output, and the Redis cache's fallback
+(tests/integration/test_redis_cache.py runs it against a real Redis)."""
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pyarrow as pa
@@ -9,7 +11,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from serving.batch import shards as sh
-from serving.batch.cache import PredictionCache, load_from, open_cache, prediction
+from serving.batch.cache import (
+    Breaker,
+    PredictionCache,
+    RedisPredictionCache,
+    load_from,
+    open_cache,
+    prediction,
+)
 from serving.batch.job import OUTPUT_SCHEMA
 
 NAMES = ["negative", "neutral", "positive"]
@@ -44,14 +53,43 @@ def test_many_keys_and_replacing_entries(tmp_path: Path) -> None:
     assert cache.count("m", "1") == 1200
 
 
-def test_redis_url_without_the_client_is_a_clear_error(tmp_path: Path) -> None:
-    try:
-        import redis  # noqa: F401
-    except ImportError:
-        with pytest.raises(RuntimeError, match="pip install redis"):
-            open_cache("redis://127.0.0.1:6379/0")
-    else:
-        pytest.skip("redis client installed: the Redis cache is usable")
+@pytest.mark.parametrize(
+    ("events", "now", "allows"),
+    [
+        pytest.param([], 0.0, True, id="closed-at-start"),
+        pytest.param([("failed", 10.0)], 12.0, False, id="open-within-retry"),  # 10 + 5 > 12
+        pytest.param([("failed", 10.0)], 15.0, True, id="half-open-after-retry"),  # 10 + 5 = 15: try again
+        pytest.param([("failed", 10.0), ("succeeded", 15.0)], 15.1, True, id="closed-after-success"),
+        pytest.param([("failed", 10.0), ("failed", 15.0)], 19.0, False, id="reopened-by-a-second-failure"),
+    ],
+)
+def test_breaker(events: list[tuple[str, float]], now: float, allows: bool) -> None:
+    b = Breaker(retry_s=5.0)
+    for what, t in events:
+        if what == "failed":
+            b.failed(t)
+        else:
+            b.succeeded()
+    assert b.allows(now) is allows
+
+
+def test_unreachable_redis_answers_not_cached_and_backs_off() -> None:
+    with socket.socket() as s:  # a loopback port nobody listens on: connections are refused at once
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    now = [100.0]
+    cache = RedisPredictionCache(f"redis://127.0.0.1:{port}/0", retry_s=5.0, clock=lambda: now[0])
+    assert isinstance(open_cache(f"redis://127.0.0.1:{port}/0"), RedisPredictionCache)
+    calls: list[list[str]] = []
+    real_mget = cache.client.mget
+    cache.client.mget = lambda keys: calls.append(keys) or real_mget(keys)  # type: ignore[method-assign]
+    assert cache.lookup_many("m", "1", ["a", "b"]) == [None, None]  # refused: a miss, not an error
+    now[0] += 4.9
+    assert cache.lookup_many("m", "1", ["a"]) == [None] and len(calls) == 1  # backing off: Redis not asked
+    now[0] += 0.1
+    assert cache.lookup_many("m", "1", ["a"]) == [None] and len(calls) == 2  # retried after 5 s
+    with pytest.raises(Exception, match="(?i)connect"):  # a load must fail loudly
+        cache.put_many("m", "1", [(sh.input_key("a"), prediction("neutral", NAMES, [0, 1, 0]))])
 
 
 def _write_job(out: Path, texts: list[str], done: dict[int, int], shard_rows: int = 2) -> sh.Manifest:

@@ -94,10 +94,43 @@ def test_binary_response_round_trips_through_tritonclient() -> None:
     assert out_hlen is not None
     result = InferResult.from_response_body(out, header_length=out_hlen)
     np.testing.assert_array_equal(result.as_numpy("PROBABILITIES"), probs)
-    assert [v.decode() for v in result.as_numpy("LABEL")] == ["x", "y\u00e9"]
+    assert result.as_numpy("LABEL").shape == (2, 1)  # as Triton: [batch] + dims [1]
+    assert [v.decode() for v in result.as_numpy("LABEL").reshape(-1)] == ["x", "y\u00e9"]
 
 
 def test_only_requested_outputs_are_returned() -> None:
     req = codec.InferRequest(texts=["a"], shape=[1], outputs={"LABEL": False})
     out = json.loads(codec.build_infer_response("m", "1", req, np.array([[1.0]]), ["z"])[0])
     assert [o["name"] for o in out["outputs"]] == ["LABEL"]
+
+
+def test_classification_extension_returns_the_top_classes_as_triton_does() -> None:
+    head = {"inputs": [{"name": "TEXT", "shape": [2], "datatype": "BYTES", "data": ["a", "b"]}],
+            "outputs": [{"name": "PROBABILITIES", "parameters": {"classification": 2}}]}
+    req = codec.parse_infer_request(_json(head), None, LIMITS)
+    assert req.class_count == 2
+    probs = np.array([[0.1, 0.7, 0.2], [0.5, 0.2, 0.3]], dtype=np.float32)
+    body, _ = codec.build_infer_response("m", "1", req, probs, ["pos", "neg"], names=["neg", "neu", "pos"])
+    (out,) = json.loads(body)["outputs"]
+    assert out == {"name": "PROBABILITIES", "datatype": "BYTES", "shape": [2, 2],
+                   "data": ["0.700000:1:neu", "0.200000:2:pos", "0.500000:0:neg", "0.300000:2:pos"]}
+
+
+@pytest.mark.parametrize(
+    ("output", "count"),
+    [("LABEL", 1), ("PROBABILITIES", 0.5), ("PROBABILITIES", -1), ("PROBABILITIES", "2"), ("PROBABILITIES", True)],
+    ids=["on-label", "fraction", "negative", "string", "bool"],
+)
+def test_classification_refused_with_the_field_named(output: str, count: object) -> None:
+    head = {"inputs": [{"name": "TEXT", "shape": [1], "datatype": "BYTES", "data": ["a"]}],
+            "outputs": [{"name": output, "parameters": {"classification": count}}]}
+    with pytest.raises(codec.CodecError, match=r"^outputs\[0\]\.parameters\.classification: "):
+        codec.parse_infer_request(_json(head), None, LIMITS)
+
+
+def test_label_is_n_by_1_and_metadata_matches_triton() -> None:
+    req = codec.InferRequest(texts=["a", "b"], shape=[2])
+    body, _ = codec.build_infer_response("m", "1", req, np.array([[0.1, 0.9], [0.8, 0.2]]), ["pos", "neg"])
+    assert {o["name"]: o["shape"] for o in json.loads(body)["outputs"]} == {"PROBABILITIES": [2, 2], "LABEL": [2, 1]}
+    meta = codec.model_metadata("m", ["1"])
+    assert meta["inputs"][0]["shape"] == [-1, 1] and meta["outputs"][1]["shape"] == [-1, 1]

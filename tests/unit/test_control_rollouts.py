@@ -7,6 +7,7 @@ import http.server
 import json
 import random
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -78,14 +79,22 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def reg(tmp_path: Path, clock: Clock) -> Registry:
-    r = Registry(tmp_path / "registry.db", clock=clock)
+def location(tmp_path: Path) -> str | Path:
+    """The registry's database: a SQLite file here; tests/integration/test_registry_backends.py
+    runs these tests again with a PostgreSQL URL."""
+    return tmp_path / "registry.db"
+
+
+@pytest.fixture
+def reg(location: str | Path, tmp_path: Path, clock: Clock) -> Iterator[Registry]:
+    r = Registry(location, clock=clock)
     for v in ("1", "2"):
         folder = tmp_path / M / v
         folder.mkdir(parents=True)
         r.register_version(M, v, folder, card(v, p99_ms=10.0))
     r.set_traffic(M, {"1": 100.0}, reason="initial", actor="test")
-    return r
+    yield r
+    r.close()
 
 
 class Load:
@@ -348,7 +357,7 @@ def test_restarted_controller_resumes_from_the_registry(reg: Registry, load: Loa
     load.serve("1", 50)
     load.serve("2", 50)  # counted in the window the first controller started
     # Crash: a new process opens the file; nothing carried over but the registry.
-    reg2 = Registry(tmp_path / "registry.db", clock=clock)
+    reg2 = Registry(reg.location, clock=clock)
     clock.advance(31)
     events = controller(reg2, load, clock).tick()
     assert events[0].kind == "rollout.set_traffic" and reg2.get_traffic(M) == {"1": 50.0, "2": 50.0}
@@ -622,7 +631,7 @@ def test_cli_start_body_from_flags() -> None:
 
 def test_status_and_timeline_render(reg: Registry, load: Load, clock: Clock, tmp_path: Path) -> None:
     from distilserve.cli.rollout_cmd import render_status
-    from serving.admin_control import rollout_status
+    from serving.control.admin import rollout_status
 
     canary(reg, clock)
     ctl = controller(reg, load, clock)
@@ -664,6 +673,12 @@ def test_thin_windows_add_up_and_late_labels_count(reg: Registry, load: Load, cl
     assert [e.kind for e in ctl.tick()] == ["rollout.pause"]
     doc = stored(reg)
     assert doc is not None and doc.status.evidence["2"].requests == 12 and doc.status.evidence_buckets["2"]
+    from serving.control.admin import rollout_status
+
+    from distilserve.cli.rollout_cmd import render_status
+
+    text = render_status(json.loads(json.dumps(rollout_status(reg, M, load.scrape(M)))))
+    assert "step evidence: v1 50 req, 0 err, 50 labels, p99 10.0 ms; v2 12 req, 0 err, 0 labels" in text, text
     clock.advance(30)
     load.serve("1", 50)
     load.serve("2", 12)

@@ -52,6 +52,12 @@ class FakeTransport:
             raise self.fail
         return np.tile([[0.25, 0.75]], (len(texts), 1)).astype(np.float32), ["positive"] * len(texts)
 
+    async def ready(self, model: str, version: str) -> bool:
+        return version == "1"
+
+    async def model_config(self, model: str, version: str) -> dict:
+        return {"name": model, "version_policy": {"specific": {"versions": [int(version)]}}}
+
     def close(self) -> None: ...
 
 
@@ -181,3 +187,22 @@ def test_a_failure_crosses_the_ray_hop_as_a_value() -> None:
 
     back = pickle.loads(pickle.dumps(Failure("model", "bad input")))  # noqa: S301
     assert (back.kind, back.message, str(back)) == ("model", "bad input", "bad input")
+
+
+def test_triton_extensions_statistics_config_and_repository_index() -> None:
+    view = FakeView(tables={"m": TrafficTable(weights={"1": 100.0})})
+    p = plane(view=view, transport=FakeTransport())
+    asyncio.run(p.infer("m", None, None, ["a", "b"], route="v2", request_id="r"))
+    stats = p.statistics("m", None)["model_stats"]
+    assert [(s["version"], s["inference_count"], s["execution_count"]) for s in stats] == [("1", 2, 1), ("2", 0, 0)]
+    assert stats[0]["inference_stats"]["success"]["count"] == 1 and stats[0]["last_inference"] > 0
+    assert p.statistics(None, None)["model_stats"] == stats
+    assert [s["version"] for s in p.statistics("m", "2")["model_stats"]] == ["2"]
+    with pytest.raises(ApiError):
+        p.statistics("m", "7")
+    # The config of the version with the most traffic unless one is named.
+    assert asyncio.run(p.model_config("m", None))["version_policy"]["specific"]["versions"] == [1]
+    assert asyncio.run(p.model_config("m", "2"))["version_policy"]["specific"]["versions"] == [2]
+    index = asyncio.run(p.repository_index(ready_only=False))
+    assert [(e["version"], e["state"]) for e in index] == [("1", "READY"), ("2", "UNAVAILABLE")]
+    assert [e["version"] for e in asyncio.run(p.repository_index(ready_only=True))] == ["1"]

@@ -6,9 +6,20 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification, BertTokenizerFast
+from transformers import (
+    AutoTokenizer,
+    BertConfig,
+    BertForSequenceClassification,
+    BertTokenizerFast,
+    DistilBertConfig,
+    DistilBertForSequenceClassification,
+    PreTrainedModel,
+    RobertaConfig,
+    RobertaForSequenceClassification,
+)
 
 from distill.architectures import (
+    SUPPORTED,
     build_student,
     count_parameters,
     narrow_student,
@@ -16,6 +27,7 @@ from distill.architectures import (
     student_from_layers,
 )
 from distill.config import StudentSpec
+from distill.errors import InputError
 
 torch.set_num_threads(1)
 
@@ -152,3 +164,29 @@ def test_count_parameters() -> None:
     assert count_parameters(lin) == 8 and count_parameters(shared) == 8
     lin.bias.requires_grad_(False)
     assert count_parameters(lin, trainable_only=True) == 6
+
+
+def _family(model_type: str) -> PreTrainedModel:
+    torch.manual_seed(0)
+    if model_type == "roberta":
+        cfg = RobertaConfig(vocab_size=50, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
+                            intermediate_size=64, max_position_embeddings=40, num_labels=2)
+        return RobertaForSequenceClassification(cfg).eval()
+    cfg = DistilBertConfig(vocab_size=50, dim=32, n_layers=3, n_heads=4, hidden_dim=64,
+                           max_position_embeddings=40, num_labels=2)
+    return DistilBertForSequenceClassification(cfg).eval()
+
+
+@pytest.mark.parametrize("model_type", ["roberta", "distilbert"])
+def test_layer_subsets_for_other_families(model_type: str) -> None:
+    """SUPPORTED["layers"] lists these: all layers reproduce the teacher, a subset is smaller."""
+    teacher = _family(model_type)
+    assert model_type in SUPPORTED["layers"]
+    ids = torch.tensor([[0, 5, 6, 7, 2]])
+    same = student_from_layers(teacher, [0, 1, 2])
+    torch.testing.assert_close(same(input_ids=ids).logits, teacher(input_ids=ids).logits)
+    student, _ = build_student(teacher, StudentSpec(layers=[0, 2]))
+    assert student.config.num_hidden_layers == 2
+    assert count_parameters(student) < count_parameters(teacher)
+    with pytest.raises(InputError, match=f"not supported for a '{model_type}' teacher"):
+        build_student(teacher, StudentSpec(layers=[0], hidden_size=16, num_heads=4))
