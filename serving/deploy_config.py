@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-
-import yaml
 from typing import Literal
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from distilserve.core.names import CONTROLLER_APP, INGRESS_APP, app_name, is_version
