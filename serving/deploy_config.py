@@ -9,6 +9,12 @@ re-submitted config deletes applications it does not name), so the registry-driv
 of `distilserve serve` cannot add version applications there. A new version is rolled out by
 listing it here, regenerating, and applying the manifest; traffic between deployed versions
 still moves through the admin API and the registry.
+
+Placement: with a PostgreSQL registry nothing is pinned to the database; the controller (one
+leader) asks for `controller_resource` (the head) and each ingress replica for a whole unit of
+`ingress_resource`, which every GPU worker advertises once, so ingress replicas sit one per GPU
+node beside that node's replicas. A SQLite registry pins the ingress, registration and the
+controller to `registry_resource`, the node that holds the file.
 """
 
 from __future__ import annotations
