@@ -9,7 +9,8 @@ objective and the measured service time:
 where `ms_per_text` is an EWMA of (call duration / texts in the call) over the version's recent
 calls and `parallel` the calls the backend runs at once (one per same-node Triton; 1 when
 unknown). A text admitted at the back of a full queue is therefore answered within about
-`slo_ms`. Before the first call is measured, the limit is `max_queue`.
+`slo_ms`. Before the first call is measured, the limit is `max_queue`. Through Serve (parallel
+unknown, calls overlap) each measured duration includes queueing downstream, so the bound errs low.
 
 A request that would take the queue past its limit is refused at once (429 with Retry-After,
 never a timeout). Shadow copies are shed first: they are admitted only while the queue is at most
