@@ -84,11 +84,11 @@ def test_overloaded_pickles_and_names_the_version() -> None:
 class GatedTransport(Transport):
     def __init__(self, shedding: SheddingSettings, batching: bool = True) -> None:
         super().__init__(BatchingSettings(enabled=batching, max_wait_ms=0), Metrics(), shedding=shedding)
-        self.release = asyncio.Event()
+        self.release, self.release_v2 = asyncio.Event(), asyncio.Event()  # every version / version 2 only
         self.texts_sent = 0
 
     async def _call_once(self, model: str, version: str, texts: list[str]):  # noqa: ANN202
-        await self.release.wait()
+        await (self.release_v2 if version == "2" else self.release).wait()
         self.texts_sent += len(texts)
         return np.zeros((len(texts), 2), dtype=np.float32), ["positive"] * len(texts)
 
@@ -158,10 +158,32 @@ def test_the_data_plane_renders_overload_as_429_with_retry_after_and_sheds_shado
         assert err.value.status == 429 and err.value.headers == {"Retry-After": "1"}
         assert "version 1 of model 'm'" in err.value.message
         t.release.set()
+        t.release_v2.set()
         await first
         await asyncio.gather(*plane._tasks)  # the shadow copy to version 2 (its queue is empty: admitted)
         sample = t.metrics.registry.get_sample_value
         assert sample("distilserve_requests_total", {"model": "m", "version": "1", "route": "v1", "code": "429"}) == 1
         assert sample("distilserve_shadow_requests_total", {"model": "m", "version": "2", "outcome": "ok"}) == 1
+
+    asyncio.run(main())
+
+
+def test_a_shed_shadow_copy_is_counted_and_never_reaches_the_user() -> None:
+    async def main() -> None:
+        view = FakeView(tables={"m": TrafficTable(weights={"1": 100.0}, shadow_version="2", shadow_share=100.0)})
+        t = GatedTransport(SheddingSettings(enabled=True, min_queue=2, max_queue=2))  # shadows: 2 // 2 = 1
+        plane = DataPlane(view, t, t.metrics, codec.Limits())
+        busy = asyncio.create_task(plane.infer("m", "2", None, ["x"], route="v1", request_id="r0"))  # v2: 1 queued
+        await asyncio.sleep(0)
+        t.release.set()  # version 1 answers; version 2 stays busy
+        live = await plane.infer("m", None, None, ["a"], route="v1", request_id="r1")  # shadow copy: 1 + 1 > 1
+        assert live.version == "1" and live.labels == ["positive"]
+        await asyncio.gather(*plane._tasks)
+        t.release_v2.set()
+        await busy
+        sample = t.metrics.registry.get_sample_value
+        assert sample("distilserve_shadow_requests_total", {"model": "m", "version": "2", "outcome": "shed"}) == 1
+        assert shed_count(t.metrics, "user") == 0
+        assert sample("distilserve_shed_requests_total", {"model": "m", "version": "2", "source": "shadow"}) == 1
 
     asyncio.run(main())
