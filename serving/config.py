@@ -85,6 +85,48 @@ class BatchingSettings(BaseModel):
         default=False,
         description="Send at once when no call to the version is in flight (lowest latency when idle; "
                     "concurrent clients then tend to fall out of step and stop sharing calls).")
+    max_tokens_per_call: int | None = Field(
+        default=None,
+        description="Length-aware batching: a call carries texts only while n_texts x longest text's token estimate "
+                    "(characters/4 + 2: the ingress has no tokenizer) stays within this, and waiting requests go "
+                    "shortest first, so one long text does not make short ones pad to its length. "
+                    "None = off (first come, first served; every waiting request in one call).")
+    max_reorder_ms: float = Field(
+        default=20.0, ge=0, le=1000,
+        description="Length-aware batching only: a request waiting longer than this goes before shorter ones "
+                    "(first come, first served), so long texts are never starved.")
+
+    @field_validator("max_tokens_per_call")
+    @classmethod
+    def _tokens_positive(cls, v: int | None) -> int | None:
+        if v is not None and not 16 <= v <= 1_000_000:
+            raise ValueError(f"max_tokens_per_call must be None (off) or between 16 and 1000000, got {v!r}")
+        return v
+
+
+class SheddingSettings(BaseModel):
+    """Load shedding at the ingress: a bounded admission queue per version (serving/transport/admission.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(default=False, description="Refuse requests past the queue bound with 429 + Retry-After.")
+    slo_ms: float = Field(default=500.0, description="Latency objective the queue bound is sized from: "
+                                                    "bound = slo_ms x parallel calls / measured ms per text.")
+    min_queue: int = Field(default=8, description="Floor of the queue bound, in texts.")
+    max_queue: int = Field(default=1024, description="Ceiling of the queue bound (and the bound before any call "
+                                                     "is measured), in texts.")
+    ewma_alpha: float = Field(default=0.2, description="Weight of the newest call in the service-time average.")
+
+    @model_validator(mode="after")
+    def _check(self) -> SheddingSettings:
+        if not 1 <= self.slo_ms <= 600_000:
+            raise ValueError(f"slo_ms must be between 1 and 600000, got {self.slo_ms!r}")
+        if not 1 <= self.min_queue <= self.max_queue:
+            raise ValueError(f"need 1 <= min_queue <= max_queue, got min_queue={self.min_queue!r}, "
+                             f"max_queue={self.max_queue!r}")
+        if not 0 < self.ewma_alpha <= 1:
+            raise ValueError(f"ewma_alpha must be in (0, 1], got {self.ewma_alpha!r}")
+        return self
 
 
 # What serving.registry accepts as a URL (anything without '://' is a SQLite file).
@@ -112,6 +154,7 @@ class ServeConfig(BaseModel):
     autoscaling: AutoscalingSettings = Field(default_factory=AutoscalingSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
     batching: BatchingSettings = Field(default_factory=BatchingSettings)
+    shedding: SheddingSettings = Field(default_factory=SheddingSettings)
     ingress_replicas: int = Field(default=1, ge=1, le=64, description="Ingress replicas.")
     direct_triton: bool = Field(
         default=True,

@@ -5,7 +5,8 @@ this object: it checks names, chooses the version ONCE per request (the traffic 
 by user), answers from the batch prediction cache, calls the version through the transport,
 copies to a shadow version, records predictions and feedback, and knows each version's label
 names. Errors leave as `ApiError` with an HTTP-style status (a gRPC server maps them to its
-codes); a transport `Failure` becomes 500 (the model failed on this request) or 503.
+codes); a transport `Failure` becomes 500 (the model failed on this request) or 503, and
+`Overloaded` (the version's admission queue is full) 429 with Retry-After.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from serving.errors import ApiError
 from serving.metrics import Metrics
 from serving.registry import RegistryError, UnknownRequestError
 from serving.state import TrafficView
+from serving.transport.admission import Overloaded
 from serving.transport.failure import Failure
 from serving.transport.transport import Transport
 from serving.triton import codec
@@ -156,6 +158,9 @@ class DataPlane:
             self.metrics.observe(model, version, route, err.status, time.perf_counter() - t0, len(texts))
             self.stats.record(model, version, "fail", len(texts), time.perf_counter() - t0, time.time())
             raise err from None
+        except Overloaded as e:  # refused at once, before any work: counted, not timed
+            self.metrics.requests.labels(model, version, route, "429").inc()
+            raise overloaded_error(e) from None
         self.metrics.observe(model, version, route, 200, time.perf_counter() - t0, len(texts))
         self.stats.record(model, version, "success", len(texts), time.perf_counter() - t0, time.time())
         self._record(request_id, model, version, labels, user_id)
@@ -175,7 +180,10 @@ class DataPlane:
         """Copy to the shadow version; its answer is measured, never returned."""
         t0 = time.perf_counter()
         try:
-            _, labels = await self.transport.infer(model, version, texts)
+            _, labels = await self.transport.infer(model, version, texts, shadow=True)
+        except Overloaded:  # shed first, never reported to the user
+            self.metrics.shadow_requests.labels(model, version, "shed").inc()
+            return
         except Exception:  # noqa: BLE001 - a shadow failure never reaches users
             self.metrics.shadow_requests.labels(model, version, "error").inc()
             return
@@ -246,6 +254,11 @@ class DataPlane:
 
 def _by_number(versions: set[str]) -> list[str]:
     return sorted(versions, key=int)
+
+
+def overloaded_error(e: Overloaded) -> ApiError:
+    """429 naming the version, with Retry-After in whole seconds (gRPC maps it to UNAVAILABLE)."""
+    return ApiError(429, str(e), {"Retry-After": str(e.retry_after_s)})
 
 
 def _api_error(model: str, version: str, failure: Failure) -> ApiError:

@@ -45,7 +45,7 @@ class Ingress:
         else:
             view, remote_control = RegistryView(cfg.registry, cfg.models, cfg.traffic_poll_s), None
         metrics = Metrics()
-        transport = Transport.for_this_node(cfg.batching, metrics, cfg.direct_triton)
+        transport = Transport.for_this_node(cfg.batching, metrics, cfg.direct_triton, shedding=cfg.shedding)
         cache = open_cache(cfg.prediction_cache) if cfg.prediction_cache else None
         limits = codec.Limits(cfg.limits.max_items, cfg.limits.max_text_chars)
         self.plane = DataPlane(view, transport, metrics, limits, cache)

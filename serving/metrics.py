@@ -35,6 +35,9 @@ class Metrics:
                                   registry=self.registry)
         self.client_errors = Counter("distilserve_client_errors", "Requests refused (4xx)", ["route", "code"],
                                      registry=self.registry)
+        self.shed = Counter("distilserve_shed_requests", "Requests refused at once because the version's admission "
+                            "queue was full (429), by who sent them: 'user' or 'shadow' (a shadow copy)",
+                            [*labels, "source"], registry=self.registry)
         self.shadow_requests = Counter("distilserve_shadow_requests", "Copies sent to a shadow version",
                                        [*labels, "outcome"], registry=self.registry)
         self.shadow_latency = Histogram("distilserve_shadow_latency_seconds", "Shadow version latency", labels,

@@ -12,7 +12,12 @@ Two policies, both free of I/O so they can be tested as tables of cases:
   per same-node Triton): send when as many requests wait as the last call carried (closed-loop
   clients come back together), at most `max_wait_s` after the first, and hold requests while
   that many calls are in flight.
-In both, a request is never split: one whose texts do not fit the current batch opens the next
+Length-aware (`max_tokens_per_call`, off by default): a call carries requests only while
+n_texts x longest token estimate stays within the cap, taking waiting requests shortest first
+(those older than `max_reorder_s` first of all, in arrival order), so one long text does not make
+fifteen short ones pad to its length (`take_group`). The token count is estimated from characters
+(`estimate_tokens`: the ingress has no tokenizer). What does not fit stays waiting for the next call.
+In all, a request is never split: one whose texts do not fit the current batch opens the next
 one; a batch that fails as a model fault ("model", HTTP 500) is re-sent request by request, so
 only the request that broke the model fails; any other failure goes to every request of the
 batch (the caller retries unavailability itself).
@@ -28,10 +33,49 @@ from typing import Generic, TypeVar
 R = TypeVar("R")
 
 
+def estimate_tokens(text: str) -> int:
+    """Tokens of a text for a WordPiece/BPE tokenizer, roughly: 4 characters a token, plus [CLS] and [SEP]."""
+    return (len(text) + 3) // 4 + 2
+
+
+@dataclass(frozen=True)
+class Pending:
+    """What `take_group` needs of a waiting request: its texts, its longest text's tokens, its age."""
+
+    texts: int
+    longest: int
+    age_s: float
+
+
+def take_group(waiting: list[Pending], max_texts: int, max_tokens: int, max_age_s: float) -> list[int]:
+    """Indices (into `waiting`, ascending) of the requests the next call carries.
+
+    Order of consideration: requests older than `max_age_s` in arrival order, then the others
+    shortest first (ties in arrival order). A request joins while the padded size
+    (texts x longest) stays within `max_tokens` and the texts within `max_texts`; one that does not
+    fit is skipped (a later, shorter one may). The first request considered always goes, alone if
+    need be: a request is never split nor refused here.
+    """
+    overdue = [i for i, p in enumerate(waiting) if p.age_s > max_age_s]
+    fresh = sorted((i for i, p in enumerate(waiting) if p.age_s <= max_age_s), key=lambda i: waiting[i].longest)
+    chosen: list[int] = []
+    texts = longest = 0
+    for i in overdue + fresh:
+        p = waiting[i]
+        n, top = texts + p.texts, max(longest, p.longest)
+        if chosen and (n > max_texts or n * top > max_tokens):
+            continue
+        chosen.append(i)
+        texts, longest = n, top
+    return sorted(chosen)
+
+
 @dataclass
 class _Waiting:
     texts: list[str]
     future: asyncio.Future
+    since: float = 0.0  # loop time of arrival
+    longest: int = 0  # token estimate of its longest text
 
 
 @dataclass
@@ -54,7 +98,8 @@ class MicroBatcher(Generic[R]):
     def __init__(self, call: Callable[[list[str]], Awaitable[R]], *, slice_result: Callable[[R, int, int], R],
                  is_failure: Callable[[R], bool], is_model_failure: Callable[[R], bool],
                  max_texts: int = 32, max_wait_s: float = 0.004, max_inflight: int | Callable[[], int] | None = None,
-                 flush_when_idle: bool = False, on_call: Callable[[int], None] | None = None) -> None:
+                 flush_when_idle: bool = False, on_call: Callable[[int], None] | None = None,
+                 max_tokens: int | None = None, max_reorder_s: float = 0.02) -> None:
         if max_texts < 1:
             raise ValueError(f"max_texts must be >= 1, got {max_texts}")
         if max_wait_s < 0:
@@ -63,6 +108,7 @@ class MicroBatcher(Generic[R]):
         self._is_failure, self._is_model_failure = is_failure, is_model_failure
         self.max_texts, self.max_wait_s = max_texts, max_wait_s
         self._max_inflight = max_inflight
+        self.max_tokens, self.max_reorder_s = max_tokens, max_reorder_s
         self.flush_when_idle = flush_when_idle
         self._expect = 1  # paced: requests the next call should carry (set when a call returns)
         self._on_call = on_call
@@ -82,7 +128,7 @@ class MicroBatcher(Generic[R]):
         future = loop.create_future()
         if self._waiting_texts + len(texts) > self.max_texts:
             self._flush()  # the new request would overflow the open batch: send that one first
-        self._waiting.append(_Waiting(list(texts), future))
+        self._waiting.append(_Waiting(list(texts), future, loop.time(), max(map(estimate_tokens, texts), default=0)))
         self._waiting_texts += len(texts)
         cap = self._cap()
         if cap is not None:
@@ -120,7 +166,24 @@ class MicroBatcher(Generic[R]):
             self._timer = None
         if not self._waiting:
             return
-        batch, self._waiting, self._waiting_texts = self._waiting, [], 0
+        if self.max_tokens is None:
+            batch, self._waiting, self._waiting_texts = self._waiting, [], 0
+            self._send(batch)
+            return
+        # Length-aware: as many calls as the waiting requests need; under pacing, the first call
+        # always goes and the rest only while a Triton is free (a returning call sends them).
+        cap, first = self._cap(), True
+        while self._waiting and (first or cap is None or self._inflight < cap):
+            first = False
+            now = asyncio.get_running_loop().time()
+            picked = set(take_group([Pending(len(w.texts), w.longest, now - w.since) for w in self._waiting],
+                                    self.max_texts, self.max_tokens, self.max_reorder_s))
+            batch = [w for i, w in enumerate(self._waiting) if i in picked]
+            self._waiting = [w for i, w in enumerate(self._waiting) if i not in picked]
+            self._waiting_texts = sum(len(w.texts) for w in self._waiting)
+            self._send(batch)
+
+    def _send(self, batch: list[_Waiting]) -> None:
         self._inflight += 1
         task = asyncio.get_running_loop().create_task(self._run(batch))
         self._tasks.add(task)

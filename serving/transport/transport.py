@@ -7,7 +7,8 @@ One call for a list of texts goes
 Concurrent calls to one version share a downstream call (serving/transport/microbatch.py),
 paced by the number of same-node Tritons when that is known. A call that meets an
 unavailable version is sent once more (inference is idempotent; Serve routes the retry to a
-live replica). Every failure leaves as one type, `Failure`.
+live replica). Every failure leaves as one type, `Failure`; with shedding on, a request past the
+version's admission bound is refused at once as `Overloaded` (serving/transport/admission.py).
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from typing import Any
 import numpy as np
 
 from distilserve.core.names import app_name
-from serving.config import BatchingSettings
+from serving.config import BatchingSettings, SheddingSettings
 from serving.metrics import Metrics
+from serving.transport.admission import Overloaded, VersionQueue, decide
 from serving.transport.endpoints import EndpointWatcher
 from serving.transport.failure import Failure
 from serving.transport.microbatch import MicroBatcher
@@ -33,14 +35,18 @@ Result = tuple[np.ndarray, list[str]]
 
 
 class Transport:
-    def __init__(self, batching: BatchingSettings, metrics: Metrics, watcher: EndpointWatcher | None = None) -> None:
+    def __init__(self, batching: BatchingSettings, metrics: Metrics, watcher: EndpointWatcher | None = None,
+                 shedding: SheddingSettings | None = None) -> None:
         self.batching, self.metrics, self.watcher = batching, metrics, watcher
+        self.shedding = shedding or SheddingSettings()
+        self.queues: dict[tuple[str, str], VersionQueue] = {}
         self._handles: dict[tuple[str, str], Any] = {}
         self._batchers: dict[tuple[str, str], MicroBatcher] = {}
         self._triton_clients: dict[str, Any] = {}
 
     @classmethod
-    def for_this_node(cls, batching: BatchingSettings, metrics: Metrics, direct_triton: bool) -> Transport:
+    def for_this_node(cls, batching: BatchingSettings, metrics: Metrics, direct_triton: bool,
+                      shedding: SheddingSettings | None = None) -> Transport:
         """With `direct_triton`, watch this Ray node's Triton endpoints (a daemon thread)."""
         watcher = None
         if direct_triton:
@@ -48,10 +54,34 @@ class Transport:
 
             watcher = EndpointWatcher(ray.get_runtime_context().get_node_id())
             watcher.start()
-        return cls(batching, metrics, watcher)
+        return cls(batching, metrics, watcher, shedding)
 
-    async def infer(self, model: str, version: str, texts: list[str]) -> Result:
-        """Probabilities [N, C] and labels; raises Failure (after one retry when unavailable)."""
+    async def infer(self, model: str, version: str, texts: list[str], *, shadow: bool = False) -> Result:
+        """Probabilities [N, C] and labels; raises Failure (after one retry when unavailable), or
+        Overloaded at once when shedding is on and the version's queue is full (shadow copies first)."""
+        if not self.shedding.enabled:
+            return await self._infer(model, version, texts)
+        queue = self._admit(model, version, len(texts), shadow)
+        queue.queued += len(texts)
+        try:
+            return await self._infer(model, version, texts)
+        finally:
+            queue.queued -= len(texts)
+
+    def _admit(self, model: str, version: str, texts: int, shadow: bool) -> VersionQueue:
+        """The version's queue, once these texts may join it; raises Overloaded (counted) otherwise."""
+        queue = self.queues.setdefault((model, version), VersionQueue())
+        s = self.shedding
+        d = decide(queued=queue.queued, texts=texts, shadow=shadow, slo_ms=s.slo_ms, ms_per_text=queue.ms_per_text,
+                   parallel=self._local_tritons(model, version) or 1, min_queue=s.min_queue, max_queue=s.max_queue)
+        if not d.admit:
+            who = "shadow" if shadow else "user"
+            queue.shed[who] += 1
+            self.metrics.shed.labels(model, version, who).inc()
+            raise Overloaded(model, version, d.retry_after_s, queue.queued, d.limit)
+        return queue
+
+    async def _infer(self, model: str, version: str, texts: list[str]) -> Result:
         for attempt in (1, 2):
             try:
                 return await self._once(model, version, texts)
@@ -95,6 +125,17 @@ class Transport:
 
     # ---- one downstream call -------------------------------------------------------------------
     async def _call(self, model: str, version: str, texts: list[str]) -> Result | Failure:
+        """One downstream call; with shedding on, its duration feeds the version's service-time EWMA."""
+        if not self.shedding.enabled:
+            return await self._call_once(model, version, texts)
+        t0 = time.perf_counter()
+        result = await self._call_once(model, version, texts)
+        if not isinstance(result, Failure):
+            self.queues.setdefault((model, version), VersionQueue()).observe_call(
+                time.perf_counter() - t0, len(texts), self.shedding.ewma_alpha)
+        return result
+
+    async def _call_once(self, model: str, version: str, texts: list[str]) -> Result | Failure:
         """Short path when a same-node Triton is known, else Serve. Failures are values here (the
         micro-batcher hands each waiting request its own)."""
         pool = self.watcher.pools.get(app_name(model, version)) if self.watcher else None
@@ -169,6 +210,7 @@ class Transport:
                 is_model_failure=lambda r: isinstance(r, Failure) and r.kind == "model",
                 max_texts=b.max_texts, max_wait_s=b.max_wait_ms / 1000, flush_when_idle=b.flush_when_idle,
                 max_inflight=(lambda: self._local_tritons(model, version)) if b.paced else None,
+                max_tokens=b.max_tokens_per_call, max_reorder_s=b.max_reorder_ms / 1000,
                 on_call=self.metrics.downstream_batch.labels(model, version).observe,
             )
         return batcher

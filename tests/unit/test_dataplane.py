@@ -46,7 +46,7 @@ class FakeTransport:
         self.calls: list[tuple[str, list[str]]] = []
         self.fail = fail
 
-    async def infer(self, model: str, version: str, texts: list[str]):  # noqa: ANN201
+    async def infer(self, model: str, version: str, texts: list[str], *, shadow: bool = False):  # noqa: ANN201
         self.calls.append((version, list(texts)))
         if self.fail is not None:
             raise self.fail

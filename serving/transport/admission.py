@@ -1,0 +1,83 @@
+"""Load shedding at the ingress: a bounded admission queue per model version, sized from the SLO.
+
+The queue of a version is every text the ingress has accepted for it and not yet answered
+(waiting in the micro-batcher or in a downstream call). Its bound comes from the latency
+objective and the measured service time:
+
+    limit = clamp(floor(slo_ms * parallel / ms_per_text), min_queue, max_queue)
+
+where `ms_per_text` is an EWMA of (call duration / texts in the call) over the version's recent
+calls and `parallel` the calls the backend runs at once (one per same-node Triton; 1 when
+unknown). A text admitted at the back of a full queue is therefore answered within about
+`slo_ms`. Before the first call is measured, the limit is `max_queue`. Through Serve (parallel
+unknown, calls overlap) each measured duration includes queueing downstream, so the bound errs low.
+
+A request that would take the queue past its limit is refused at once (429 with Retry-After,
+never a timeout). Shadow copies are shed first: they are admitted only while the queue is at most
+half its limit, and a shed copy is never reported to a user. `Retry-After` is the time the queue
+takes to drain, rounded up to whole seconds (at least 1).
+
+`decide` is pure (state in, decision out); `Admission` keeps the per-version state.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+
+class Overloaded(Exception):  # noqa: N818 - the one overload signal; the HTTP layer renders 429 + Retry-After
+    """The version's admission queue is full: refused at once, `retry_after_s` whole seconds."""
+
+    def __init__(self, model: str, version: str, retry_after_s: int, queued: int, limit: int) -> None:
+        super().__init__(model, version, retry_after_s, queued, limit)  # args: picklable
+        self.model, self.version, self.retry_after_s = model, version, retry_after_s
+        self.queued, self.limit = queued, limit
+
+    def __str__(self) -> str:
+        return (f"version {self.version} of model {self.model!r} is overloaded ({self.queued} texts queued, "
+                f"limit {self.limit}); retry after {self.retry_after_s} s")
+
+
+@dataclass(frozen=True)
+class Decision:
+    admit: bool
+    limit: int  # the queue bound in texts (users); shadows get half
+    retry_after_s: int  # meaningful when refused
+
+
+def queue_limit(slo_ms: float, ms_per_text: float | None, parallel: int, min_queue: int, max_queue: int) -> int:
+    """Texts the version may have outstanding so the last one is answered within about slo_ms."""
+    if ms_per_text is None or ms_per_text <= 0:
+        return max_queue
+    return max(min_queue, min(max_queue, math.floor(slo_ms * max(1, parallel) / ms_per_text)))
+
+
+def decide(*, queued: int, texts: int, shadow: bool, slo_ms: float, ms_per_text: float | None, parallel: int,
+           min_queue: int, max_queue: int) -> Decision:
+    """Admit `texts` more texts to a queue holding `queued`, or refuse with a Retry-After.
+
+    An empty queue always admits (a request bigger than the limit must still be servable).
+    """
+    limit = queue_limit(slo_ms, ms_per_text, parallel, min_queue, max_queue)
+    bound = limit // 2 if shadow else limit
+    if queued == 0 or queued + texts <= bound:
+        return Decision(True, limit, 0)
+    drain_ms = queued * (ms_per_text or 0.0) / max(1, parallel)
+    return Decision(False, limit, max(1, math.ceil(drain_ms / 1000)))
+
+
+@dataclass
+class VersionQueue:
+    """Outstanding texts of one version and its measured service time."""
+
+    queued: int = 0
+    ms_per_text: float | None = None
+    shed: dict[str, int] = field(default_factory=lambda: {"user": 0, "shadow": 0})
+
+    def observe_call(self, seconds: float, texts: int, alpha: float) -> None:
+        """Fold one downstream call into the EWMA of milliseconds per text."""
+        if texts <= 0:
+            return
+        sample = seconds * 1000 / texts
+        self.ms_per_text = sample if self.ms_per_text is None else alpha * sample + (1 - alpha) * self.ms_per_text

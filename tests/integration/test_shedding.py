@@ -1,0 +1,73 @@
+"""Load shedding through the real stack (Ray Serve, the ingress, Triton): with a queue bound of one
+request, a burst of concurrent requests gets fast 429s with Retry-After, every admitted request is
+answered, and nothing is lost."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+
+import httpx
+import pytest
+
+from serving.config import AutoscalingSettings, ServeConfig, SheddingSettings
+from tests.helpers import free_port, wait_for
+
+BURST = 24  # concurrent requests per burst
+BURSTS = 5  # a burst whose requests happen not to overlap sheds nothing; five in a row all missing is a bug
+
+
+@pytest.fixture(scope="module")
+def stack(ray_session, tiny_repo: Path, tmp_path_factory: pytest.TempPathFactory, admin_token: str):
+    from ray import serve
+
+    from serving.runner import Runner
+
+    cfg = ServeConfig(
+        port=free_port(), model_repository=tiny_repo, registry=tmp_path_factory.mktemp("reg") / "registry.db",
+        models=["sentiment"], admin_token=admin_token, torch_threads=1, replica_cpus=0.1,
+        autoscaling=AutoscalingSettings(min_replicas=1, max_replicas=1),
+        # One text outstanding per version: any request arriving while another is answered is shed.
+        shedding=SheddingSettings(enabled=True, min_queue=1, max_queue=1),
+    )
+    runner = Runner(cfg)
+    runner.start()
+    url = f"http://127.0.0.1:{cfg.port}"
+    wait_for(lambda: httpx.get(f"{url}/v2/health/ready").status_code == 200, 180, "ingress ready")
+    yield url
+    for app in list(serve.status().applications):
+        serve.delete(app)
+
+
+async def _burst(url: str) -> list[httpx.Response]:
+    limits = httpx.Limits(max_connections=BURST, max_keepalive_connections=BURST)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+        return await asyncio.gather(*(
+            client.post(f"{url}/v1/predict", json={"model": "sentiment", "inputs": [f"a fine day number {i}"]})
+            for i in range(BURST)))
+
+
+def test_a_burst_past_the_queue_bound_gets_429_with_retry_after_and_admitted_requests_succeed(stack: str) -> None:
+    shed = admitted = sent = 0
+    for _ in range(BURSTS):
+        responses = asyncio.run(_burst(stack))
+        sent += BURST
+        codes = [r.status_code for r in responses]
+        assert set(codes) <= {200, 429}, [(r.status_code, r.text[:200]) for r in responses if r.status_code not in (200, 429)]
+        for r in responses:
+            if r.status_code == 429:
+                assert re.fullmatch(r"[1-9][0-9]*", r.headers.get("retry-after", "")), r.headers
+                assert re.search(r"version \d+ of model 'sentiment' is overloaded", r.json()["error"]), r.text
+            else:
+                assert r.json()["predictions"][0]["label"]
+        shed += codes.count(429)
+        admitted += codes.count(200)
+        if shed and admitted:
+            break
+    assert shed > 0 and admitted > 0, (shed, admitted)
+    assert shed + admitted == sent  # nothing lost: every request answered, 200 or 429
+    text = httpx.get(f"{stack}/metrics").text
+    counted = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("distilserve_shed_requests_total{") and 'source="user"' in line]
+    assert sum(counted) == shed, text[-2000:]

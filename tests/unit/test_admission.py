@@ -1,0 +1,189 @@
+"""Load shedding: the admission decision as a table, and the transport under a burst (no clock)."""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from serving.config import BatchingSettings, SheddingSettings
+from serving.dataplane import DataPlane
+from serving.errors import ApiError
+from serving.metrics import Metrics
+from serving.state import TrafficTable
+from serving.transport.admission import Overloaded, VersionQueue, decide, queue_limit
+from serving.transport.transport import Transport
+from serving.triton import codec
+from tests.unit.test_dataplane import FakeView
+
+BASE = {"slo_ms": 500.0, "min_queue": 8, "max_queue": 100, "parallel": 1}
+
+
+@pytest.mark.parametrize(
+    ("kw", "admit", "limit", "retry"),
+    [
+        ({"queued": 0, "texts": 5000, "ms_per_text": 10.0}, True, 50, 0),   # empty queue: always servable
+        ({"queued": 50, "texts": 50, "ms_per_text": None}, True, 100, 0),   # unmeasured: max_queue; 50+50 <= 100
+        ({"queued": 51, "texts": 50, "ms_per_text": None}, False, 100, 1),  # 101 > 100; drain unknown -> 1 s
+        ({"queued": 40, "texts": 10, "ms_per_text": 10.0}, True, 50, 0),    # 500 ms x 1 / 10 ms = 50; 40+10 <= 50
+        ({"queued": 41, "texts": 10, "ms_per_text": 10.0}, False, 50, 1),   # 51 > 50; drain 41x10 = 410 ms -> 1 s
+        ({"queued": 90, "texts": 10, "ms_per_text": 10.0, "parallel": 2}, True, 100, 0),  # 500x2/10 = 100
+        ({"queued": 5, "texts": 4, "ms_per_text": 1000.0}, False, 8, 5),    # 500/1000 = 0 -> floor 8; 9 > 8; 5 s
+        ({"queued": 99, "texts": 1, "ms_per_text": 0.01}, True, 100, 0),    # 50000 -> ceiling 100
+        ({"queued": 150, "texts": 1, "ms_per_text": 20.0, "slo_ms": 2000.0}, False, 100, 3),  # drain 3000 ms -> 3 s
+        ({"queued": 20, "texts": 5, "ms_per_text": 10.0, "shadow": True}, True, 50, 0),   # shadow bound 25
+        ({"queued": 21, "texts": 5, "ms_per_text": 10.0, "shadow": True}, False, 50, 1),  # 26 > 25: shadow shed
+        ({"queued": 21, "texts": 5, "ms_per_text": 10.0}, True, 50, 0),     # the same load from a user: admitted
+    ],
+    ids=["empty-admits-anything", "unmeasured-fits", "unmeasured-full", "fits-exactly", "one-over",
+         "two-tritons-double", "floor", "ceiling", "retry-after-rounds-up", "shadow-under-half",
+         "shadow-over-half-shed", "user-same-load-admitted"],
+)
+def test_admission_decision(kw: dict, admit: bool, limit: int, retry: int) -> None:
+    args = {**BASE, "shadow": False, **kw}
+    d = decide(**args)
+    assert (d.admit, d.limit, d.retry_after_s) == (admit, limit, retry)
+
+
+def test_queue_limit_is_unbounded_only_up_to_the_ceiling_before_a_measurement() -> None:
+    assert queue_limit(500, None, 1, 8, 64) == 64
+    assert queue_limit(500, 0.0, 1, 8, 64) == 64
+
+
+def test_service_time_is_an_ewma_of_ms_per_text() -> None:
+    q = VersionQueue()
+    q.observe_call(0.100, 10, alpha=0.5)  # 10 ms/text: the first sample is the average
+    assert q.ms_per_text == pytest.approx(10.0)
+    q.observe_call(0.060, 2, alpha=0.5)  # 30 ms/text: 0.5 x 30 + 0.5 x 10 = 20
+    assert q.ms_per_text == pytest.approx(20.0)
+    q.observe_call(1.0, 0, alpha=0.5)  # no texts: ignored
+    assert q.ms_per_text == pytest.approx(20.0)
+
+
+@pytest.mark.parametrize(
+    ("kw", "needle"),
+    [({"slo_ms": 0}, "slo_ms must be between 1 and 600000, got 0"),
+     ({"min_queue": 10, "max_queue": 5}, "min_queue=10, max_queue=5"),
+     ({"ewma_alpha": 1.5}, "ewma_alpha must be in (0, 1], got 1.5")],
+    ids=["slo", "floor-above-ceiling", "alpha"],
+)
+def test_bad_shedding_settings_are_quoted(kw: dict, needle: str) -> None:
+    with pytest.raises(ValidationError, match=needle.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
+        SheddingSettings(**kw)
+
+
+def test_overloaded_pickles_and_names_the_version() -> None:
+    e = pickle.loads(pickle.dumps(Overloaded("m", "3", 2, 40, 40)))  # noqa: S301 - our own object
+    assert (e.version, e.retry_after_s) == ("3", 2) and "version 3 of model 'm'" in str(e)
+
+
+# ---- the transport under a burst: a fake downstream that answers only when released -------------
+class GatedTransport(Transport):
+    def __init__(self, shedding: SheddingSettings, batching: bool = True) -> None:
+        super().__init__(BatchingSettings(enabled=batching, max_wait_ms=0), Metrics(), shedding=shedding)
+        self.release, self.release_v2 = asyncio.Event(), asyncio.Event()  # every version / version 2 only
+        self.texts_sent = 0
+
+    async def _call_once(self, model: str, version: str, texts: list[str]):  # noqa: ANN202
+        await (self.release_v2 if version == "2" else self.release).wait()
+        self.texts_sent += len(texts)
+        return np.zeros((len(texts), 2), dtype=np.float32), ["positive"] * len(texts)
+
+
+def shed_count(metrics: Metrics, source: str) -> float:
+    return metrics.registry.get_sample_value("distilserve_shed_requests_total",
+                                             {"model": "m", "version": "1", "source": source}) or 0.0
+
+
+@pytest.mark.parametrize("batching", [True, False], ids=["batched", "direct"])
+def test_a_burst_past_the_bound_is_refused_at_once_and_every_admitted_one_succeeds(batching: bool) -> None:
+    async def main() -> None:
+        t = GatedTransport(SheddingSettings(enabled=True, min_queue=4, max_queue=4), batching)
+        tasks = [asyncio.create_task(t.infer("m", "1", [f"t{i}"])) for i in range(10)]
+        await asyncio.sleep(0)  # every request has reached admission; the downstream is still blocked
+        refused = [x for x in tasks if x.done()]
+        assert len(refused) == 6 and all(isinstance(x.exception(), Overloaded) for x in refused)
+        assert t.texts_sent == 0 and t.queues[("m", "1")].queued == 4  # refused before any answer came
+        assert tasks.index(refused[0]) == 4  # first come, first admitted
+        t.release.set()
+        admitted = await asyncio.gather(*[x for x in tasks if x not in refused])
+        assert len(admitted) + len(refused) == 10 and all(r[1] == ["positive"] for r in admitted)
+        assert t.texts_sent == 4 and t.queues[("m", "1")].queued == 0
+        assert shed_count(t.metrics, "user") == 6 and shed_count(t.metrics, "shadow") == 0
+        assert t.queues[("m", "1")].ms_per_text is not None  # the admitted calls were measured
+
+    asyncio.run(main())
+
+
+def test_shadow_copies_are_shed_before_users() -> None:
+    async def main() -> None:
+        t = GatedTransport(SheddingSettings(enabled=True, min_queue=4, max_queue=4))
+        users = [asyncio.create_task(t.infer("m", "1", [f"u{i}"])) for i in range(2)]
+        await asyncio.sleep(0)
+        shadow = asyncio.create_task(t.infer("m", "1", ["s"], shadow=True))  # 2 + 1 > 4 // 2
+        user = asyncio.create_task(t.infer("m", "1", ["u2"]))  # 3 <= 4
+        await asyncio.sleep(0)
+        assert isinstance(shadow.exception(), Overloaded) and not user.done()
+        t.release.set()
+        await asyncio.gather(*users, user)
+        assert (shed_count(t.metrics, "shadow"), shed_count(t.metrics, "user")) == (1, 0)
+
+    asyncio.run(main())
+
+
+def test_shedding_off_admits_everything() -> None:
+    async def main() -> None:
+        t = GatedTransport(SheddingSettings(enabled=False, min_queue=1, max_queue=1))
+        tasks = [asyncio.create_task(t.infer("m", "1", ["x"])) for _ in range(5)]
+        await asyncio.sleep(0)
+        assert not any(x.done() for x in tasks) and t.queues == {}
+        t.release.set()
+        assert len(await asyncio.gather(*tasks)) == 5
+
+    asyncio.run(main())
+
+
+def test_the_data_plane_renders_overload_as_429_with_retry_after_and_sheds_shadows_quietly() -> None:
+    async def main() -> None:
+        view = FakeView(tables={"m": TrafficTable(weights={"1": 100.0}, shadow_version="2", shadow_share=100.0)})
+        t = GatedTransport(SheddingSettings(enabled=True, min_queue=1, max_queue=1))
+        plane = DataPlane(view, t, t.metrics, codec.Limits())
+        first = asyncio.create_task(plane.infer("m", None, None, ["a"], route="v1", request_id="r1"))
+        await asyncio.sleep(0)
+        with pytest.raises(ApiError) as err:
+            await plane.infer("m", None, None, ["b"], route="v1", request_id="r2")
+        assert err.value.status == 429 and err.value.headers == {"Retry-After": "1"}
+        assert "version 1 of model 'm'" in err.value.message
+        t.release.set()
+        t.release_v2.set()
+        await first
+        await asyncio.gather(*plane._tasks)  # the shadow copy to version 2 (its queue is empty: admitted)
+        sample = t.metrics.registry.get_sample_value
+        assert sample("distilserve_requests_total", {"model": "m", "version": "1", "route": "v1", "code": "429"}) == 1
+        assert sample("distilserve_shadow_requests_total", {"model": "m", "version": "2", "outcome": "ok"}) == 1
+
+    asyncio.run(main())
+
+
+def test_a_shed_shadow_copy_is_counted_and_never_reaches_the_user() -> None:
+    async def main() -> None:
+        view = FakeView(tables={"m": TrafficTable(weights={"1": 100.0}, shadow_version="2", shadow_share=100.0)})
+        t = GatedTransport(SheddingSettings(enabled=True, min_queue=2, max_queue=2))  # shadows: 2 // 2 = 1
+        plane = DataPlane(view, t, t.metrics, codec.Limits())
+        busy = asyncio.create_task(plane.infer("m", "2", None, ["x"], route="v1", request_id="r0"))  # v2: 1 queued
+        await asyncio.sleep(0)
+        t.release.set()  # version 1 answers; version 2 stays busy
+        live = await plane.infer("m", None, None, ["a"], route="v1", request_id="r1")  # shadow copy: 1 + 1 > 1
+        assert live.version == "1" and live.labels == ["positive"]
+        await asyncio.gather(*plane._tasks)
+        t.release_v2.set()
+        await busy
+        sample = t.metrics.registry.get_sample_value
+        assert sample("distilserve_shadow_requests_total", {"model": "m", "version": "2", "outcome": "shed"}) == 1
+        assert shed_count(t.metrics, "user") == 0
+        assert sample("distilserve_shed_requests_total", {"model": "m", "version": "2", "source": "shadow"}) == 1
+
+    asyncio.run(main())
