@@ -21,6 +21,8 @@ def add_stack_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help="YAML ServeConfig")
     p.add_argument("--host", default=None, help="listen address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=int(os.environ["PORT"]) if os.environ.get("PORT") else None)
+    p.add_argument("--grpc-port", type=int, default=None,
+                   help="Open Inference Protocol over gRPC on the listen address (default 8001; 0 turns it off)")
     p.add_argument("--model-repository", type=Path, default=None)
     # Text, not Path: pathlib folds the '//' of a postgresql:// URL (ServeConfig makes paths Paths).
     p.add_argument("--registry", default=None, help="SQLite registry file or postgresql:// URL")
@@ -42,7 +44,8 @@ def load_config(args: argparse.Namespace, **overrides: object):  # noqa: ANN201 
     from serving.config import ServeConfig
 
     cfg = ServeConfig.load(
-        args.config, host=args.host, port=args.port, model_repository=args.model_repository,
+        args.config, host=args.host, port=args.port, grpc_port=getattr(args, "grpc_port", None),
+        model_repository=args.model_repository,
         registry=args.registry, backend=args.backend, **overrides,
     )
     current = cfg.admin_token.get_secret_value() if cfg.admin_token else None

@@ -90,6 +90,7 @@ def _ready(url: str, models: list[str]) -> bool:
 def _serve_argv(args: argparse.Namespace) -> list[str]:
     argv = [sys.executable, "-m", "distilserve.cli.main", "serve", "--no-build"]
     for flag, value in (("--config", args.config), ("--host", args.host), ("--port", args.port),
+                        ("--grpc-port", args.grpc_port),
                         ("--model-repository", args.model_repository), ("--registry", args.registry),
                         ("--backend", args.backend)):
         if value is not None:
@@ -106,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         check_port_free(cfg.host, cfg.port)
+        if cfg.grpc_port:
+            check_port_free(cfg.host, cfg.grpc_port)
     except PortInUseError as e:
         raise CliError(str(e)) from None
     build_missing_default(cfg, args.no_build, args.quick_build)
