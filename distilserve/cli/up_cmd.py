@@ -90,7 +90,7 @@ def _ready(url: str, models: list[str]) -> bool:
 def _serve_argv(args: argparse.Namespace) -> list[str]:
     argv = [sys.executable, "-m", "distilserve.cli.main", "serve", "--no-build"]
     for flag, value in (("--config", args.config), ("--host", args.host), ("--port", args.port),
-                        ("--grpc-port", args.grpc_port),
+                        ("--grpc-port", getattr(args, "grpc_port", None)),
                         ("--model-repository", args.model_repository), ("--registry", args.registry),
                         ("--backend", args.backend)):
         if value is not None:
