@@ -52,6 +52,20 @@ def load_config(args: argparse.Namespace, **overrides: object):  # noqa: ANN201 
     return cfg.model_copy(update={"admin_token": SecretStr(admin_token(current))})
 
 
+def check_grpc_port_free(cfg) -> None:  # noqa: ANN001 - a ServeConfig
+    """Refuse a gRPC port something already listens on (the listener itself shares it with
+    SO_REUSEPORT between ingress replicas, so it cannot tell another server from a sibling)."""
+    from distilserve.cli.admin import CliError
+    from serving.http_server import PortInUseError, check_port_free
+
+    if cfg.grpc_port:
+        try:
+            check_port_free(cfg.host, cfg.grpc_port)
+        except PortInUseError:
+            raise CliError(f"grpc_port: {cfg.host}:{cfg.grpc_port} is already in use; pick another with "
+                           f"--grpc-port (0 turns gRPC off)") from None
+
+
 def build_missing_default(cfg, no_build: bool, quick: bool) -> None:  # noqa: ANN001 - a ServeConfig
     if not no_build and "sentiment" in cfg.models:
         ensure_default_model(Path(cfg.model_repository), "sentiment", quick)
@@ -88,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
     from serving.runner import serve_forever
 
     cfg = load_config(args)
+    check_grpc_port_free(cfg)
     build_missing_default(cfg, args.no_build, args.quick_build)
     serve_forever(cfg)
     return 0

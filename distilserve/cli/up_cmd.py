@@ -18,7 +18,12 @@ import time
 from pathlib import Path
 
 from distilserve.cli.admin import CliError
-from distilserve.cli.serve_cmd import add_stack_arguments, build_missing_default, load_config
+from distilserve.cli.serve_cmd import (
+    add_stack_arguments,
+    build_missing_default,
+    check_grpc_port_free,
+    load_config,
+)
 
 STATE_FILE = Path(".distilserve/up.json")
 
@@ -107,10 +112,9 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         check_port_free(cfg.host, cfg.port)
-        if cfg.grpc_port:
-            check_port_free(cfg.host, cfg.grpc_port)
     except PortInUseError as e:
         raise CliError(str(e)) from None
+    check_grpc_port_free(cfg)
     build_missing_default(cfg, args.no_build, args.quick_build)
 
     log_path = args.state_file.with_name("up.log").resolve()

@@ -43,3 +43,18 @@ def test_up_forwards_the_flag_to_its_daemon() -> None:
                               registry=None, backend=None)
     argv = up_cmd._serve_argv(args)
     assert argv[argv.index("--grpc-port") + 1] == "0"
+
+
+def test_a_taken_grpc_port_is_refused_before_start() -> None:
+    import socket
+
+    from distilserve.cli.admin import CliError
+    from distilserve.cli.serve_cmd import check_grpc_port_free
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(CliError, match=f"grpc_port: 127.0.0.1:{port} is already in use.*--grpc-port"):
+            check_grpc_port_free(ServeConfig(grpc_port=port))
+    check_grpc_port_free(ServeConfig(grpc_port=0))  # off: nothing to check

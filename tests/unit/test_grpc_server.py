@@ -122,3 +122,25 @@ def test_a_taken_port_is_refused_by_name(loop: asyncio.AbstractEventLoop) -> Non
         server = IngressGrpcServer(plane(), "127.0.0.1", taken.getsockname()[1], 1_000_000, loop)
         with pytest.raises(PortInUseError, match="^grpc_port: "):
             server.start()
+
+
+def test_grpc_joins_the_http_listeners_loop() -> None:
+    """As the Ingress wires them: the HTTP listener's loop runs the gRPC server too (one loop for
+    the data plane), and both stop."""
+    from serving.http.app import build_app
+    from serving.http_server import IngressHttpServer
+
+    http = IngressHttpServer(build_app(), "127.0.0.1", free_port())
+    http.start()
+    try:
+        assert http.loop is not None and http.loop.is_running()
+        server = IngressGrpcServer(plane(), "127.0.0.1", free_port(), 1_000_000, http.loop)
+        server.start()
+        client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.port}")
+        assert client.infer("m", [text_input("hi")], model_version="1").as_numpy("LABEL").shape == (1, 1)
+        assert server.alive()
+        client.close()
+        server.stop()
+        assert not server.alive()
+    finally:
+        http.stop()
