@@ -63,6 +63,17 @@ def _wait_for_port(port: int, proc: subprocess.Popen | None, what: str, log: Pat
     raise RuntimeError(f"{what} did not listen on 127.0.0.1:{port} within {_START_TIMEOUT_S:.0f} s")
 
 
+
+def fixtures_of(module: ModuleType, skip: set[str]) -> dict[str, Any]:
+    """The pytest fixtures defined in `module` (but `skip`), for a module rerunning its tests."""
+    return {
+        name: obj
+        for name, obj in vars(module).items()
+        if name not in skip
+        and (type(obj).__name__ == "FixtureFunctionDefinition" or hasattr(obj, "_pytestfixturefunction"))
+    }
+
+
 # ---- PostgreSQL ---------------------------------------------------------------------------------
 
 

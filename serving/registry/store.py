@@ -238,10 +238,13 @@ class Registry(RolloutStore, FeedbackStore, WarmStore):
     def _rollback_target(self, conn: Connection, model: str) -> str | None:
         # Lazy: the walk usually stops within the last few rows of a long history, so rows are
         # fetched in small batches (yield_per) rather than all at once.
-        rows = conn.execution_options(yield_per=16).execute(
+        # (On the statement, not the connection: a connection option would stream every later
+        # statement of the transaction through a server-side cursor, UPDATEs included.)
+        rows = conn.execute(
             sa.select(deployments.c.traffic_json)
             .where(deployments.c.model == model)
             .order_by(deployments.c.id.desc())
+            .execution_options(yield_per=16)
         )
         tables = (json.loads(text) for text in rows.scalars())
         current = next(tables, None)

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import pytest
 
-from tests.services import PostgresServer, postgres_server, rerun_tests  # noqa: F401 - pytest fixture
+from tests.services import PostgresServer, fixtures_of, postgres_server, rerun_tests  # noqa: F401 - fixture
 from tests.unit import test_registry
 
-# The same functions, collected under this module so that its `location` fixture applies.
+# The same functions, collected under this module so that its `location` fixture applies,
+# with their module's other fixtures (`reg` asks for `location`).
 TESTS = rerun_tests(test_registry, {"reg", "location"}, skip=test_registry.SQLITE_ONLY)
 globals().update(TESTS)
-reg = test_registry.reg  # the imported tests' own fixture; it asks for `location` below
+globals().update(fixtures_of(test_registry, skip={"location"}))
 
 
 @pytest.fixture

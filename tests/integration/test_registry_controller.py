@@ -10,12 +10,13 @@ from __future__ import annotations
 import pytest
 
 from serving.registry import Registry
-from tests.services import PostgresServer, postgres_server, rerun_tests  # noqa: F401 - pytest fixture
+from tests.services import PostgresServer, fixtures_of, postgres_server, rerun_tests  # noqa: F401 - fixture
 from tests.unit import test_control_rollouts as base
 
 TESTS = rerun_tests(base, {"reg"})
 globals().update(TESTS)
-reg, clock, load = base.reg, base.clock, base.load  # the imported tests' own fixtures
+globals().update(fixtures_of(base, skip={"location"}))  # the imported tests' own fixtures
+reg, clock, load = base.reg, base.clock, base.load  # (named for the test below)
 
 
 @pytest.fixture
