@@ -195,11 +195,11 @@ def apply_settings(data: dict, settings: dict[str, str]) -> dict:
 
 
 def start_ray_retrying(cfg, temp_dir: str, attempts: int = 3) -> None:  # noqa: ANN001 - a ServeConfig
-    """`serving.runner.start_ray`, retried: on a loaded 2-core machine the raylet sometimes misses
+    """`serving.stack.start_ray`, retried: on a loaded 2-core machine the raylet sometimes misses
     Ray's registration deadline ("The current node timed out during startup")."""
     import ray
 
-    from serving.runner import start_ray
+    from serving.stack import start_ray
 
     os.environ.setdefault("RAY_raylet_start_wait_time_s", "120")
     for attempt in range(attempts):

@@ -1,7 +1,8 @@
-"""The Ray Serve applications: one per live model version, plus the ingress at '/'.
+"""Entry points of a Ray Serve config file: the same applications `distilserve serve` deploys.
 
-`distilserve serve` deploys them from Python (serving/runner.py calls `version_app` and
-`ingress_app`). A Ray Serve config file (`serve deploy`, KubeRay's RayService `serveConfigV2`)
+`distilserve serve` deploys from Python: `ingress_app` (serving/ingress.py), `version_app`
+(serving/model_version.py) and `controller_app` (serving/control/controller.py), each next to its
+deployment. A Ray Serve config file (`serve deploy`, KubeRay's RayService `serveConfigV2`)
 names an import path and arguments instead; `build_ingress` and `build_version` turn those
 arguments back into the same applications:
 
@@ -17,44 +18,12 @@ resource) to the node that holds the SQLite registry.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from ray.serve import Application
 
 from serving.config import ServeConfig
-from serving.ingress import Ingress
-from serving.model_version import ModelVersion
-from serving.registry.db import is_url
-
-
-def version_app(cfg: ServeConfig, model: str, version: str) -> Application:
-    """The ModelVersion deployment of one version, autoscaled on ongoing requests."""
-    actor = {"num_cpus": cfg.replica_cpus}
-    if cfg.gpu > 0:
-        actor["num_gpus"] = cfg.gpu
-    return ModelVersion.options(
-        autoscaling_config=cfg.autoscaling.to_serve(),
-        ray_actor_options=actor,
-    ).bind(
-        str(Path(cfg.model_repository).resolve()),
-        model,
-        version,
-        cfg.backend,
-        cfg.gpu > 0,
-        cfg.torch_threads,
-    )
-
-
-def ingress_app(cfg: ServeConfig, control_plane: str = "registry") -> Application:
-    """The Ingress deployment; the admin token travels as an argument, never in the config dump."""
-    resolved = cfg.model_copy(
-        update={"registry": cfg.registry if is_url(cfg.registry) else Path(cfg.registry).resolve(),
-                "model_repository": Path(cfg.model_repository).resolve()}
-    )
-    token = cfg.admin_token.get_secret_value() if cfg.admin_token else None
-    return Ingress.options(num_replicas=cfg.ingress_replicas, ray_actor_options={"num_cpus": 0}).bind(
-        resolved.model_dump(mode="json", exclude={"admin_token"}), token, control_plane
-    )
+from serving.ingress import ingress_app
+from serving.model_version import version_app
 
 
 def _config(args: dict) -> ServeConfig:

@@ -9,8 +9,10 @@ needs) and serving/transport/ (how a version is reached).
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from ray import serve
+from ray.serve import Application
 
 from serving import raycompat
 from serving.batch.cache import open_cache
@@ -22,6 +24,7 @@ from serving.http.app import attach, build_app
 from serving.http.deps import Services
 from serving.http_server import IngressHttpServer
 from serving.metrics import Metrics
+from serving.registry.db import is_url
 from serving.state import RegistryView
 from serving.transport.transport import Transport
 from serving.triton import codec
@@ -83,3 +86,15 @@ class Ingress:
         plane = getattr(self, "plane", None)
         if plane is not None:
             plane.close()
+
+
+def ingress_app(cfg: ServeConfig, control_plane: str = "registry") -> Application:
+    """The Ingress deployment; the admin token travels as an argument, never in the config dump."""
+    resolved = cfg.model_copy(
+        update={"registry": cfg.registry if is_url(cfg.registry) else Path(cfg.registry).resolve(),
+                "model_repository": Path(cfg.model_repository).resolve()}
+    )
+    token = cfg.admin_token.get_secret_value() if cfg.admin_token else None
+    return Ingress.options(num_replicas=cfg.ingress_replicas, ray_actor_options={"num_cpus": 0}).bind(
+        resolved.model_dump(mode="json", exclude={"admin_token"}), token, control_plane
+    )

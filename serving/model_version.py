@@ -14,9 +14,11 @@ from pathlib import Path
 
 import numpy as np
 from ray import serve
+from ray.serve import Application
 
 from serving import raycompat
 from serving.backends import TritonBackend, make_backend
+from serving.config import ServeConfig
 from serving.transport import endpoints
 from serving.transport.failure import Failure
 
@@ -95,3 +97,21 @@ class ModelVersion:
         backend = getattr(self, "backend", None)
         if backend is not None:
             backend.close()
+
+
+def version_app(cfg: ServeConfig, model: str, version: str) -> Application:
+    """The ModelVersion deployment of one version, autoscaled on ongoing requests."""
+    actor = {"num_cpus": cfg.replica_cpus}
+    if cfg.gpu > 0:
+        actor["num_gpus"] = cfg.gpu
+    return ModelVersion.options(
+        autoscaling_config=cfg.autoscaling.to_serve(),
+        ray_actor_options=actor,
+    ).bind(
+        str(Path(cfg.model_repository).resolve()),
+        model,
+        version,
+        cfg.backend,
+        cfg.gpu > 0,
+        cfg.torch_threads,
+    )

@@ -20,7 +20,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args, ray_address=args.ray_address)
     import ray
 
-    from serving.runner import start_ray, start_stack
+    from serving.stack import start_ray, start_stack
 
     start_ray(cfg)
     try:

@@ -99,7 +99,7 @@ def ensure_default_model(repository: Path, model: str, quick: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from serving.runner import serve_forever
+    from serving.stack import serve_forever
 
     cfg = load_config(args)
     check_grpc_port_free(cfg)

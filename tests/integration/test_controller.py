@@ -22,7 +22,7 @@ MODEL = "sentiment"
 def stack(ray_session, tiny_repo: Path, tmp_path_factory: pytest.TempPathFactory, admin_token: str):
     from ray import serve
 
-    from serving.runner import start_stack
+    from serving.stack import start_stack
 
     repo = tmp_path_factory.mktemp("controller-repo")
     shutil.copytree(tiny_repo / MODEL, repo / MODEL, symlinks=True)

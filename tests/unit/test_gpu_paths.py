@@ -47,7 +47,7 @@ def test_replica_view_on_gpu_never_writes_the_shared_repository(tmp_path: Path) 
     pytest.param(1.0, 1.0, id="whole GPU"),
 ])
 def test_version_app_requests_num_gpus_from_config(gpu: float, expected: float | None, tmp_path: Path) -> None:
-    from serving.applications import version_app
+    from serving.model_version import version_app
 
     cfg = ServeConfig(model_repository=tmp_path, gpu=gpu, replica_cpus=0.5)
     deployment = version_app(cfg, "sentiment", "1")._bound_deployment

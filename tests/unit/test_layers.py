@@ -201,23 +201,7 @@ def repository_files() -> dict[str, str]:
 
 
 # (rule, file, imported module) -> why it is still there. Remove an entry with its cause.
-ALLOWED: dict[tuple[str, str, str], str] = {
-    # One cycle, helper H's to break (serving/runner.py is being rewritten): the runner both deploys
-    # version apps for the controller (Runner, below it) and starts the whole stack (start_stack, above
-    # it); applications.py builds the controller app and prepares the registry with Runner. A way out:
-    # start_stack/serve_forever move to a top module, Runner's reconcile/prepare into serving/control,
-    # and the runner gets the version-app builder from model_version.py or as an argument.
-    ("no-cycles", "serving/applications.py", "serving.runner"):
-        "build_ingress prepares the registry with Runner.prepare",
-    ("no-cycles", "serving/applications.py", "serving.control.controller"):
-        "build_controller (the config-file entry point) builds the controller app",
-    ("no-cycles", "serving/control/controller.py", "serving.runner"):
-        "the controller reconciles through Runner",
-    ("no-cycles", "serving/runner.py", "serving.applications"):
-        "Runner deploys version_app; start_stack deploys ingress_app",
-    ("no-cycles", "serving/runner.py", "serving.control.controller"):
-        "start_stack deploys controller_app",
-}
+ALLOWED: dict[tuple[str, str, str], str] = {}
 
 
 def test_the_repository_keeps_its_layers() -> None:

@@ -156,7 +156,7 @@ def test_admin_disabled_without_a_token() -> None:
 
 
 def test_token_is_secret_in_config_and_kept_out_of_the_ingress_config(caplog: pytest.LogCaptureFixture) -> None:
-    from serving.applications import ingress_app
+    from serving.ingress import ingress_app
 
     cfg = ServeConfig(admin_token=TOKEN)
     for text in (str(cfg), repr(cfg), cfg.model_dump_json()):
