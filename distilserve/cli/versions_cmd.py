@@ -24,7 +24,7 @@ DEFAULT_REGISTRY = Path(".distilserve/registry.db")
 def registry_options() -> argparse.ArgumentParser:
     """Flags shared by every registry-reading command, given after the subcommand."""
     p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("--registry", type=Path, default=DEFAULT_REGISTRY, help="SQLite registry file (read only)")
+    p.add_argument("--registry", default=str(DEFAULT_REGISTRY), help="SQLite registry file or postgresql:// URL (read only)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     return p
 
@@ -59,12 +59,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     prune.set_defaults(func=_prune)
 
 
-def open_registry(path: Path) -> Registry:
+def open_registry(location: str) -> Registry:
     from serving.registry import Registry
+    from serving.registry.db import is_url
 
-    if not path.is_file():
+    path = Path(location)
+    if not is_url(location) and not path.is_file():
         raise CliError(f"no registry at {str(path)!r}: pass --registry, or run from the folder `distilserve serve` ran in")
-    return Registry(path)
+    return Registry(location)
 
 
 def _registry(args: argparse.Namespace, model: str) -> Registry:
