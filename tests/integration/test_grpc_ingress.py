@@ -27,7 +27,7 @@ TEXTS = ["the team won the match today", "rain and a cold wind all day"]
 def stack(ray_session, tiny_repo: Path, tmp_path_factory: pytest.TempPathFactory, admin_token: str):
     from ray import serve
 
-    from serving.runner import start_stack
+    from serving.stack import start_stack
 
     where = tmp_path_factory.mktemp("grpc")
     repo = where / "repo"
