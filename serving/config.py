@@ -140,6 +140,10 @@ class ServeConfig(BaseModel):
 
     host: str = Field(default="127.0.0.1", description="HTTP listen address; loopback unless you mean it.")
     port: int = Field(default=8000, ge=1, le=65535, description="HTTP port of the ingress.")
+    grpc_port: int | None = Field(
+        default=8001, ge=0, le=65535,
+        description="Open Inference Protocol over gRPC (Triton's GRPCInferenceService) on host; 0 or null: off. "
+                    "Answered by the ingress replica with http_server 'ingress'.")
     model_repository: Path = Field(default=Path("model_repository"), description="Triton model repository.")
     registry: Path | str = Field(
         default=Path(".distilserve/registry.db"),

@@ -76,6 +76,7 @@ class IngressHttpServer:
         self._server = None
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None  # the listener's loop (the gRPC server joins it)
 
     def start(self, timeout_s: float = 30.0) -> None:
         import uvicorn
@@ -88,9 +89,13 @@ class IngressHttpServer:
         self._server = server = uvicorn.Server(config)
         server.install_signal_handlers = lambda: None  # not the main thread; Serve owns signals
 
+        async def serve() -> None:
+            self.loop = asyncio.get_running_loop()
+            await server.serve(sockets=[sock])
+
         def run() -> None:
             try:
-                asyncio.run(server.serve(sockets=[sock]))
+                asyncio.run(serve())
             except BaseException as e:  # noqa: BLE001 - reported by alive()/start()
                 self._error = e
                 log.exception("ingress HTTP listener stopped")

@@ -8,6 +8,7 @@ needs) and serving/transport/ (how a version is reached).
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from ray import serve
@@ -18,6 +19,7 @@ from serving.batch.cache import open_cache
 from serving.config import ServeConfig
 from serving.control.admin import AdminControl
 from serving.dataplane import DataPlane
+from serving.grpc.server import IngressGrpcServer
 from serving.http.app import attach, build_app
 from serving.http.deps import Services
 from serving.http_server import IngressHttpServer
@@ -27,6 +29,7 @@ from serving.state import RegistryView
 from serving.transport.transport import Transport
 from serving.triton import codec
 
+log = logging.getLogger("distilserve.ingress")
 app = build_app()
 
 
@@ -58,12 +61,25 @@ class Ingress:
             # This replica answers HTTP itself on host:port; Serve's proxy is off (runner.py).
             self._http = IngressHttpServer(app, cfg.host, cfg.port)
             self._http.start()
+        self._grpc: IngressGrpcServer | None = None
+        if cfg.grpc_port and self._http is not None and self._http.loop is not None:
+            # On the HTTP listener's loop: the data plane's transport belongs to one event loop.
+            self._grpc = IngressGrpcServer(self.plane, cfg.host, cfg.grpc_port, cfg.limits.max_body_bytes, self._http.loop)
+            self._grpc.start()
+        elif cfg.grpc_port:
+            log.warning("grpc_port %d: not served with http_server=%r (gRPC needs the ingress's own listener)",
+                        cfg.grpc_port, cfg.http_server)
 
     def check_health(self) -> None:
         if self._http is not None and not self._http.alive():
             raise RuntimeError(f"the ingress HTTP listener on {self.cfg.host}:{self.cfg.port} is down")
+        if self._grpc is not None and not self._grpc.alive():
+            raise RuntimeError(f"the ingress gRPC listener on {self.cfg.host}:{self.cfg.grpc_port} is down")
 
     def __del__(self) -> None:
+        grpc_server = getattr(self, "_grpc", None)
+        if grpc_server is not None:
+            grpc_server.stop()
         http = getattr(self, "_http", None)
         if http is not None:
             http.stop()

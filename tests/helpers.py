@@ -122,7 +122,8 @@ def serve_process(args: list[str], cwd: Path, env: dict[str, str], log_path: Pat
     """
     port = free_port()
     with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "distilserve.cli.main", "serve", *args, "--port", str(port)],
+        proc = subprocess.Popen([sys.executable, "-m", "distilserve.cli.main", "serve", *args, "--port", str(port),
+                                 "--grpc-port", str(free_port())],  # never the default 8001 another stack holds
                                 cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True, **popen)
         url = f"http://127.0.0.1:{port}"
         try:

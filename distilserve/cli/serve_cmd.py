@@ -21,6 +21,8 @@ def add_stack_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help="YAML ServeConfig")
     p.add_argument("--host", default=None, help="listen address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=int(os.environ["PORT"]) if os.environ.get("PORT") else None)
+    p.add_argument("--grpc-port", type=int, default=None,
+                   help="Open Inference Protocol over gRPC on the listen address (default 8001; 0 turns it off)")
     p.add_argument("--model-repository", type=Path, default=None)
     # Text, not Path: pathlib folds the '//' of a postgresql:// URL (ServeConfig makes paths Paths).
     p.add_argument("--registry", default=None, help="SQLite registry file or postgresql:// URL")
@@ -42,11 +44,26 @@ def load_config(args: argparse.Namespace, **overrides: object):  # noqa: ANN201 
     from serving.config import ServeConfig
 
     cfg = ServeConfig.load(
-        args.config, host=args.host, port=args.port, model_repository=args.model_repository,
+        args.config, host=args.host, port=args.port, grpc_port=getattr(args, "grpc_port", None),
+        model_repository=args.model_repository,
         registry=args.registry, backend=args.backend, **overrides,
     )
     current = cfg.admin_token.get_secret_value() if cfg.admin_token else None
     return cfg.model_copy(update={"admin_token": SecretStr(admin_token(current))})
+
+
+def check_grpc_port_free(cfg) -> None:  # noqa: ANN001 - a ServeConfig
+    """Refuse a gRPC port something already listens on (the listener itself shares it with
+    SO_REUSEPORT between ingress replicas, so it cannot tell another server from a sibling)."""
+    from distilserve.cli.admin import CliError
+    from serving.http_server import PortInUseError, check_port_free
+
+    if cfg.grpc_port:
+        try:
+            check_port_free(cfg.host, cfg.grpc_port)
+        except PortInUseError:
+            raise CliError(f"grpc_port: {cfg.host}:{cfg.grpc_port} is already in use; pick another with "
+                           f"--grpc-port (0 turns gRPC off)") from None
 
 
 def build_missing_default(cfg, no_build: bool, quick: bool) -> None:  # noqa: ANN001 - a ServeConfig
@@ -85,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
     from serving.stack import serve_forever
 
     cfg = load_config(args)
+    check_grpc_port_free(cfg)
     build_missing_default(cfg, args.no_build, args.quick_build)
     serve_forever(cfg)
     return 0

@@ -18,7 +18,12 @@ import time
 from pathlib import Path
 
 from distilserve.cli.admin import CliError
-from distilserve.cli.serve_cmd import add_stack_arguments, build_missing_default, load_config
+from distilserve.cli.serve_cmd import (
+    add_stack_arguments,
+    build_missing_default,
+    check_grpc_port_free,
+    load_config,
+)
 
 STATE_FILE = Path(".distilserve/up.json")
 
@@ -90,6 +95,7 @@ def _ready(url: str, models: list[str]) -> bool:
 def _serve_argv(args: argparse.Namespace) -> list[str]:
     argv = [sys.executable, "-m", "distilserve.cli.main", "serve", "--no-build"]
     for flag, value in (("--config", args.config), ("--host", args.host), ("--port", args.port),
+                        ("--grpc-port", getattr(args, "grpc_port", None)),
                         ("--model-repository", args.model_repository), ("--registry", args.registry),
                         ("--backend", args.backend)):
         if value is not None:
@@ -108,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
         check_port_free(cfg.host, cfg.port)
     except PortInUseError as e:
         raise CliError(str(e)) from None
+    check_grpc_port_free(cfg)
     build_missing_default(cfg, args.no_build, args.quick_build)
 
     log_path = args.state_file.with_name("up.log").resolve()

@@ -37,7 +37,7 @@ def _alive(records: list[dict]) -> list[str]:
 
 
 def _up_predict_down(tmp_path: Path, port: int, build: bool) -> None:
-    flags = ["--port", str(port), "--model-repository", str(tmp_path / "repo"), "--registry", str(tmp_path / "reg.db")]
+    flags = ["--port", str(port), "--grpc-port", "0", "--model-repository", str(tmp_path / "repo"), "--registry", str(tmp_path / "reg.db")]
     _cli(["up", *flags, *(["--quick-build"] if build else ["--no-build"]), "--timeout", "480"], tmp_path, 900)
     state = json.loads((tmp_path / ".distilserve" / "up.json").read_text())
     url = state["url"]
