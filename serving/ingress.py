@@ -44,9 +44,10 @@ class Ingress:
             # Routing from the controller's snapshot, writes through it: no database here.
             from serving.control.snapshot_view import controller_services
 
-            view, remote_control, app.state.ui_source = controller_services(cfg.models)
+            view, remote_control, ui_source = controller_services(cfg.models)
         else:
             view, remote_control = RegistryView(cfg.registry, cfg.models, cfg.traffic_poll_s), None
+            ui_source = None
         metrics = Metrics()
         transport = Transport.for_this_node(cfg.batching, metrics, cfg.direct_triton, shedding=cfg.shedding)
         cache = open_cache(cfg.prediction_cache) if cfg.prediction_cache else None
@@ -55,7 +56,7 @@ class Ingress:
         control = remote_control or AdminControl(view.registry, view.models, view.refresh, metrics.render,
                                                  transport.ready, cfg.webhooks)
         token = admin_token.encode() if admin_token else None
-        attach(app, Services(self.plane, control, token, cfg.limits.max_body_bytes))
+        attach(app, Services(self.plane, control, token, cfg.limits.max_body_bytes, ui_source))
         self._http: IngressHttpServer | None = None
         if cfg.http_server == "ingress":
             # This replica answers HTTP itself on host:port; Serve's proxy is off (runner.py).

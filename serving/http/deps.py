@@ -1,7 +1,10 @@
 """Shared dependencies of the routers: the live services, the admin bearer check, the body limit.
 
-The Ingress deployment puts a `Services` on `app.state.services` when it starts; until then
-every route answers 503.
+The Ingress deployment hands its `Services` over with `attach` when it starts; until then every
+route answers 503. They are also kept in this module under the app's `app_id`: behind Ray
+Serve's own proxy (`http_server: serve-proxy`) the replica serves the copy of the FastAPI app that
+`@serve.ingress` froze when the class was defined, not the module's `app` object the deployment
+attaches to; the copy keeps the `app_id` (it is part of the pickled state).
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 import hmac
 import zlib
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
@@ -24,10 +27,19 @@ class Services:
     control: AdminControl
     admin_token: bytes | None
     max_body_bytes: int
+    ui_source: Any = None  # a serving.ui.source.UiSource, when the control plane provides one
+
+
+_attached: dict[str, Services] = {}
+
+
+def attach_services(app_id: str, found: Services) -> None:
+    _attached[app_id] = found
 
 
 def services(request: Request) -> Services:
-    found = getattr(request.app.state, "services", None)
+    state = request.app.state
+    found = getattr(state, "services", None) or _attached.get(getattr(state, "app_id", ""))
     if found is None:
         raise ApiError(503, "the ingress is starting", {"Retry-After": "1"})
     return found

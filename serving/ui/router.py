@@ -2,7 +2,7 @@
 
 The page needs no token to look; actions call the admin API with the token the operator types,
 which stays in the browser's sessionStorage. The state comes from an injected `UiSource`:
-`app.state.ui_source` when the app provides one, else an adapter over the ingress's registry view.
+`app.state.ui_source` when the app provides one, the control plane's, else an adapter over the registry view.
 """
 
 from __future__ import annotations
@@ -38,12 +38,14 @@ ASSETS = {p.name: p for p in STATIC.iterdir() if p.suffix in _TYPES} if STATIC.i
 
 
 def ui_source(request: Request) -> UiSource:
-    """The injected reader: the app's own when it set one, else the ingress's registry view."""
+    """The injected reader: the app's own when it set one, the control plane's (the controller's
+    snapshot reader), else an adapter over the ingress's registry view."""
     state = request.app.state
     source = getattr(state, "ui_source", None)
     if source is None:
-        control = services(request).control
-        source = state.ui_source = RegistrySource(control.registry, control.models)
+        found = services(request)
+        source = found.ui_source or RegistrySource(found.control.registry, found.control.models)
+        state.ui_source = source
     return source
 
 

@@ -45,6 +45,18 @@ def test_routes_answer_503_until_the_ingress_attached_its_services() -> None:
     assert r.status_code == 503 and r.headers["retry-after"] == "1" and "starting" in r.json()["error"]
 
 
+def test_the_copy_serve_freezes_finds_the_services_attached_to_the_module_app() -> None:
+    """Behind Serve's proxy the replica serves the copy `@serve.ingress` pickled at class
+    definition, while the deployment attaches to the module's app (the multinode test's 503s)."""
+    app = build_app()
+    frozen = build_app()  # stands for the pickled copy: another app object carrying the same state
+    frozen.state.app_id = app.state.app_id
+    assert TestClient(frozen).post("/v2/models/m/versions/2/infer", json=TEXT).status_code == 503
+    attach(app, Services(plane(view=FakeView()), FakeControl(), TOKEN.encode(), 2048))  # type: ignore[arg-type]
+    assert TestClient(frozen).post("/v2/models/m/versions/2/infer", json=TEXT).status_code == 200
+    assert TestClient(build_app()).post("/v2/models/m/infer", json=TEXT).status_code == 503  # another app
+
+
 def test_oip_infer_and_v1_predict_go_through_the_data_plane(client: tuple[TestClient, FakeControl]) -> None:
     c, _ = client
     r = c.post("/v2/models/m/versions/2/infer", json=TEXT)
