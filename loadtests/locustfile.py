@@ -134,7 +134,7 @@ class OipUser(_ApiUser):
                 r.failure(f"HTTP {r.status_code}: {r.text[:200]}")
                 return
             outputs = {o["name"]: o for o in r.json().get("outputs", [])}
-            if outputs.get(OUTPUT_LABEL, {}).get("shape") != [len(texts)]:
+            if outputs.get(OUTPUT_LABEL, {}).get("shape") not in ([len(texts)], [len(texts), 1]):
                 r.failure(f"{OUTPUT_LABEL} output does not match {len(texts)} inputs: {list(outputs)}")
 
 

@@ -350,7 +350,7 @@ def _early_error_failure(policy: CanaryPolicy, stable: VersionStats, candidate: 
     return GateVerdict(
         "fail",
         (
-            f"{candidate.errors} errors in {candidate.requests} candidate requests already exceed the "
+            f"error rate: {candidate.errors} errors in {candidate.requests} candidate requests already exceed the "
             f"{allowed:.2f} a sample of {gates.min_requests} may hold at stable's {stable_rate:.4f} "
             f"+ {gates.max_error_rate_increase}",
         ),
