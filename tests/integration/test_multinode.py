@@ -85,7 +85,12 @@ def test_replicas_on_two_nodes_serve_requests(tiny_repo: Path, tmp_path: Path) -
     assert r["off_loopback"] == [], r["off_loopback"]
     # The generated Serve config (the RayService's serveConfigV2 path) deploys and serves too.
     assert r["declarative"]["ingress_on_head"], r["declarative"]
-    assert set(r["declarative"]["apps"]) == {"ingress", "sentiment-v1"}, r["declarative"]
+    # The config's ingress, controller and listed version; the controller then also serves every other
+    # model folder of the repository (the tiny repo's `faulty`), as `serve` does.
+    apps = r["declarative"]["apps"]
+    assert {"ingress", "controller", "sentiment-v1"} <= set(apps) <= {"ingress", "controller", "sentiment-v1",
+                                                                       "faulty-v1"}, r["declarative"]
+    assert all(status.endswith("RUNNING") for status in apps.values()), r["declarative"]
     assert r["left_running"] == [], r["left_running"]
 
 
