@@ -126,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
                                 env=env, start_new_session=True)
     import psutil
 
-    url = f"http://{'127.0.0.1' if cfg.host in ('0.0.0.0', '::', '') else cfg.host}:{cfg.port}"
+    url = f"http://{_reachable_host(cfg.host)}:{cfg.port}"
     state = {"pid": proc.pid, "create_time": psutil.Process(proc.pid).create_time(), "url": url,
              "log": str(log_path), "models": cfg.models, "started_at": time.time(), "processes": []}
     write_state(args.state_file, state)
@@ -143,3 +143,13 @@ def run(args: argparse.Namespace) -> int:
     write_state(args.state_file, state)
     print(f"distilserve: up on {url} (pid {proc.pid}, log {log_path}); `distilserve down` stops it", flush=True)
     return 0
+
+
+def _reachable_host(host: str) -> str:
+    """Where this machine reaches a server bound to `host`: loopback for a wildcard bind."""
+    import ipaddress
+
+    try:
+        return "127.0.0.1" if not host or ipaddress.ip_address(host).is_unspecified else host
+    except ValueError:  # a host name
+        return host
