@@ -53,36 +53,48 @@ class RegistryView:
         self._pending: list[tuple] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._seen_data_version: int | None = None
+        self._publish_lock = threading.Lock()
+        self._published: int | None = None  # the registry revision the tables were read at
         self.refresh()
         self._thread = threading.Thread(target=self._run, name="registry-view", daemon=True)
         self._thread.start()
 
     def refresh_if_changed(self) -> bool:
-        """Reread only when another process committed since the last look (a cheap PRAGMA
+        """Reread only when the registry's revision moved since the last read (a cheap counter
         instead of parsing every version's card several times a second on a busy ingress)."""
-        seen = self.registry.data_version()
-        if seen == self._seen_data_version:
+        if self.registry.data_version() == self._published:
             return False
-        self.refresh()
-        self._seen_data_version = seen
-        return True
+        return self.refresh()
 
-    def refresh(self) -> None:
-        """Reread traffic, shadow and versions now (also after this process's own writes)."""
+    def refresh(self) -> bool:
+        """Reread traffic, shadow and versions now (also after this process's own writes).
+
+        Two threads refresh: the poller, and an admin call right after its own write. A read
+        that started before the write may finish after the admin's refresh; publishing it
+        would put the old table back until the next change (seen in CI: requests went to the
+        rolled-out version after the switch). So each read notes the revision it started at,
+        and an older read never replaces a newer one. False when this read was discarded.
+        """
+        revision = self.registry.data_version()  # before the reads: the data is at least this new
+        tables: dict[str, TrafficTable] = {}
+        versions: dict[str, set[str]] = {}
         for model in self.models:
             weights = self.registry.get_traffic(model)
             shadow = self.registry.get_shadow(model)
-            self.versions[model] = {v.version for v in self.registry.list_versions(model) if v.status == "available"}
+            versions[model] = {v.version for v in self.registry.list_versions(model) if v.status == "available"}
             if weights:
-                self.tables[model] = TrafficTable(
+                tables[model] = TrafficTable(
                     weights=weights,
                     shadow_version=shadow.version if shadow else None,
                     shadow_share=shadow.share if shadow else 0.0,
                     salt=experiment_salt(self.registry, model) or model,
                 )
-            else:
-                self.tables.pop(model, None)
+        with self._publish_lock:
+            if self._published is not None and revision < self._published:
+                return False
+            # Replaced whole, never edited in place: readers see the old or the new mapping.
+            self.versions, self.tables, self._published = versions, tables, revision
+        return True
 
     def labels(self, model: str, version: str) -> list[str] | None:
         """Class names in output order, from the version's card; None when not registered."""

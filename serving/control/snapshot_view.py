@@ -39,6 +39,7 @@ class SnapshotView:
         self.label_names: dict[str, dict[str, list[str]]] = {}
         self._pending: list[list] = []
         self._lock = threading.Lock()
+        self._apply_lock = threading.Lock()
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._poll, name="snapshot-poll", daemon=True),
                          threading.Thread(target=self._flush_loop, name="prediction-writer", daemon=True)]
@@ -75,7 +76,18 @@ class SnapshotView:
 
     def refresh(self) -> None:
         """Fetch now, without waiting for a change (after an admin command, say)."""
-        self.apply(self.fetch(-1, 0.0))
+        data = self.fetch(-1, 0.0)
+        with self._apply_lock:
+            self.apply(data)
+
+    def poll_once(self, wait_s: float) -> bool:
+        """One long poll. Its answer is dropped when another fetch was applied while it waited:
+        the refresh after an admin write may hold a newer snapshot than this one, and revisions
+        only order the snapshots of one controller (a restarted one counts from 1 again)."""
+        held = self.snapshot
+        data = self.fetch(held.revision, wait_s)
+        with self._apply_lock:
+            return self.snapshot is held and self.apply(data)
 
     def labels(self, model: str, version: str) -> list[str] | None:
         """Class names in output order of a deployable version; None when the snapshot has none."""
@@ -119,7 +131,7 @@ class SnapshotView:
     def _poll(self) -> None:
         while not self._stop.is_set():
             try:
-                self.apply(self.fetch(self.snapshot.revision, self.wait_s))
+                self.poll_once(self.wait_s)
             except Exception:  # noqa: BLE001 - the controller is restarting; route by the last snapshot
                 log.warning("reading the traffic snapshot failed; retrying", exc_info=True)
                 self._stop.wait(1.0)

@@ -136,9 +136,13 @@ def test_rollback_under_load_fails_no_request(stack) -> None:
     failed = [s for s in samples if not 200 <= s.status < 300]
     assert not failed, f"{len(failed)} of {len(samples)} requests failed, e.g. {failed[:3]}"
     # The test means something only if v2 really served under load before the command and v1 after.
-    before = [s for s in samples if s.start < cmd.start]
+    # "Before" is answered before the command started: a request merely *sent* before it can
+    # still be queued (client loop, server accept queue) past the switch on a busy machine, and
+    # then v1 answering it is right (seen in CI).
+    before = [s for s in samples if s.end < cmd.start]
     after = [s for s in samples if s.start > cmd.returned + SWITCH_BOUND_S]
-    assert before and all(s.version == "2" for s in before), {s.version for s in before}
+    early = [(round(s.start - cmd.start, 3), round(s.end - cmd.start, 3)) for s in before if s.version != "2"]
+    assert before and not early, f"answered by v1 before the rollback command started (start, end vs it): {early[:5]}"
     assert after, "no request was started after the switch: the load ended too early"
     last_v2_start = max(s.start for s in samples if s.version == "2")
     switch_s = last_v2_start - cmd.returned  # negative: v2 took no request once the command returned

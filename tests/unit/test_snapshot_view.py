@@ -159,3 +159,26 @@ def test_controller_admin_raises_its_errors_and_refreshes_after_changes() -> Non
 
     asyncio.run(scenario())
     assert calls[1] == ("set_traffic", "m", {"1": 100.0}, "why")
+
+
+def test_a_long_poll_overtaken_by_a_refresh_does_not_put_the_old_snapshot_back() -> None:
+    ctl = FakeController()
+    view = SnapshotView(["m"], ctl.fetch, ctl.send, start=False)
+    view.refresh()
+    real_fetch = ctl.fetch
+
+    def overtaken_fetch(since: int, wait: float) -> dict:
+        if since < 0:
+            return real_fetch(since, wait)
+        ctl.publish({"m": ModelReads(weights={"1": 50.0, "2": 50.0}, versions={"1": LABELS, "2": LABELS})})
+        old = real_fetch(since, wait)  # the poll's answer: revision 2 ...
+        ctl.publish({"m": ModelReads(weights={"2": 100.0}, versions={"1": LABELS, "2": LABELS})})
+        view.refresh()  # ... overtaken by an admin command's refresh (revision 3) before it is applied
+        return old
+
+    view.fetch = overtaken_fetch
+    assert view.poll_once(0.0) is False
+    assert view.revision == 3 and view.tables["m"].weights == {"2": 100.0}
+    view.fetch = real_fetch
+    ctl.publish({"m": ModelReads(weights={"1": 100.0}, versions={"1": LABELS, "2": LABELS})})
+    assert view.poll_once(0.0) is True and view.revision == 4  # an undisturbed poll applies its answer

@@ -57,8 +57,7 @@ def test_view_rereads_only_after_another_connection_committed(tmp_path) -> None:
     writer.set_traffic("m", {"1": 100}, reason="initial")
     view = RegistryView(db, ["m"], poll_s=3600)  # its own poller stays asleep: the test drives it
     try:
-        assert view.refresh_if_changed()  # first look
-        assert not view.refresh_if_changed()  # nothing committed since
+        assert not view.refresh_if_changed()  # nothing committed since the view was built
         view.record("req-1", "m", "1", "positive", None)
         view.flush()  # the view's own write does not count as a change
         assert not view.refresh_if_changed()
@@ -66,5 +65,39 @@ def test_view_rereads_only_after_another_connection_committed(tmp_path) -> None:
         writer.set_traffic("m", {"1": 50, "2": 50}, reason="split")
         assert view.refresh_if_changed()
         assert view.tables["m"].weights == {"1": 50.0, "2": 50.0}
+    finally:
+        view.close()
+
+
+def test_a_read_that_started_before_a_write_never_replaces_the_newer_table(tmp_path) -> None:  # noqa: ANN001
+    """The poller's read is overtaken by an admin write and its refresh: the stale result is dropped."""
+    from serving.registry import Registry
+    from serving.state import RegistryView
+    from tests.unit.test_registry import make_card
+
+    db = tmp_path / "r.db"
+    writer = Registry(db)
+    for v in ("1", "2"):
+        writer.register_version("m", v, tmp_path / "m" / v, make_card(v, model="m"))
+    writer.set_traffic("m", {"1": 100}, reason="initial")
+    view = RegistryView(db, ["m"], poll_s=3600)
+    try:
+        real_get_traffic = view.registry.get_traffic
+        overtaken: list[bool] = []
+
+        def slow_get_traffic(model: str) -> dict:
+            old = real_get_traffic(model)  # the poller has read the old table ...
+            if not overtaken:
+                overtaken.append(True)
+                writer.set_traffic("m", {"2": 100}, reason="rollout")  # ... then an admin call writes
+                assert view.refresh()  # and refreshes before the poller publishes
+                assert view.tables["m"].weights == {"2": 100.0}
+            return old
+
+        view.registry.get_traffic = slow_get_traffic  # type: ignore[method-assign]
+        writer.set_traffic("m", {"1": 100}, reason="touch")  # a change for the poller to notice
+        assert not view.refresh_if_changed()  # its read is older than the published one: dropped
+        assert view.tables["m"].weights == {"2": 100.0}
+        assert overtaken
     finally:
         view.close()
