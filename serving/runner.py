@@ -55,6 +55,12 @@ def repository_models(repository: Path) -> list[str]:
     return found
 
 
+def served_models(cfg: ServeConfig) -> list[str]:
+    """The configured models, then every other model of the repository (read from disk only)."""
+    extra = [m for m in repository_models(cfg.model_repository) if m not in cfg.models]
+    return [*cfg.models, *extra]
+
+
 def ensure_initial_traffic(registry: Registry, model: str) -> None:
     """A model that never had traffic sends all of it to its lowest available version."""
     if registry.get_traffic(model):
@@ -124,10 +130,7 @@ class Runner:
     def models(self) -> list[str]:
         """The configured models, then (with `discover`) every other model of the repository,
         including folders added while the controller runs."""
-        if not self.discover:
-            return list(self.cfg.models)
-        extra = [m for m in repository_models(self.cfg.model_repository) if m not in self.cfg.models]
-        return [*self.cfg.models, *extra]
+        return served_models(self.cfg) if self.discover else list(self.cfg.models)
 
     def prepare(self) -> None:
         for model in self.models():

@@ -16,8 +16,10 @@ name, leaves the version applications alone.
 
 One leader: the deployment has exactly one replica, and the loop first takes an exclusive lock
 on the registry (`LeaderLock`: a file lock, or a PostgreSQL advisory lock, both dropped when the
-process dies), so a replacement replica that starts while the old one still stops waits instead
-of acting twice.
+process dies), so a replacement replica that starts while the old one still stops, or the new
+cluster of an upgrade while the old one still runs, stands by instead of acting twice: it
+publishes snapshots read from the registry (its ingress routes) but deploys, ticks and prunes
+nothing until it holds the lock.
 All rollout state lives in the registry; a new leader adopts the running version applications
 and resumes every rollout where the registry says it stands.
 """
@@ -167,9 +169,10 @@ class ControlLoop:
             self._pending.extend(tuple(r) for r in rows)
 
     def _run(self) -> None:
-        while not self._leader_lock.try_acquire():
-            log.info("another controller holds %s; waiting to lead", self._leader_lock)
-            if self._stop.wait(1.0):
+        if not self._leader_lock.try_acquire():
+            log.info("another controller holds %s; standing by (routing from the registry) until it goes",
+                     self._leader_lock)
+            if not self._stand_by():
                 return
         self.leader = True
         from serving.control.rollouts import RolloutController
@@ -198,6 +201,34 @@ class ControlLoop:
             self.passes += 1
             self._stop.wait(self.reconcile_s)
         self._flush(runner.registry)
+
+    def _stand_by(self) -> bool:
+        """While another controller leads (the old cluster of a NewCluster upgrade shares the
+        registry): publish read-only snapshots and write the predictions handed over, so this
+        cluster's ingress routes from the first second instead of answering 503 until the old
+        cluster is gone; deploy nothing, tick no rollout, prune nothing. True once this one
+        leads, False when stopped first."""
+        from serving.registry import Registry
+        from serving.runner import served_models
+
+        registry = Registry(self.cfg.registry)
+        self.models = lambda: served_models(self.cfg)
+        try:
+            while not self._stop.is_set():
+                for step in (lambda: self._publish(registry), lambda: self._flush(registry)):
+                    try:
+                        step()
+                    except Exception as e:  # noqa: BLE001 - keep standing by; the next pass retries
+                        self.last_error = repr(e)
+                        log.exception("standby pass failed")
+                self.passes += 1
+                if self._leader_lock.try_acquire():
+                    return True
+                self._stop.wait(self.reconcile_s)
+            return False
+        finally:
+            self._flush(registry)
+            registry.close()
 
     def _publish(self, registry: Any) -> None:
         """Read the registry and publish a new revision if routing changed (any thread)."""

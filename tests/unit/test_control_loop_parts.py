@@ -43,3 +43,37 @@ def test_repository_models_are_folders_with_a_config_and_an_exported_version(tmp
     assert repository_models(tmp_path / "missing") == []
     _model(tmp_path, "added-later", {"1": True})
     assert repository_models(tmp_path) == ["added-later", "sentiment", "topics"]
+
+
+def test_a_standby_controller_publishes_routing_but_acts_only_once_it_leads(tmp_path: Path) -> None:
+    """The new cluster of an upgrade: the old controller holds the lock; the new one's ingress
+    must still route (a snapshot), and nothing may be deployed or written for rollouts."""
+    from serving.config import ServeConfig
+    from serving.control.controller import ControlLoop
+    from serving.registry import Registry
+    from tests.helpers import wait_for
+    from tests.unit.test_registry import make_card
+
+    repo, db = tmp_path / "repo", tmp_path / "registry.db"
+    _model(repo, "sentiment", {"1": True})
+    with Registry(db) as reg:
+        reg.register_version("sentiment", "1", repo / "sentiment" / "1", make_card("1"))
+        reg.set_traffic("sentiment", {"1": 100}, reason="initial")
+    old_leader = LeaderLock(db)
+    assert old_leader.try_acquire()
+    loop = ControlLoop(ServeConfig(model_repository=repo, registry=db, models=["sentiment"]), reconcile_s=0.05)
+    loop._leader_lock.release = lambda: None  # type: ignore[method-assign] - keep the test's lock intact
+    loop.start()
+    try:
+        wait_for(lambda: loop.snapshot.revision >= 1, 10, "a standby snapshot")
+        assert loop.snapshot.models["sentiment"].weights == {"1": 100.0}
+        loop.add_predictions([("req-1", "sentiment", "1", "positive", None, 1.0)])
+        with Registry(db) as reg:
+            reg.set_traffic("sentiment", {"1": 100}, reason="an admin write elsewhere")
+            wait_for(lambda: loop.passes >= 3, 10, "standby passes")
+            reg.record_feedback("req-1", label="positive", outcome=None)  # the prediction was written: no error
+            events = [e.kind for e in reg.events("sentiment")]
+        assert not loop.leader and "deployed" not in events and "pruned" not in events
+    finally:
+        loop.stop(timeout_s=5)
+        old_leader.release()
