@@ -5,6 +5,11 @@ route answers 503. They are also kept in this module under the app's `app_id`: b
 Serve's own proxy (`http_server: serve-proxy`) the replica serves the copy of the FastAPI app that
 `@serve.ingress` froze when the class was defined, not the module's `app` object the deployment
 attaches to; the copy keeps the `app_id` (it is part of the pickled state).
+
+Every dependency is `async def`, though none awaits anything: FastAPI runs a plain `def`
+dependency in its thread pool, a thread hop per request that cost a quarter of the stack's
+throughput at 4-16 concurrent clients (BENCHMARKS.md, 2026-11-30 re-run; py-spy showed the anyio
+workers). tests/unit/test_http_deps.py keeps them async.
 """
 
 from __future__ import annotations
@@ -45,11 +50,11 @@ def services(request: Request) -> Services:
     return found
 
 
-def plane(request: Request) -> DataPlane:
+async def plane(request: Request) -> DataPlane:
     return services(request).plane
 
 
-def control(request: Request) -> AdminControl:
+async def control(request: Request) -> AdminControl:
     return services(request).control
 
 
@@ -64,7 +69,7 @@ def check_bearer(expected: bytes | None, header: str) -> None:
                        {"WWW-Authenticate": "Bearer"})
 
 
-def require_admin(request: Request) -> None:
+async def require_admin(request: Request) -> None:
     check_bearer(services(request).admin_token, request.headers.get("authorization", ""))
 
 
@@ -104,9 +109,9 @@ def decode_body(raw: bytes, encoding: str, limit: int) -> bytes:
     return out
 
 
-def known_model(model: str, request: Request) -> str:
+async def known_model(model: str, request: Request) -> str:
     """The path's model, checked (400 for a bad name, 404 for a model not served)."""
-    plane(request).known_model(model)
+    services(request).plane.known_model(model)
     return model
 
 

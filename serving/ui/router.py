@@ -37,7 +37,7 @@ _HEADERS = {
 ASSETS = {p.name: p for p in STATIC.iterdir() if p.suffix in _TYPES} if STATIC.is_dir() else {}
 
 
-def ui_source(request: Request) -> UiSource:
+async def ui_source(request: Request) -> UiSource:
     """The injected reader: the app's own when it set one, the control plane's (the controller's
     snapshot reader), else an adapter over the ingress's registry view."""
     state = request.app.state

@@ -137,3 +137,32 @@ def test_repository_index_and_stats_routes(client: tuple[TestClient, FakeControl
     assert c.post("/v2/repository/index", json={"ready": "yes"}).json()["error"].startswith("ready:")
     assert c.get("/v2/models/stats").json()["model_stats"][0]["name"] == "m"  # not a model called "stats"
     assert c.get("/v2/models/m/versions/2/config").json()["name"] == "m"
+
+
+def test_no_route_runs_a_dependency_or_endpoint_in_the_thread_pool() -> None:
+    """A plain `def` dependency or endpoint is run by FastAPI in its thread pool: a thread hop on
+    every request (it cost a quarter of the stack's throughput, BENCHMARKS.md). All must be async."""
+    import inspect
+
+    from fastapi.routing import APIRoute
+
+    def sync_calls(dependant, where: str) -> list[str]:  # noqa: ANN001 - fastapi's Dependant
+        out = [] if dependant.call is None or inspect.iscoroutinefunction(dependant.call) else [
+            f"{where}: {getattr(dependant.call, '__qualname__', dependant.call)}"]
+        for sub in dependant.dependencies:
+            out += sync_calls(sub, where)
+        return out
+
+    def api_routes(routes: list) -> list[APIRoute]:
+        out: list[APIRoute] = []
+        for r in routes:
+            if isinstance(r, APIRoute):
+                out.append(r)
+            elif hasattr(r, "original_router"):  # an included router (FastAPI >= 0.16x keeps them whole)
+                out += api_routes(r.original_router.routes)
+        return out
+
+    routes = api_routes(build_app().routes)
+    found = [c for r in routes for c in sync_calls(r.dependant, r.path)]
+    assert not found, f"run in the thread pool on every request: {found}"
+    assert len(routes) >= 15 and any("/admin/" in r.path for r in routes)  # the routes were seen
