@@ -67,22 +67,17 @@ def aggregate(points: list[dict], slo_ms: float, baseline: str = BASELINE) -> di
         if b:
             cell["ratio"].append(p["rps"] / b)
         by_run[(p["variant"], p["target"], p["repeat"])].append(p)
+    best = {key: best_under_slo(run, slo_ms) for key, run in by_run.items()}  # per (variant, target, repeat)
+    base_best = {r: b for (_, t, r), b in best.items() if t == baseline}
     out: dict = {}
     for (variant, target), levels in sorted(curves.items()):
-        best = [best_under_slo(run, slo_ms) for (v, t, _), run in sorted(by_run.items()) if (v, t) == (variant, target)]
-        base_best = {r: best_under_slo(run, slo_ms) for (v, t, r), run in by_run.items() if t == baseline}
-        best_ratio = []
-        for (v, t, r), run in sorted(by_run.items()):
-            if (v, t) != (variant, target):
-                continue
-            mine, theirs = best_under_slo(run, slo_ms), base_best.get(r)
-            if mine and theirs:
-                best_ratio.append(mine["rps"] / theirs["rps"])
+        mine = [(r, b) for (v, t, r), b in sorted(best.items()) if (v, t) == (variant, target) and b]
+        best_ratio = [b["rps"] / base_best[r]["rps"] for r, b in mine if base_best.get(r)]
         out[f"{variant}:{target}"] = {
             "levels": {str(c): {"rps": spread(cell["rps"]), "p99_ms": spread(cell["p99_ms"]),
                                 "ratio_to_" + baseline: spread(cell["ratio"]), "errors": int(sum(cell["errors"]))}
                        for c, cell in sorted(levels.items())},
-            f"best_rps_p99_le_{slo_ms:g}ms": spread([b["rps"] for b in best if b]),
+            f"best_rps_p99_le_{slo_ms:g}ms": spread([b["rps"] for _, b in mine]),
             f"best_ratio_to_{baseline}": spread(best_ratio),
         }
     return out

@@ -113,6 +113,33 @@ def wait_for(check: Callable[[], bool], timeout: float, what: str, interval: flo
 
 
 @contextmanager
+def one_replica_stack(repo: Path, registry_dir: Path, admin_token: str, ready_path: str, ready_timeout: float,
+                      **settings: Any) -> Iterator[str]:
+    """`sentiment` served in this process's Ray (`Runner.start`, registry mode) with one fixed,
+    light replica and any other ServeConfig `settings`; yields the ingress URL once `ready_path`
+    answers 200, and deletes the stack's applications afterwards."""
+    import httpx
+    from ray import serve
+
+    from serving.config import AutoscalingSettings, ServeConfig
+    from serving.runner import Runner
+
+    cfg = ServeConfig(
+        port=free_port(), model_repository=repo, registry=registry_dir / "registry.db", models=["sentiment"],
+        admin_token=admin_token, torch_threads=1, replica_cpus=0.1,
+        autoscaling=AutoscalingSettings(min_replicas=1, max_replicas=1), **settings,
+    )
+    Runner(cfg).start()
+    url = f"http://127.0.0.1:{cfg.port}"
+    wait_for(lambda: httpx.get(f"{url}{ready_path}").status_code == 200, ready_timeout, f"{ready_path} answering 200")
+    try:
+        yield url
+    finally:
+        for app in list(serve.status().applications):
+            serve.delete(app)
+
+
+@contextmanager
 def serve_process(args: list[str], cwd: Path, env: dict[str, str], log_path: Path, timeout: float = 420,
                   **popen: Any) -> Iterator[tuple[subprocess.Popen, str]]:
     """`distilserve serve ARGS --port P` as a user starts it, once ready: (process, base URL).

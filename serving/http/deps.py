@@ -9,7 +9,7 @@ attaches to; the copy keeps the `app_id` (it is part of the pickled state).
 Every dependency is `async def`, though none awaits anything: FastAPI runs a plain `def`
 dependency in its thread pool, a thread hop per request that cost a quarter of the stack's
 throughput at 4-16 concurrent clients (BENCHMARKS.md, 2026-11-30 re-run; py-spy showed the anyio
-workers). tests/unit/test_http_deps.py keeps them async.
+workers). tests/unit/test_http_routes.py keeps them async.
 """
 
 from __future__ import annotations

@@ -21,8 +21,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from distilserve.core.names import is_model_name, is_version
-from serving.config import AutoscalingSettings, ServeConfig
-from tests.helpers import REPO_ROOT, free_port, wait_for
+from tests.helpers import REPO_ROOT, free_port, one_replica_stack, wait_for
 
 CLI = [sys.executable, "-m", "distilserve.cli.main", "check"]
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -30,22 +29,9 @@ HEADER_LENGTH = "Inference-Header-Content-Length"
 
 @pytest.fixture(scope="module")
 def stack(ray_session, tiny_repo: Path, tmp_path_factory: pytest.TempPathFactory, admin_token: str):
-    from ray import serve
-
-    from serving.runner import Runner
-
-    cfg = ServeConfig(
-        port=free_port(), model_repository=tiny_repo, registry=tmp_path_factory.mktemp("reg") / "registry.db",
-        models=["sentiment"], admin_token=admin_token, torch_threads=1, replica_cpus=0.1,
-        autoscaling=AutoscalingSettings(min_replicas=1, max_replicas=1),
-    )
-    runner = Runner(cfg)
-    runner.start()
-    url = f"http://127.0.0.1:{cfg.port}"
-    wait_for(lambda: httpx.get(f"{url}/v2/models/sentiment/ready").status_code == 200, 120, "model ready")
-    yield {"url": url, "token": admin_token}
-    for app in list(serve.status().applications):
-        serve.delete(app)
+    with one_replica_stack(tiny_repo, tmp_path_factory.mktemp("reg"), admin_token, "/v2/models/sentiment/ready",
+                           120) as url:
+        yield {"url": url, "token": admin_token}
 
 
 def _check(url: str, junit: Path, *extra: str) -> subprocess.CompletedProcess:

@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from serving.config import AutoscalingSettings, ServeConfig, SheddingSettings
-from tests.helpers import free_port, wait_for
+from serving.config import SheddingSettings
+from tests.helpers import one_replica_stack
 
 BURST = 24  # concurrent requests per burst
 BURSTS = 5  # a burst whose requests happen not to overlap sheds nothing; five in a row all missing is a bug
@@ -20,24 +20,10 @@ BURSTS = 5  # a burst whose requests happen not to overlap sheds nothing; five i
 
 @pytest.fixture(scope="module")
 def stack(ray_session, tiny_repo: Path, tmp_path_factory: pytest.TempPathFactory, admin_token: str):
-    from ray import serve
-
-    from serving.runner import Runner
-
-    cfg = ServeConfig(
-        port=free_port(), model_repository=tiny_repo, registry=tmp_path_factory.mktemp("reg") / "registry.db",
-        models=["sentiment"], admin_token=admin_token, torch_threads=1, replica_cpus=0.1,
-        autoscaling=AutoscalingSettings(min_replicas=1, max_replicas=1),
-        # One text outstanding per version: any request arriving while another is answered is shed.
-        shedding=SheddingSettings(enabled=True, min_queue=1, max_queue=1),
-    )
-    runner = Runner(cfg)
-    runner.start()
-    url = f"http://127.0.0.1:{cfg.port}"
-    wait_for(lambda: httpx.get(f"{url}/v2/health/ready").status_code == 200, 180, "ingress ready")
-    yield url
-    for app in list(serve.status().applications):
-        serve.delete(app)
+    # One text outstanding per version: any request arriving while another is answered is shed.
+    with one_replica_stack(tiny_repo, tmp_path_factory.mktemp("reg"), admin_token, "/v2/health/ready", 180,
+                           shedding=SheddingSettings(enabled=True, min_queue=1, max_queue=1)) as url:
+        yield url
 
 
 async def _burst(url: str) -> list[httpx.Response]:
