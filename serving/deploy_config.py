@@ -91,8 +91,10 @@ def serve_config(dc: DeployConfig) -> dict:
     if unknown:
         raise ValueError(f"versions name models {unknown} that serve.models {dc.serve.models} does not serve")
     # Only what deploy/cluster.yaml sets: defaults stay the code's, so new ServeConfig fields
-    # do not churn the generated file.
-    cfg = dc.serve.model_dump(mode="json", exclude_unset=True, exclude={"admin_token", "ray_address", "host", "port"})
+    # do not churn the generated file. The port stays: it is the proxy's (http_options below), and
+    # the controller reaches the ingress through it for readiness checks and rollout metrics.
+    cfg = dc.serve.model_dump(mode="json", exclude_unset=True, exclude={"admin_token", "ray_address", "host"})
+    cfg["port"] = dc.serve.port
     # On a cluster Ray Serve's proxy listens (KubeRay's Service and health probes expect it).
     cfg["http_server"] = "serve-proxy"
     if dc.registry_resource:  # SQLite: everything that opens the file sits on its node

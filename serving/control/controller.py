@@ -140,6 +140,7 @@ class ControlLoop:
         self.cfg = cfg
         self.reconcile_s = reconcile_s
         self.snapshot: Snapshot = Snapshot(revision=0)
+        self._first_revision = int(time.time() * 1000)  # see next_snapshot
         self.leader = False
         self.passes = 0
         self.last_error: str | None = None
@@ -233,7 +234,7 @@ class ControlLoop:
     def _publish(self, registry: Any) -> None:
         """Read the registry and publish a new revision if routing changed (any thread)."""
         with self._publish_lock:
-            new = next_snapshot(self.snapshot, read_models(registry, self.models()))
+            new = next_snapshot(self.snapshot, read_models(registry, self.models()), self._first_revision)
             if new is not self.snapshot:
                 self.snapshot = new
                 for callback in self.on_publish:
@@ -283,13 +284,15 @@ class Controller:
 
     async def snapshot(self, since_revision: int = -1, timeout_s: float = SNAPSHOT_WAIT_S) -> dict:
         """The current snapshot as soon as its revision differs from `since_revision`, or after
-        `timeout_s` (then possibly the same revision: the caller simply asks again)."""
+        `timeout_s` (then possibly the same revision: the caller simply asks again). A controller
+        that has published nothing yet (just restarted) waits for its first publish rather than
+        answer with an empty snapshot."""
         if self._changed is None:
             self._event_loop, self._changed = asyncio.get_running_loop(), asyncio.Event()
         deadline = time.monotonic() + max(0.0, min(timeout_s, 60.0))
         while True:
             self._changed.clear()  # before the check: a publish after it sets the event again
-            if self.loop.snapshot.revision != since_revision:
+            if self.loop.snapshot.revision not in (since_revision, 0):
                 break
             left = deadline - time.monotonic()
             if left <= 0:

@@ -67,9 +67,14 @@ def model_traffic(model: str, reads: ModelReads) -> ModelTraffic:
     )
 
 
-def next_snapshot(previous: Snapshot | None, reads: Mapping[str, ModelReads]) -> Snapshot:
-    """The snapshot for `reads`: `previous` itself when nothing changed, else the next revision."""
+def next_snapshot(previous: Snapshot | None, reads: Mapping[str, ModelReads], first_revision: int = 1) -> Snapshot:
+    """The snapshot for `reads`: `previous` itself when nothing changed, else the next revision.
+
+    A controller's first publish is `first_revision`: the controller passes its start time in
+    milliseconds, so a restarted controller never republishes a revision an ingress already holds
+    from its predecessor (the long poll would then wait for a change instead of answering)."""
     models = {m: model_traffic(m, reads[m]) for m in sorted(reads)}
-    if previous is not None and previous.models == models:
+    if previous is not None and previous.revision and previous.models == models:
         return previous
-    return Snapshot(revision=(previous.revision if previous else 0) + 1, models=models)
+    revision = previous.revision + 1 if previous is not None and previous.revision else first_revision
+    return Snapshot(revision=revision, models=models)

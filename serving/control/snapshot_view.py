@@ -57,9 +57,11 @@ class SnapshotView:
         return self.snapshot.revision
 
     def apply(self, data: dict) -> bool:
-        """Take a snapshot mapping; False when it is not newer than the one held."""
+        """Take a snapshot mapping; False when it is not newer than the one held, or when it is a
+        restarting controller's empty revision 0 (routing by the last snapshot goes on: applying
+        it would answer 503 "no live version" until the controller's first publish)."""
         snap = Snapshot.model_validate(data)
-        if snap.revision == self.snapshot.revision and snap.revision:
+        if snap.revision in (self.snapshot.revision, 0):
             return False
         tables = {
             m: TrafficTable(weights=t.weights, shadow_version=t.shadow_version, shadow_share=t.shadow_share,

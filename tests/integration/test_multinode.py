@@ -8,12 +8,7 @@ landed and that both served requests, then deploys the generated Serve config (t
 path) on the same nodes, and stops ONLY the processes it started (never `ray stop`, which
 stops every Ray on the machine).
 
-Why the worker node is not `ray start --address=...`: on Linux the Ray 2.60 CLI rewrites a
-loopback `--node-ip-address` / `--address` to the machine's routable IP (services.
-resolve_ip_for_localhost) unless RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, and with that set it
-refuses to start a non-head node. A worker on 127.0.0.1 is therefore started the way Ray's
-own `ray.cluster_utils.Cluster.add_node` does it: `ray._private.node.Node(head=False)`, in a
-process of its own (`worker-node` below) that blocks like `ray start --block`.
+The nodes are started and stopped by tests/ray_nodes.py (why a worker is not `ray start`: there).
 """
 
 from __future__ import annotations
@@ -32,22 +27,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import free_port as _free_port
+from tests.ray_nodes import LOOPBACK_ENV, RAY_CLI, kill_group, start_head, start_worker, stop
+from tests.ray_nodes import descendants as _descendants
+from tests.ray_nodes import wait as _wait
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
-RAY_CLI = Path(sys.executable).with_name("ray")
 SCENARIO_TIMEOUT_S = 420  # ~2 min on an idle 2-core machine; slack for a loaded CI box
-
-# Everything we start binds loopback and needs no token; HOME-level ray files stay untouched.
-LOOPBACK_ENV = {
-    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-    "RAY_AUTH_MODE": "disabled",
-    "RAY_USAGE_STATS_ENABLED": "0",
-    "RAY_SERVE_DEFAULT_HTTP_HOST": "127.0.0.1",
-    "HF_HUB_OFFLINE": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-    # A stopped node shuts down at once instead of draining for 30 s.
-    "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
-}
-
 
 # ---------------------------------------------------------------------------------------------
 # The pytest side
@@ -68,7 +54,7 @@ def test_replicas_on_two_nodes_serve_requests(tiny_repo: Path, tmp_path: Path) -
         os.killpg(proc.pid, signal.SIGTERM)
         stdout, stderr = proc.communicate(timeout=60)
     finally:
-        _kill_group(proc.pid)
+        kill_group(proc.pid)
     assert proc.returncode == 0 and result_file.is_file(), (
         f"scenario failed (rc {proc.returncode})\nstdout:\n{stdout[-4000:]}\nstderr:\n{stderr[-8000:]}"
     )
@@ -94,102 +80,9 @@ def test_replicas_on_two_nodes_serve_requests(tiny_repo: Path, tmp_path: Path) -
     assert r["left_running"] == [], r["left_running"]
 
 
-def _kill_group(pgid: int) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(pgid, sig)
-        except ProcessLookupError:
-            return
-        time.sleep(2)
-
-
 # ---------------------------------------------------------------------------------------------
 # The subprocess side
 # ---------------------------------------------------------------------------------------------
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait(check, timeout: float, what: str) -> None:  # noqa: ANN001 - a callable
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except Exception:  # noqa: BLE001 - not up yet
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
-def worker_node(gcs_address: str, temp_dir: str, resources: str) -> None:
-    """A non-head Ray node on 127.0.0.1 that lives until SIGTERM (like `ray start --block`)."""
-    import ray._private.node
-    from ray._private.parameter import RayParams
-
-    params = RayParams(
-        node_ip_address="127.0.0.1", gcs_address=gcs_address, temp_dir=temp_dir, num_cpus=1, num_gpus=0,
-        resources=json.loads(resources), object_store_memory=200 * 1024 * 1024,
-        node_manager_port=0, include_log_monitor=False, min_worker_port=0, max_worker_port=0,
-    )
-    node = ray._private.node.Node(params, head=False, shutdown_at_exit=True, spawn_reaper=True)
-    print(f"worker node up: {node.unique_id}", flush=True)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # atexit then kills the node's processes
-    while True:
-        time.sleep(1)
-
-
-def _descendants(pids: list[int]) -> set[int]:
-    import psutil
-
-    found = set()
-    for pid in pids:
-        try:
-            p = psutil.Process(pid)
-            found |= {pid, *(c.pid for c in p.children(recursive=True))}
-        except psutil.Error:
-            pass
-    return found
-
-
-def _stop(procs: list[subprocess.Popen], extra: set[int]) -> list[str]:
-    """Stop our node processes (and anything of theirs still alive); returns what survived."""
-    import psutil
-
-    tracked = extra | _descendants([p.pid for p in procs])
-    for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    for p in procs:
-        try:
-            p.wait(30)
-        except subprocess.TimeoutExpired:
-            p.kill()
-    alive = []
-    for pid in tracked - {os.getpid()}:
-        try:
-            alive.append(psutil.Process(pid))
-        except psutil.Error:
-            pass
-    for p in alive:
-        try:
-            p.terminate()
-        except psutil.Error:
-            pass
-    _, still = psutil.wait_procs(alive, timeout=10)
-    for p in still:
-        try:
-            p.kill()
-        except psutil.Error:
-            pass
-    psutil.wait_procs(still, timeout=5)
-    return [f"{p.pid}" for p in still if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
-
-
 def _served_requests(temp_dir: str) -> int:
     """Requests the ModelVersion replica(s) of this node logged (Serve's per-replica access log).
 
@@ -245,17 +138,8 @@ def scenario(repo: str, registry: str, result_file: str) -> None:
     procs: list[subprocess.Popen] = []
     result: dict = {}
     try:
-        procs.append(subprocess.Popen([
-            str(RAY_CLI), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs_port}",
-            f"--temp-dir={head_dir}", "--num-cpus=1", "--num-gpus=0", '--resources={"head": 1}',
-            "--include-dashboard=false", f"--dashboard-port={_free_port()}",
-            f"--dashboard-agent-listen-port={_free_port()}", f"--ray-client-server-port={_free_port()}",
-            f"--object-store-memory={200 * 1024 * 1024}", "--disable-usage-stats",
-        ], stdout=sys.stderr, stderr=sys.stderr))
-        _wait(lambda: list(Path(head_dir).glob("session_*/logs/raylet.out")), 60, "head raylet")
-        procs.append(subprocess.Popen(
-            [sys.executable, __file__, "worker-node", gcs, worker_dir, '{"worker": 1}'],
-            stdout=sys.stderr, stderr=sys.stderr))
+        procs.append(start_head(head_dir, gcs_port, num_cpus=1, resources={"head": 1}))
+        procs.append(start_worker(gcs, worker_dir, num_cpus=1, resources={"worker": 1}))
 
         import ray
 
@@ -328,15 +212,12 @@ def scenario(repo: str, registry: str, result_file: str) -> None:
             import ray
 
             ray.shutdown()
-        result["left_running"] = _stop(procs, set())
+        result["left_running"] = stop(procs, set())
         shutil.rmtree(head_dir, ignore_errors=True)
         shutil.rmtree(worker_dir, ignore_errors=True)
         Path(result_file).write_text(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":
-    if sys.argv[1] == "worker-node":
-        worker_node(*sys.argv[2:5])
-    elif sys.argv[1] == "scenario":
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the cleanup in `finally`
-        scenario(*sys.argv[2:5])
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the cleanup in `finally`
+    scenario(*sys.argv[2:5])

@@ -313,6 +313,20 @@ def test_deploy_config_refuses_bad_input() -> None:
         DeployConfig.model_validate({**base, "proxy_location": "Everywhere"})
 
 
+def test_the_controller_is_told_the_proxy_port_it_reaches_the_ingress_through() -> None:
+    """The controller checks a candidate's readiness and reads rollout metrics over HTTP from the
+    proxy on its own node (127.0.0.1:<port>): a config without the port would leave it asking
+    port 8000 and every canary pending (found on the two-node benchmark, proxy on another port)."""
+    from serving.config import ServeConfig
+
+    base = yaml.safe_load((DEPLOY / "cluster.yaml").read_text())
+    for port in (8000, 18123):
+        config = serve_config(DeployConfig.model_validate({**base, "serve": {**base["serve"], "port": port}}))
+        assert config["http_options"]["port"] == port
+        for app in config["applications"]:
+            assert ServeConfig.model_validate(app["args"]["config"]).port == port, app["name"]
+
+
 def test_sqlite_registry_keeps_everything_on_its_node() -> None:
     """The one-machine-registry form (tests/integration/test_multinode.py deploys it)."""
     base = yaml.safe_load((DEPLOY / "cluster.yaml").read_text())

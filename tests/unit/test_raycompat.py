@@ -108,8 +108,8 @@ def test_internal_kv_wrappers_round_trip(monkeypatch: pytest.MonkeyPatch) -> Non
 
 PRIVATE = re.compile(r"_internal_kv_|\._private\b|(?<!\w)(_node_ip_address|_temp_dir|_blocking)\b")
 # Test-only private uses that simulate a second node (no public API starts one in-process).
-ALLOWED = {Path("serving/raycompat.py"), Path("tests/integration/test_multinode.py"),
-           Path("tests/unit/test_raycompat.py")}
+ALLOWED = {Path("serving/raycompat.py"), Path("tests/integration/test_multinode.py"), Path("tests/ray_nodes.py"),
+           Path("loadtests/bench_multinode.py"), Path("tests/unit/test_raycompat.py")}
 
 
 def test_no_ray_private_api_outside_the_compat_module() -> None:

@@ -59,6 +59,7 @@ BASE = {"m": ModelReads(weights={"1": 100.0}, versions={"1": LABELS})}
     ("previous", "reads", "revision"),
     [
         pytest.param(None, BASE, 1, id="first-publish-is-revision-1"),
+        pytest.param(Snapshot(revision=0), {}, 1, id="a-first-publish-with-no-model-is-still-published"),
         pytest.param(next_snapshot(None, BASE), BASE, 1, id="unchanged-reads-keep-the-revision"),
         pytest.param(next_snapshot(None, BASE), {"m": ModelReads(weights={"1": 90.0, "2": 10.0},
                                                                  versions={"1": LABELS, "2": LABELS})},
@@ -73,6 +74,19 @@ def test_next_snapshot_revision(previous: Snapshot | None, reads: dict[str, Mode
     assert snap.revision == revision
     if previous is not None and revision == previous.revision:
         assert snap is previous  # the identity tells the controller nothing changed
+
+
+@pytest.mark.parametrize(
+    ("previous", "revision"),
+    [
+        pytest.param(None, 1_764_540_000_000, id="first-publish-is-the-controllers-start"),
+        pytest.param(Snapshot(revision=0), 1_764_540_000_000, id="so-is-the-first-after-the-empty-one"),
+        pytest.param(Snapshot(revision=5), 6, id="then-it-counts-on"),
+    ],
+)
+def test_a_restarted_controller_never_republishes_its_predecessors_revisions(previous: Snapshot | None,
+                                                                             revision: int) -> None:
+    assert next_snapshot(previous, BASE, first_revision=1_764_540_000_000).revision == revision
 
 
 def test_snapshot_round_trips_through_json() -> None:

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from serving.control.snapshot import ModelReads, next_snapshot
+from serving.control.snapshot import ModelReads, Snapshot, next_snapshot
 from serving.control.snapshot_view import MAX_PENDING, SnapshotView
 
 LABELS = ["negative", "neutral", "positive"]
@@ -59,6 +59,20 @@ def test_apply_ignores_the_same_revision_and_drops_tables_without_traffic() -> N
     ctl.publish({"m": ModelReads(weights={"1": 100.0}, versions={"1": LABELS}), "new": ModelReads(versions={"1": LABELS})})
     assert view.apply(ctl.fetch(-1, 0)) is True
     assert view.models == ["m", "new"] and "new" not in view.tables and view.versions["new"] == {"1"}
+
+
+def test_a_restarting_controllers_empty_snapshot_is_not_applied() -> None:
+    """A controller replica restarted by Serve holds revision 0 (nothing read yet) until its first
+    pass; routing goes on by the last snapshot instead of answering 503 "no live version"."""
+    ctl = FakeController()
+    view = SnapshotView(["m"], ctl.fetch, ctl.send, start=False)
+    assert view.apply(ctl.fetch(-1, 0)) is True
+    assert view.apply(Snapshot(revision=0).model_dump(mode="json")) is False
+    assert view.revision == 1 and view.tables["m"].weights == {"1": 100.0}
+    # Its first publish (a new revision sequence) is applied as usual.
+    restarted = next_snapshot(None, {"m": ModelReads(weights={"2": 100.0}, versions={"2": LABELS})},
+                              first_revision=1_764_540_000_000)
+    assert view.apply(restarted.model_dump(mode="json")) is True and view.tables["m"].weights == {"2": 100.0}
 
 
 def test_background_poll_follows_changes() -> None:
