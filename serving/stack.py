@@ -84,9 +84,14 @@ def serve_forever(cfg: ServeConfig, reconcile_s: float = 1.0) -> None:
 
     _handle_signals()
     temp_dir = None if cfg.ray_address else tempfile.mkdtemp(prefix="dsray-")  # never /tmp/ray of others
+    follower = None
     try:
         start_ray(cfg, temp_dir)
         _handle_signals()
+        if temp_dir:  # the controller's log, as it is written (on a remote cluster it stays there)
+            from serving.serve_logs import LogFollower, controller_logs
+
+            follower = LogFollower(controller_logs(temp_dir), lambda line: print(line, flush=True)).start()
         if not stop.is_set():
             start_stack(cfg, reconcile_s)
             print(f"distilserve: serving {cfg.models} on http://{cfg.host}:{cfg.port}  (Ctrl-C stops)", flush=True)
@@ -98,6 +103,8 @@ def serve_forever(cfg: ServeConfig, reconcile_s: float = 1.0) -> None:
             if ray.is_initialized():
                 serve.shutdown()
         finally:
+            if follower is not None:
+                follower.stop()
             ray.shutdown()
             if temp_dir:
                 shutil.rmtree(temp_dir, ignore_errors=True)

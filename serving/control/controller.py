@@ -266,7 +266,9 @@ class Controller:
 
     def __init__(self, config: dict, reconcile_s: float = 1.0) -> None:
         from serving.registry import Registry
+        from serving.serve_logs import log_into_serve
 
+        log_into_serve()  # leading, standing by, failed passes: into this replica's log file
         self.cfg = ServeConfig.model_validate(config)
         self.loop = ControlLoop(self.cfg, reconcile_s)
         # The API's own connection (thread-safe); the loop opens another once it leads.

@@ -60,7 +60,7 @@ def served(tmp_path: Path):
         yield {"proc": proc, "url": url, "before": before}
 
 
-def test_serve_predict_tritonclient_and_ctrl_c(served) -> None:
+def test_serve_predict_tritonclient_and_ctrl_c(served, tmp_path: Path) -> None:
     import tritonclient.http as httpclient
 
     url, proc = served["url"], served["proc"]
@@ -81,6 +81,10 @@ def test_serve_predict_tritonclient_and_ctrl_c(served) -> None:
 
     proc.send_signal(signal.SIGINT)  # Ctrl-C
     assert proc.wait(90) == 0
+    # In the foreground, `serve` follows the controller's log (its decisions, not its access lines).
+    output = (tmp_path / "serve.log").read_text()
+    assert "controller| " in output and "controller leading" in output, output[-3000:]
+    assert " -- CALL " not in output, output[-3000:]
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"
                                              for p in started):
