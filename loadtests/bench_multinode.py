@@ -91,6 +91,7 @@ def around_fault(records: list[Record], t_fault: float) -> dict:
         "failed_before": sum(r.status != 200 for r in before),
         "in_flight": len(in_flight),
         "in_flight_failed": sum(r.status != 200 for r in in_flight),
+        "in_flight_failed_by_status": dict(sorted(Counter(str(r.status) for r in in_flight if r.status != 200).items())),
         "sent_after": len(after),
         "failed_after": sum(r.status != 200 for r in after),
         "failed_after_by_status": dict(sorted(Counter(str(r.status) for r in after if r.status != 200).items())),
@@ -111,6 +112,57 @@ def summarize(records: list[Record]) -> dict:
         "by_version": dict(sorted(Counter(r.version for r in records if r.status == 200).items())),
         "failed_details": sorted({r.detail for r in records if r.status != 200})[:5],
     }
+
+
+# The figures BENCH_ROLLBACK.md reports, as (label, path into a result file).
+FIGURES = [
+    ("deploy, generated config to first answer (s)", ("deploy_s",)),
+    ("canary 20/60/100 to promoted (s)", ("canary", "duration_s")),
+    ("canary: failed requests", ("canary", "load", "failed")),
+    ("broken canary to rolled back (s)", ("broken", "duration_s")),
+    ("broken canary: 500s from the candidate", ("broken", "load", "by_status", "500")),
+    ("controller kill: new replica up (s)", ("ctl_kill", "controller_restarted_s")),
+    ("controller kill: rollout start to promoted (s)", ("ctl_kill", "duration_s")),
+    ("controller kill: failed requests", ("ctl_kill", "load", "failed")),
+    ("controller kill: longest gap between answers (s)", ("ctl_kill", "around_fault", "longest_gap_s")),
+    ("raylet kill: requests in flight", ("raylet", "in_flight")),
+    ("raylet kill: in flight that failed", ("raylet", "in_flight_failed")),
+    ("raylet kill: sent after it that failed (503)", ("raylet", "failed_after")),
+    ("raylet kill: last failure after the kill (s)", ("raylet", "last_failure_s")),
+    ("raylet kill: longest wait of a request (s)", ("raylet", "max_wait_after_s")),
+    ("raylet kill: node B restarted after (s)", ("raylet", "node_b_restarted_s")),
+    ("raylet kill: answers again after the kill (s)", ("raylet", "service_back_s")),
+]
+
+
+def figure(result: dict, path: tuple[str, ...]) -> float | None:
+    """One figure of a result file; ("load", "failed") counts the non-200 answers of a phase."""
+    node: object = result
+    for key in path:
+        if key == "failed" and isinstance(node, dict):
+            return sum(n for status, n in node["by_status"].items() if status != "200")
+        if not isinstance(node, dict):
+            return None
+        node = node.get(key, 0 if key in ("500",) else None)
+    return node if isinstance(node, (int, float)) else None
+
+
+def _fmt(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else f"{v:.2f}"
+
+
+def summary_table(results: list[dict]) -> str:
+    """Markdown: each figure's median and range over the runs, and every run's value."""
+    import statistics
+
+    rows = ["| figure | median | range | runs |", "|---|---|---|---|"]
+    for label, path in FIGURES:
+        values = [figure(r, path) for r in results]
+        got = [v for v in values if v is not None]
+        med = _fmt(statistics.median(got)) if got else "-"
+        rng = f"{_fmt(min(got))} - {_fmt(max(got))}" if got else "-"
+        rows.append(f"| {label} | {med} | {rng} | {', '.join('-' if v is None else _fmt(v) for v in values)} |")
+    return "\n".join(rows)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -201,15 +253,20 @@ class Cluster:
             raise SystemExit("no PostgreSQL server binaries (apt-get install postgresql)")
         self.work = work
         self.pg = PostgresServer(bindir)
-        self.registry_url = self.pg.create_database("multinode")
         self.head_dir = tempfile.mkdtemp(prefix="mnh", dir="/tmp")
-        self.gcs = f"127.0.0.1:{free_port()}"
-        self.head = start_head(self.head_dir, int(self.gcs.rsplit(":", 1)[1]), num_cpus=0,
-                               resources={"head": 1, "ingress": 1})
         self.worker_dirs: list[str] = []
+        self.head: subprocess.Popen | None = None
         self.worker: subprocess.Popen | None = None
         self.dead: list[subprocess.Popen] = []
-        self.start_worker()
+        try:
+            self.registry_url = self.pg.create_database("multinode")
+            self.gcs = f"127.0.0.1:{free_port()}"
+            self.head = start_head(self.head_dir, int(self.gcs.rsplit(":", 1)[1]), num_cpus=0,
+                                   resources={"head": 1, "ingress": 1})
+            self.start_worker()
+        except BaseException:
+            self.close()  # a half-started cluster leaves no server or node behind
+            raise
 
     def start_worker(self) -> None:
         d = tempfile.mkdtemp(prefix="mnw", dir="/tmp")
@@ -221,7 +278,7 @@ class Cluster:
         return self.worker.pid
 
     def close(self) -> list[str]:
-        procs = [self.head, *self.dead] + ([self.worker] if self.worker else [])
+        procs = [p for p in (self.head, *self.dead, self.worker) if p is not None]
         left = stop(procs, set())
         for d in [self.head_dir, *self.worker_dirs]:
             shutil.rmtree(d, ignore_errors=True)
@@ -392,6 +449,7 @@ def scenario(args: argparse.Namespace) -> dict:
         from serving.registry import Registry
 
         reg = Registry(cluster.registry_url)
+        assert cluster.head is not None
         roots = [cluster.head.pid]
         with Load(url, args.users) as load:
             time.sleep(3)
@@ -425,7 +483,9 @@ def scenario(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", required=True, help="the results file (JSON)")
+    p.add_argument("--out", help="the results file (JSON)")
+    p.add_argument("--summarize", nargs="+", metavar="RESULT", help="print the median/range table of these "
+                                                                    "result files instead of running")
     p.add_argument("--users", type=int, default=4, help="concurrent clients (default 4)")
     p.add_argument("--tiny-repo", default=None, help="a build_tiny_repo(versions=2) folder to copy (else built)")
     p.add_argument("--restart-after", type=float, default=5.0, help="seconds between the raylet kill and node B's "
@@ -433,6 +493,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--settle", type=float, default=10.0, help="seconds of load after service returned (default 10)")
     p.add_argument("--phase-timeout", type=float, default=300.0, help="seconds each phase may take (default 300)")
     args = p.parse_args(argv)
+    if args.summarize:
+        print(summary_table([json.loads(Path(f).read_text()) for f in args.summarize]))
+        return 0
+    if not args.out:
+        p.error("--out is required to run the scenario")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the cleanup in `finally`
     r = scenario(args)
     print(json.dumps({k: v for k, v in r.items() if k != "all"}, indent=2))

@@ -46,3 +46,22 @@ def test_summarize_counts_statuses_versions_and_failure_kinds() -> None:
     got = summarize([ok(0, 1, "1"), ok(0, 1, "2"), ok(1, 2, "2"), failed(1, 2, 500), failed(2, 3, 500)])
     assert got["requests"] == 5 and got["by_status"] == {"200": 3, "500": 2}
     assert got["by_version"] == {"1": 1, "2": 2} and got["failed_details"] == ["500 no replica"]
+
+
+def test_figures_and_their_table() -> None:
+    from loadtests.bench_multinode import figure, summary_table
+
+    runs = [
+        {"deploy_s": 28.0, "canary": {"duration_s": 25.5, "load": {"by_status": {"200": 10}}},
+         "broken": {"load": {"by_status": {"200": 5, "500": 3}}}},
+        {"deploy_s": 30.0, "canary": {"duration_s": 24.0, "load": {"by_status": {"200": 9, "503": 2}}},
+         "broken": {"load": {"by_status": {"200": 6}}}},
+        {"deploy_s": 29.0},  # a run that stopped early: its missing figures are shown as such
+    ]
+    assert figure(runs[1], ("canary", "load", "failed")) == 2
+    assert figure(runs[1], ("broken", "load", "by_status", "500")) == 0  # no 500 is zero 500s
+    assert figure(runs[2], ("canary", "duration_s")) is None
+    table = summary_table(runs).splitlines()
+    assert "| deploy, generated config to first answer (s) | 29 | 28 - 30 | 28, 30, 29 |" in table
+    assert "| canary 20/60/100 to promoted (s) | 24.75 | 24 - 25.50 | 25.50, 24, - |" in table
+    assert "| canary: failed requests | 1 | 0 - 2 | 0, 2, - |" in table
