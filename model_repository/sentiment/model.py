@@ -5,8 +5,13 @@ files and card.json; `initialize` loads whichever folder Triton hands it. The we
 PyTorch (`model.safetensors`, from `distilserve distill`) or ONNX (`model.onnx`, from
 `distilserve compile`, optionally int8): the card's `runtime` says which, so one file keeps the
 tokenizer, label and error logic for both. Runs inside Triton's Python stub: torch,
-transformers, onnxruntime, numpy and triton_python_backend_utils only (never serving, Ray or
-FastAPI).
+transformers, onnxruntime, tokenizers, numpy and triton_python_backend_utils only (never
+serving, Ray or FastAPI).
+
+Start-up matters (a scaled-up replica is not ready before its Triton has loaded this): torch and
+transformers take about 4.5 s to import here, so they are imported only by what needs them. An
+ONNX version with a `tokenizer.json` needs neither: ONNX Runtime and the `tokenizers` library
+(what transformers' fast tokenizers wrap) load in a fraction of a second.
 
 The `Classifier` class has no Triton dependency, so the in-process PyTorch backend and
 `distilserve compile` load this same file and get identical predictions.
@@ -24,15 +29,12 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 try:  # present inside Triton's stub; absent when the in-process backend imports this file
     import triton_python_backend_utils as pb_utils
 except ImportError:  # pragma: no cover - exercised by the torch backend
     pb_utils = None
 
-_HALF = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 ONNX_FILE = "model.onnx"
 ONNX_PREFERENCES = ("auto", "cpu", "cuda", "tensorrt")
 
@@ -86,18 +88,23 @@ class _TorchRunner:
     """Logits from a transformers model (safetensors), on CPU or CUDA."""
 
     def __init__(self, version_dir: Path, card: dict, device: str, threads: int) -> None:
+        import torch
+        from transformers import AutoModelForSequenceClassification
+
+        self.torch = torch
         self.device = torch.device(device)
         if threads > 0:
             torch.set_num_threads(threads)
         model = AutoModelForSequenceClassification.from_pretrained(version_dir, use_safetensors=True)
         # Half-precision exports are for GPUs; CPU kernels for them are slow or missing.
-        dtype = _HALF.get(str(card.get("dtype", "float32")))
+        dtype = {"float16": torch.float16, "bfloat16": torch.bfloat16}.get(str(card.get("dtype", "float32")))
         model = model.to(self.device, dtype=dtype if dtype is not None and self.device.type == "cuda" else torch.float32)
         self.model = model.eval()
         cfg = self.model.config
         self.labels = [str(cfg.id2label[i]) for i in range(cfg.num_labels)]
 
     def logits(self, enc: dict[str, np.ndarray]) -> np.ndarray:
+        torch = self.torch
         with torch.inference_mode():
             out = self.model(**{k: torch.from_numpy(v).to(self.device) for k, v in enc.items()}).logits
             return out.float().cpu().numpy()
@@ -132,6 +139,69 @@ class _OnnxRunner:
         return np.asarray(self.session.run(None, feed)[0], dtype=np.float32)
 
 
+class FastTokenizer:
+    """A `tokenizer.json` run by the `tokenizers` library directly, called like a transformers
+    tokenizer with (texts, truncation=True, max_length, padding=True, return_tensors="np"): the
+    same encodings as transformers' fast tokenizer of the folder, without importing transformers
+    (and torch). Padding side and pad token come from tokenizer_config.json, as transformers
+    reads them."""
+
+    def __init__(self, version_dir: Path) -> None:
+        from tokenizers import Tokenizer
+
+        self.tok = Tokenizer.from_file(str(Path(version_dir) / "tokenizer.json"))
+        cfg_path = Path(version_dir) / "tokenizer_config.json"
+        cfg = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
+        pad = cfg.get("pad_token")
+        pad = pad.get("content") if isinstance(pad, dict) else pad
+        self.pad_token = pad if pad is not None and self.tok.token_to_id(pad) is not None else None
+        self.pad_id = self.tok.token_to_id(self.pad_token) if self.pad_token is not None else 0
+        self.padding_side = cfg.get("padding_side", "right")
+        self.type_ids = "token_type_ids" in cfg.get("model_input_names", ["input_ids", "token_type_ids",
+                                                                          "attention_mask"])
+
+    def __call__(self, texts: list[str], *, truncation: bool = True, max_length: int = 128, padding: bool = True,
+                 return_tensors: str = "np") -> dict[str, np.ndarray]:
+        if truncation:
+            self.tok.enable_truncation(max_length=max_length, strategy="longest_first", stride=0)
+        else:
+            self.tok.no_truncation()
+        if padding:
+            if self.pad_token is None:
+                raise ValueError("the tokenizer has no pad token: cannot pad a batch")
+            self.tok.enable_padding(direction=self.padding_side, pad_id=self.pad_id, pad_token=self.pad_token)
+        else:
+            self.tok.no_padding()
+        encs = self.tok.encode_batch(list(texts), add_special_tokens=True)
+        out = {"input_ids": np.array([e.ids for e in encs], dtype=np.int64),
+               "attention_mask": np.array([e.attention_mask for e in encs], dtype=np.int64)}
+        if self.type_ids:
+            out["token_type_ids"] = np.array([e.type_ids for e in encs], dtype=np.int64)
+        return out
+
+
+def load_tokenizer(version_dir: Path, light: bool = False):  # noqa: ANN201 - either tokenizer type
+    """transformers' AutoTokenizer, or with `light` and a tokenizer.json, the `FastTokenizer` above."""
+    if light and (Path(version_dir) / "tokenizer.json").is_file():
+        return FastTokenizer(version_dir)
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(version_dir)
+
+
+def _gpu_usable(version_dir: str) -> bool:
+    """Whether this version's runtime can use the GPU Triton gave the instance."""
+    card_path = Path(version_dir) / "card.json"
+    card = json.loads(card_path.read_text()) if card_path.is_file() else {}
+    if runtime_of(Path(version_dir), card) == "onnx":
+        import onnxruntime as ort
+
+        return "CUDAExecutionProvider" in ort.get_available_providers()
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def _softmax(logits: np.ndarray) -> np.ndarray:
     z = np.exp(logits - logits.max(axis=-1, keepdims=True))
     return (z / z.sum(axis=-1, keepdims=True)).astype(np.float32)
@@ -147,7 +217,7 @@ class Classifier:
         card = json.loads(card_path.read_text()) if card_path.is_file() else {}
         self.max_len = int(card.get("max_seq_len", 128))
         self.runtime = runtime_of(version_dir, card)
-        self.tokenizer = AutoTokenizer.from_pretrained(version_dir)
+        self.tokenizer = load_tokenizer(version_dir, light=self.runtime == "onnx")
         if self.runtime == "onnx":
             self.runner: _TorchRunner | _OnnxRunner = _OnnxRunner(version_dir, card, device, threads,
                                                                   onnx_provider, max_batch)
@@ -218,10 +288,10 @@ class TritonPythonModel:
         self.names = tensor_names(config)
         probs_config = pb_utils.get_output_config_by_name(config, self.names.probabilities)
         self.probs_dtype = pb_utils.triton_string_to_numpy(probs_config["data_type"])
-        device = "cpu"
-        if args.get("model_instance_kind") == "GPU" and torch.cuda.is_available():
-            device = f"cuda:{args.get('model_instance_device_id', '0')}"
         version_dir = os.path.join(args["model_repository"], args["model_version"])
+        device = "cpu"
+        if args.get("model_instance_kind") == "GPU" and _gpu_usable(version_dir):
+            device = f"cuda:{args.get('model_instance_device_id', '0')}"
         self.clf = Classifier(
             version_dir,
             device=device,
