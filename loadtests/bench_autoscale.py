@@ -56,13 +56,27 @@ def scale_up_after(rows: list[Second], step_t: int) -> dict:
     later = [r for r in rows if r.t >= step_t]
     decision = next((r.t - step_t for r in later if r.starting > 0 or r.running > before), None)
     ready = next((r.t - step_t for r in later if r.running > before), None)
-    return {"step_t": step_t, "replicas_before": before, "decision_s": decision, "ready_s": ready}
+    # The issue's bound is on this one: the new replica's own start, once the autoscaler decided.
+    after = ready - decision if ready is not None and decision is not None else None
+    return {"step_t": step_t, "replicas_before": before, "decision_s": decision, "ready_s": ready,
+            "decision_to_ready_s": after}
 
 
 def direction_changes(counts: list[int]) -> int:
     """How often a series turns (up then down, or down then up), ignoring flat stretches."""
     moves = [b - a for a, b in zip(counts, counts[1:], strict=False) if b != a]
     return sum(1 for a, b in zip(moves, moves[1:], strict=False) if (a > 0) != (b > 0))
+
+
+def oscillation(rows: list[Second]) -> dict:
+    """Turns of the running-replica count under load against turns of the offered load: a count
+    that turns more often than the load it follows oscillates (a load that rises and falls once
+    may turn the count once; flapping up and down under a steady load may not)."""
+    loaded = [r for r in rows if r.users > 0]
+    replica_turns = direction_changes([r.running for r in loaded])
+    load_turns = direction_changes([round(r.target_rps) for r in loaded])
+    return {"direction_changes_under_load": replica_turns, "load_direction_changes": load_turns,
+            "oscillates": replica_turns > load_turns}
 
 
 def per_second(requests: list[tuple[float, float, bool]], history: list[tuple[float, int]], replicas: dict[int, tuple[int, int]],
@@ -208,14 +222,12 @@ def main(argv: list[str] | None = None) -> int:
         w.writeheader()
         w.writerows(asdict(r) for r in rows)
     steps = load_steps(rows)
-    loaded = [r.running for r in rows if r.users > 0]
     result = {
         "autoscaling": autoscaling.model_dump(),
         "levels_rps": levels,
         "steps": [scale_up_after(rows, s) for s in steps],
         "max_running": max(r.running for r in rows),
-        "direction_changes_under_load": direction_changes(loaded),
-        "oscillates": direction_changes(loaded) >= 2,
+        **oscillation(rows),
         "errors": sum(r.errors for r in rows),
         "load_average_1m_at_end": os.getloadavg()[0],
     }

@@ -346,9 +346,9 @@ def run_canary(url: str, token: str, reg, version: str, load: Load, timeout: flo
     try:
         wait(lambda: reg.load_active_rollout(MODEL) is None, timeout, f"the canary of v{version} to end",
              interval=0.5)
-    except TimeoutError as e:
+    except AssertionError as e:  # timed out
         seen = [f"{ev.kind}: {ev.message}" for ev in reversed(reg.events(MODEL, limit=30))]
-        raise TimeoutError(f"{e}; traffic {reg.get_traffic(MODEL)}; load {summarize(load.since(t0))}; "
+        raise AssertionError(f"{e}; traffic {reg.get_traffic(MODEL)}; load {summarize(load.since(t0))}; "
                            "events:\n" + "\n".join(seen)) from None
     out["duration_s"] = round(time.monotonic() - t0, 2)
     time.sleep(2.0)  # requests the ingress routed before its next snapshot count in this phase

@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+from tests.helpers import wait_for
+
 RAY_CLI = Path(sys.executable).with_name("ray")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,19 +40,7 @@ LOOPBACK_ENV = {
     "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
 }
 OBJECT_STORE_BYTES = 200 * 1024 * 1024
-
-
-def wait(check, timeout: float, what: str, interval: float = 0.5) -> None:  # noqa: ANN001 - a callable
-    """Poll `check` until it is truthy; exceptions count as 'not yet'."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except Exception:  # noqa: BLE001 - not up yet
-            pass
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+wait = wait_for  # poll until true; exceptions count as 'not yet'; AssertionError on timeout
 
 
 def distinct_free_ports(n: int, exclude: tuple[int, ...] = ()) -> list[int]:

@@ -127,6 +127,27 @@ def test_scale_up_is_timed_from_the_load_step() -> None:
     rows = _rows([(0, 1, 0), (10, 1, 0), (10, 1, 0), (100, 1, 0), (100, 1, 0), (100, 1, 1), (100, 1, 1),
                   (100, 1, 1), (100, 2, 0), (100, 2, 0)])
     assert load_steps(rows) == [3]
-    assert scale_up_after(rows, 3) == {"step_t": 3, "replicas_before": 1, "decision_s": 2, "ready_s": 5}
+    assert scale_up_after(rows, 3) == {"step_t": 3, "replicas_before": 1, "decision_s": 2, "ready_s": 5,
+                                       "decision_to_ready_s": 3}
     never = _rows([(10, 1, 0), (100, 1, 0), (100, 1, 0)])
-    assert scale_up_after(never, 1) == {"step_t": 1, "replicas_before": 1, "decision_s": None, "ready_s": None}
+    assert scale_up_after(never, 1) == {"step_t": 1, "replicas_before": 1, "decision_s": None, "ready_s": None,
+                                        "decision_to_ready_s": None}
+
+
+@pytest.mark.parametrize(
+    ("spec", "oscillates"),
+    [
+        pytest.param([(10, 1, 0), (100, 1, 0), (100, 2, 0), (10, 2, 0), (10, 1, 0)], False,
+                     id="follows-a-rise-and-fall"),
+        pytest.param([(10, 1, 0), (100, 2, 0), (100, 1, 0), (100, 2, 0), (100, 2, 0)], True,
+                     id="flaps-under-a-steady-step"),
+        pytest.param([(10, 1, 0), (100, 2, 0), (100, 3, 0), (1000, 3, 0), (100, 3, 0), (10, 2, 0)], False,
+                     id="up-twice-then-down-with-the-load"),
+        pytest.param([(100, 2, 0), (100, 1, 0), (100, 2, 0), (100, 1, 0)], True, id="flapping-flat-load"),
+        pytest.param([(100, 1, 0), (100, 1, 0)], False, id="flat"),
+    ],
+)
+def test_oscillation_is_turning_more_often_than_the_load(spec: list[tuple[float, int, int]], oscillates: bool) -> None:
+    from loadtests.bench_autoscale import oscillation
+
+    assert oscillation(_rows(spec))["oscillates"] is oscillates
