@@ -80,6 +80,20 @@ def summarise(unloaded_p99_ms: float, peak_rps: float, samples: list[Sample], du
     }
 
 
+def cpu_list(spec: str | None) -> set[int] | None:
+    """'0', '0,1' or '0-3' -> a CPU set; None stays None (no pinning)."""
+    if spec is None:
+        return None
+    cpus: set[int] = set()
+    for part in spec.split(","):
+        lo, _, hi = part.partition("-")
+        try:
+            cpus.update(range(int(lo), int(hi or lo) + 1))
+        except ValueError:
+            raise SystemExit(f"--server-cpus/--client-cpus: expected a CPU list like 0,1 or 0-3, got {spec!r}") from None
+    return cpus
+
+
 def _r(x: float) -> float | None:
     return None if math.isnan(x) else round(x, 3)
 
@@ -140,7 +154,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=float, default=2.0)
     ap.add_argument("--timeout", type=float, default=30.0, help="client timeout per overload request")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    ap.add_argument("--server-cpus", default=None, metavar="LIST",
+                    help="CPUs the stack (Ray, its replicas, Triton) may use, e.g. 1; with --client-cpus the client "
+                         "runs outside the stack's CPU budget, as a client on another machine would")
+    ap.add_argument("--client-cpus", default=None, metavar="LIST", help="CPUs the load client may use, e.g. 0")
     args = ap.parse_args(argv)
+    server_cpus, client_cpus = cpu_list(args.server_cpus), cpu_list(args.client_cpus)
     loopback_ray_env()
     from serving.config import AutoscalingSettings, ServeConfig
     from serving.runner import Runner
@@ -154,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
                       models=[args.model], autoscaling=AutoscalingSettings(min_replicas=1, max_replicas=1))
     cfg = ServeConfig.model_validate(apply_settings(cfg.model_dump(), settings))
     try:
+        if server_cpus:  # inherited by the raylet, every worker and every tritonserver started below
+            os.sched_setaffinity(0, server_cpus)
         start_ray_retrying(cfg, str(tmp / "ray"))
         runner = Runner(cfg)
         runner.prepare()
@@ -162,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
         runner.start()
         base = f"http://127.0.0.1:{cfg.port}"
         wait_ready(base, 300)
+        if client_cpus:  # this process is only the client from here on
+            os.sched_setaffinity(0, client_cpus)
         url = f"{base}/v1/predict"
         unloaded = asyncio.run(_closed(url, args.model, texts, 1, args.duration, args.warmup))
         points = [asyncio.run(_closed(url, args.model, texts, int(c), args.duration, args.warmup))
@@ -174,7 +197,9 @@ def main(argv: list[str] | None = None) -> int:
         stop_serve_and_ray()
         shutil.rmtree(tmp, ignore_errors=True)
     result = {"command": " ".join([sys.executable, "-m", "loadtests.bench_shed", *(argv or sys.argv[1:])]),
-              "settings": settings, "factor": args.factor, "load_average_1m": os.getloadavg()[0],
+              "settings": settings, "factor": args.factor,
+              "server_cpus": sorted(server_cpus) if server_cpus else "all",
+              "client_cpus": sorted(client_cpus) if client_cpus else "all", "load_average_1m": os.getloadavg()[0],
               "unloaded": asdict(unloaded), "points": [asdict(p) for p in points],
               **summarise(unloaded.p99_ms, peak.rps, samples, args.duration)}
     args.out.mkdir(parents=True, exist_ok=True)

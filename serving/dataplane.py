@@ -142,6 +142,35 @@ class DataPlane:
         return await self.transport.ready(model, version)
 
     # ---- inference -----------------------------------------------------------------------------
+    def refuse_early(self, model: str, pinned: str | None, user_id: str | None, route: str) -> ApiError | None:
+        """The 429 this request will get, when that is certain before its body is validated: shedding
+        is on, no prediction cache could answer it, and every version it could be routed to (the
+        pinned one, the user's sticky one, else every version with traffic) is refusing even one more
+        text. Then it is counted as `infer` would count it and returned; otherwise None, and the
+        request takes the normal path (which may still refuse it). Names are not checked here: an
+        unknown model or version gets None, and the normal path's 4xx."""
+        if self.cache is not None or not self.transport.shedding.enabled:
+            return None
+        table = self.view.tables.get(model)
+        if table is None:
+            return None
+        if pinned is not None:
+            if pinned not in self.view.versions.get(model, set()):
+                return None
+            candidates = [pinned]
+        elif user_id is not None:
+            candidates = [table.choose(user_id, 0.0)]
+        else:
+            candidates = sorted(v for v, w in table.weights.items() if w > 0)
+        refusals = {v: self.transport.refusal(model, v, 1) for v in candidates}
+        if not refusals or any(r is None for r in refusals.values()):
+            return None
+        version = candidates[0] if len(candidates) == 1 else table.choose(None, random.random())
+        refused = refusals.get(version) or next(iter(refusals.values()))
+        self.transport.count_shed(model, refused.version)
+        self.metrics.requests.labels(model, refused.version, route, "429").inc()
+        return overloaded_error(refused)
+
     async def infer(self, model: str, pinned: str | None, user_id: str | None, texts: list[str], *,
                     route: str, request_id: str) -> Inference:
         """Choose the version, call it, record the predictions, copy to the shadow version."""

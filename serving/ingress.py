@@ -22,6 +22,7 @@ from serving.dataplane import DataPlane
 from serving.grpc.server import IngressGrpcServer
 from serving.http.app import attach, build_app
 from serving.http.deps import Services
+from serving.http.shed_gate import ShedGate
 from serving.http_server import IngressHttpServer
 from serving.metrics import Metrics
 from serving.registry.db import is_url
@@ -60,7 +61,9 @@ class Ingress:
         self._http: IngressHttpServer | None = None
         if cfg.http_server == "ingress":
             # This replica answers HTTP itself on host:port; Serve's proxy is off (runner.py).
-            self._http = IngressHttpServer(app, cfg.host, cfg.port)
+            # With shedding on, a request certain to be refused is answered before FastAPI parses it.
+            served = ShedGate(app, self.plane.refuse_early, cfg.limits.max_body_bytes) if cfg.shedding.enabled else app
+            self._http = IngressHttpServer(served, cfg.host, cfg.port)
             self._http.start()
         self._grpc: IngressGrpcServer | None = None
         if cfg.grpc_port and self._http is not None and self._http.loop is not None:

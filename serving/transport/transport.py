@@ -71,15 +71,29 @@ class Transport:
     def _admit(self, model: str, version: str, texts: int, shadow: bool) -> VersionQueue:
         """The version's queue, once these texts may join it; raises Overloaded (counted) otherwise."""
         queue = self.queues.setdefault((model, version), VersionQueue())
+        refused = self.refusal(model, version, texts, shadow=shadow)
+        if refused is not None:
+            self.count_shed(model, version, shadow=shadow)
+            raise refused
+        return queue
+
+    def refusal(self, model: str, version: str, texts: int, *, shadow: bool = False) -> Overloaded | None:
+        """What admitting `texts` more texts to the version would answer now: None (admitted) or the
+        Overloaded to raise. Changes nothing and counts nothing; always None with shedding off."""
+        if not self.shedding.enabled:
+            return None
+        queue = self.queues.get((model, version))
+        if queue is None:
+            return None  # nothing outstanding: an empty queue always admits
         s = self.shedding
         d = decide(queued=queue.queued, texts=texts, shadow=shadow, slo_ms=s.slo_ms, ms_per_text=queue.ms_per_text,
                    parallel=self._local_tritons(model, version) or 1, min_queue=s.min_queue, max_queue=s.max_queue)
-        if not d.admit:
-            who = "shadow" if shadow else "user"
-            queue.shed[who] += 1
-            self.metrics.shed.labels(model, version, who).inc()
-            raise Overloaded(model, version, d.retry_after_s, queue.queued, d.limit)
-        return queue
+        return None if d.admit else Overloaded(model, version, d.retry_after_s, queue.queued, d.limit)
+
+    def count_shed(self, model: str, version: str, *, shadow: bool = False) -> None:
+        who = "shadow" if shadow else "user"
+        self.queues.setdefault((model, version), VersionQueue()).shed[who] += 1
+        self.metrics.shed.labels(model, version, who).inc()
 
     async def _infer(self, model: str, version: str, texts: list[str]) -> Result:
         for attempt in (1, 2):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from loadtests.bench_shed import Sample, summarise
+from loadtests.bench_shed import Sample, cpu_list, summarise
 
 
 def S(latency_ms: float, status: int, lag_s: float = 0.0) -> Sample:  # noqa: N802 - a table row
@@ -39,3 +39,14 @@ def test_summarise(samples: list[Sample], expect: dict) -> None:
 def test_client_lag_is_reported() -> None:
     got = summarise(10.0, 10.0, [S(10, 200, lag_s=0.002), S(10, 200, lag_s=0.050)], 1.0)
     assert got["client_lag_p99_ms"] == 50.0
+
+
+@pytest.mark.parametrize(("spec", "cpus"), [(None, None), ("0", {0}), ("0,1", {0, 1}), ("0-3", {0, 1, 2, 3}),
+                                            ("1,4-5", {1, 4, 5})])
+def test_cpu_list(spec: str | None, cpus: set[int] | None) -> None:
+    assert cpu_list(spec) == cpus
+
+
+def test_cpu_list_quotes_a_bad_spec() -> None:
+    with pytest.raises(SystemExit, match="got 'a-b'"):
+        cpu_list("a-b")
