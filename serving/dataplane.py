@@ -169,6 +169,7 @@ class DataPlane:
         refused = refusals.get(version) or next(iter(refusals.values()))
         self.transport.count_shed(model, refused.version)
         self.metrics.requests.labels(model, refused.version, route, "429").inc()
+        self.metrics.shed_early.labels(model, refused.version).inc()
         return overloaded_error(refused)
 
     async def infer(self, model: str, pinned: str | None, user_id: str | None, texts: list[str], *,

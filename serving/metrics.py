@@ -38,6 +38,8 @@ class Metrics:
         self.shed = Counter("distilserve_shed_requests", "Requests refused at once because the version's admission "
                             "queue was full (429), by who sent them: 'user' or 'shadow' (a shadow copy)",
                             [*labels, "source"], registry=self.registry)
+        self.shed_early = Counter("distilserve_shed_early_requests", "Of the shed requests, those refused before "
+                                  "their body was parsed (serving/http/shed_gate.py)", labels, registry=self.registry)
         self.shadow_requests = Counter("distilserve_shadow_requests", "Copies sent to a shadow version",
                                        [*labels, "outcome"], registry=self.registry)
         self.shadow_latency = Histogram("distilserve_shadow_latency_seconds", "Shadow version latency", labels,

@@ -1,6 +1,7 @@
 """Load shedding through the real stack (Ray Serve, the ingress, Triton): with a queue bound of one
-request, a burst of concurrent requests gets fast 429s with Retry-After, every admitted request is
-answered, and nothing is lost."""
+request, a burst of concurrent requests (JSON API and OIP) gets fast 429s with Retry-After, every
+admitted request is answered, nothing is lost, and refusals are made before the body is parsed
+(serving/http/shed_gate.py)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,9 @@ async def _burst(url: str) -> list[httpx.Response]:
     async with httpx.AsyncClient(timeout=60, limits=limits) as client:
         return await asyncio.gather(*(
             client.post(f"{url}/v1/predict", json={"model": "sentiment", "inputs": [f"a fine day number {i}"]})
+            if i % 2 else
+            client.post(f"{url}/v2/models/sentiment/infer",
+                        json={"inputs": [{"name": "TEXT", "shape": [1], "datatype": "BYTES", "data": [f"day {i}"]}]})
             for i in range(BURST)))
 
 
@@ -45,6 +49,8 @@ def test_a_burst_past_the_queue_bound_gets_429_with_retry_after_and_admitted_req
             if r.status_code == 429:
                 assert re.fullmatch(r"[1-9][0-9]*", r.headers.get("retry-after", "")), r.headers
                 assert re.search(r"version \d+ of model 'sentiment' is overloaded", r.json()["error"]), r.text
+            elif "predictions" not in r.json():  # OIP
+                assert r.json()["outputs"][0]["data"], r.text
             else:
                 assert r.json()["predictions"][0]["label"]
         shed += codes.count(429)
@@ -57,3 +63,7 @@ def test_a_burst_past_the_queue_bound_gets_429_with_retry_after_and_admitted_req
     counted = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                if line.startswith("distilserve_shed_requests_total{") and 'source="user"' in line]
     assert sum(counted) == shed, text[-2000:]
+    early = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+             if line.startswith("distilserve_shed_early_requests_total{")]
+    # The queue was full when the later requests of a burst arrived: the gate refused them unparsed.
+    assert 0 < sum(early) <= shed, text[-2000:]

@@ -113,6 +113,7 @@ def test_refuse_early_only_when_the_429_is_certain(full: tuple, pinned: str | No
         sample = t.metrics.registry.get_sample_value
         assert sample("distilserve_requests_total", {"model": "m", "version": version, "route": "v1", "code": "429"}) == 1
         assert sample("distilserve_shed_requests_total", {"model": "m", "version": version, "source": "user"}) == 1
+        assert sample("distilserve_shed_early_requests_total", {"model": "m", "version": version}) == 1
 
 
 def test_sticky_user_is_refused_early_only_when_their_own_version_is_full() -> None:
