@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+SETTLE_S = 10.0  # after `ray start --head` returns (its raylet is up), before the timed job
 
 
 def raw_throughput(version_dir: Path, texts: list[str], batch: int, threads: int) -> float:
@@ -57,8 +58,15 @@ def main() -> int:
     p.add_argument("--shard-rows", type=int, default=256, help="a multiple of --batch: identical batches both sides")
     p.add_argument("--torch-threads", type=int, default=2, help="torch threads, both sides")
     p.add_argument("--backend", choices=["triton", "torch"], default="triton")
+    p.add_argument("--actors", type=int, default=1, help="the job's actors (each with its own backend process)")
+    p.add_argument("--job-torch-threads", type=int, default=None,
+                   help="torch threads per actor's model process (default: --torch-threads); raw keeps --torch-threads")
     p.add_argument("--workdir", type=Path, default=None, help="keep input/output here (default: a temp dir)")
     p.add_argument("--skip-raw", action="store_true", help="only the batch job (e.g. the full-corpus run)")
+    p.add_argument("--ray-cluster", action="store_true",
+                   help="start a local Ray head (127.0.0.1) before timing and run the job against it, as a "
+                        "scheduled job on a running cluster does; by default the job starts its own Ray")
+    p.add_argument("--out", type=Path, default=None, help="also write the result as JSON here")
     args = p.parse_args()
 
     from distill.data import load_frame
@@ -75,17 +83,23 @@ def main() -> int:
     raw1 = None if args.skip_raw else raw_throughput(version_dir, texts, args.batch, args.torch_threads)
     out = work / "output"
     ray_tmp = tempfile.mkdtemp(prefix="bb", dir="/tmp")
+    cluster = start_cluster(ray_tmp) if args.ray_cluster else None
     cmd = [str(Path(sys.executable).with_name("distilserve")), "batch", "run",
            "--model", f"{args.model}:{args.version}", "--input", str(work / "input.parquet"), "--output", str(out),
            "--model-repository", str(args.repo), "--backend", args.backend, "--shard-rows", str(args.shard_rows),
-           "--infer-batch", str(args.batch), "--torch-threads", str(args.torch_threads), "--overwrite",
-           "--ray-temp-dir", ray_tmp, "--no-progress"]
+           "--infer-batch", str(args.batch), "--torch-threads", str(args.job_torch_threads or args.torch_threads),
+           "--actors", str(args.actors), "--overwrite",
+           "--no-progress", *(["--ray-address", cluster[1]] if cluster else ["--ray-temp-dir", ray_tmp])]
     t0 = time.time()
     try:
         subprocess.run(cmd, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        wall = time.time() - t0
     finally:
+        if cluster:
+            from tests.ray_nodes import stop
+
+            stop([cluster[0]], set())
         shutil.rmtree(ray_tmp, ignore_errors=True)
-    wall = time.time() - t0
     raw2 = None if args.skip_raw else raw_throughput(version_dir, texts, args.batch, args.torch_threads)
 
     manifest = json.loads((out / "_manifest.json").read_text())
@@ -93,7 +107,10 @@ def main() -> int:
     steady = run["rows_after_first_shard"] / (run["finished"] - run["first_shard"])
     result = {
         "model": f"{args.model}:{args.version}", "backend": args.backend, "rows": len(texts),
+        "ray": "running cluster" if args.ray_cluster else "started by the job",
+        "load_average_1m": round(os.getloadavg()[0], 2),
         "rows_written": sum(manifest["done"].values()), "torch_threads": args.torch_threads, "batch": args.batch,
+        "actors": args.actors, "job_torch_threads": args.job_torch_threads or args.torch_threads,
         "batch_steady_rows_s": round(steady, 1), "batch_end_to_end_rows_s": round(len(texts) / wall, 1),
         "batch_wall_s": round(wall, 1), "startup_s": round(run["first_shard"] - run["started"], 1),
     }
@@ -102,7 +119,22 @@ def main() -> int:
         result.update(raw_rows_s=[round(raw1, 1), round(raw2, 1)], ratio_steady=round(steady / raw, 3),
                       ratio_end_to_end=round(len(texts) / wall / raw, 3))
     print(json.dumps(result), flush=True)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
     return 0
+
+
+def start_cluster(temp_dir: str) -> tuple[subprocess.Popen, str]:
+    """A loopback Ray head with this machine's CPUs (tests/ray_nodes.py); (process, address)."""
+    sys.path.insert(0, str(ROOT))
+    from tests.ray_nodes import LOOPBACK_ENV, distinct_free_ports, start_head
+
+    os.environ.update(LOOPBACK_ENV)  # inherited by the head and by the job's driver
+    (port,) = distinct_free_ports(1)
+    head = start_head(temp_dir, port, os.cpu_count() or 1, {})
+    time.sleep(SETTLE_S)  # the head's own start-up CPU must not land in the job's time
+    return head, f"127.0.0.1:{port}"
 
 
 if __name__ == "__main__":

@@ -80,6 +80,37 @@ def summarise(unloaded_p99_ms: float, peak_rps: float, samples: list[Sample], du
     }
 
 
+def setting_of(result: dict) -> str:
+    """How a result file's stack was run: its ServeConfig settings (bar the shedding switch) and the pinning."""
+    settings = ", ".join(f"{k}={v}" for k, v in sorted(result.get("settings", {}).items()) if k != "shedding.enabled")
+    server = result.get("server_cpus", "all")
+    pinning = "shared CPUs" if server == "all" else f"stack on CPU {server}, client on CPU {result.get('client_cpus')}"
+    return f"{settings}; {pinning}"
+
+
+def summary_table(results: list[dict]) -> str:
+    """Median (range) per setting over result files, as a markdown table (the figures BENCHMARKS.md quotes)."""
+    from statistics import median
+
+    groups: dict[str, list[dict]] = {}
+    for r in results:
+        groups.setdefault(setting_of(r), []).append(r)
+
+    def mr(rows: list[dict], key: str, nd: int = 2) -> str:
+        xs = [r[key] for r in rows if r.get(key) is not None]
+        if not xs:
+            return "-"
+        return f"{median(xs):.{nd}f} ({min(xs):.{nd}f}-{max(xs):.{nd}f})"
+
+    lines = ["| setting | runs | peak req/s | goodput at 4x / peak | admitted p99 / unloaded p99 | refusal p99 ms "
+             "| other (5xx, timeouts) | client lag p99 ms |", "|---|---|---|---|---|---|---|---|"]
+    for name, rows in groups.items():
+        lines.append(f"| {name} | {len(rows)} | {mr(rows, 'peak_rps', 1)} | {mr(rows, 'goodput_ratio')} "
+                     f"| {mr(rows, 'p99_ratio', 1)} | {mr(rows, 'shed_p99_ms', 1)} | {sum(r['other'] for r in rows)} "
+                     f"| {mr(rows, 'client_lag_p99_ms', 1)} |")
+    return "\n".join(lines)
+
+
 def cpu_list(spec: str | None) -> set[int] | None:
     """'0', '0,1' or '0-3' -> a CPU set; None stays None (no pinning)."""
     if spec is None:
@@ -158,7 +189,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="CPUs the stack (Ray, its replicas, Triton) may use, e.g. 1; with --client-cpus the client "
                          "runs outside the stack's CPU budget, as a client on another machine would")
     ap.add_argument("--client-cpus", default=None, metavar="LIST", help="CPUs the load client may use, e.g. 0")
+    ap.add_argument("--summarize", type=Path, default=None, metavar="DIR",
+                    help="print the median/range table of the shed-*.json results in DIR and exit")
     args = ap.parse_args(argv)
+    if args.summarize:
+        print(summary_table([json.loads(f.read_text()) for f in sorted(args.summarize.glob("shed-*.json"))]))
+        return 0
     server_cpus, client_cpus = cpu_list(args.server_cpus), cpu_list(args.client_cpus)
     loopback_ray_env()
     from serving.config import AutoscalingSettings, ServeConfig

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from loadtests.bench_shed import Sample, cpu_list, summarise
+from loadtests.bench_shed import Sample, cpu_list, summarise, summary_table
 
 
 def S(latency_ms: float, status: int, lag_s: float = 0.0) -> Sample:  # noqa: N802 - a table row
@@ -50,3 +50,19 @@ def test_cpu_list(spec: str | None, cpus: set[int] | None) -> None:
 def test_cpu_list_quotes_a_bad_spec() -> None:
     with pytest.raises(SystemExit, match="got 'a-b'"):
         cpu_list("a-b")
+
+
+def _result(slo: float, cpus, goodput: float, p99: float, other: int = 0) -> dict:  # noqa: ANN001
+    return {"settings": {"shedding.enabled": "true", "shedding.slo_ms": str(slo)}, "server_cpus": cpus,
+            "client_cpus": [0] if cpus != "all" else "all", "peak_rps": 80.0, "goodput_ratio": goodput,
+            "p99_ratio": p99, "shed_p99_ms": 5.0, "other": other, "client_lag_p99_ms": 1.0}
+
+
+def test_summary_table_groups_by_setting_with_median_and_range() -> None:
+    table = summary_table([_result(150, [1], 0.7, 5.0), _result(150, [1], 0.9, 4.0, other=2),
+                           _result(150, [1], 0.8, 6.0), _result(150, "all", 0.5, 9.0)]).splitlines()
+    assert len(table) == 4  # header, rule, two settings
+    pinned = next(line for line in table if "client on CPU [0]" in line)
+    assert "| 3 |" in pinned and "0.80 (0.70-0.90)" in pinned and "5.0 (4.0-6.0)" in pinned and "| 2 |" in pinned
+    shared = next(line for line in table if "shared CPUs" in line)
+    assert "shedding.slo_ms=150" in shared and "0.50 (0.50-0.50)" in shared
