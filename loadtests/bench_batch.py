@@ -57,7 +57,9 @@ def main() -> int:
     p.add_argument("--batch", type=int, default=64, help="texts per forward pass, both sides")
     p.add_argument("--shard-rows", type=int, default=256, help="a multiple of --batch: identical batches both sides")
     p.add_argument("--torch-threads", type=int, default=2, help="torch threads, both sides")
-    p.add_argument("--backend", choices=["triton", "torch"], default="triton")
+    p.add_argument("--backend", choices=["triton", "torch", "serving"], default="triton",
+                   help="serving: the stack is deployed on the running cluster first (implies --ray-cluster) and the "
+                        "job uses its replica's Triton")
     p.add_argument("--actors", type=int, default=1, help="the job's actors (each with its own backend process)")
     p.add_argument("--job-torch-threads", type=int, default=None,
                    help="torch threads per actor's model process (default: --torch-threads); raw keeps --torch-threads")
@@ -83,7 +85,10 @@ def main() -> int:
     raw1 = None if args.skip_raw else raw_throughput(version_dir, texts, args.batch, args.torch_threads)
     out = work / "output"
     ray_tmp = tempfile.mkdtemp(prefix="bb", dir="/tmp")
-    cluster = start_cluster(ray_tmp) if args.ray_cluster else None
+    cluster = start_cluster(ray_tmp) if args.ray_cluster or args.backend == "serving" else None
+    if args.backend == "serving":
+        assert cluster is not None
+        deploy_stack(cluster[1], args.repo, Path(ray_tmp), args.model, args.version)
     cmd = [str(Path(sys.executable).with_name("distilserve")), "batch", "run",
            "--model", f"{args.model}:{args.version}", "--input", str(work / "input.parquet"), "--output", str(out),
            "--model-repository", str(args.repo), "--backend", args.backend, "--shard-rows", str(args.shard_rows),
@@ -123,6 +128,28 @@ def main() -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2) + "\n")
     return 0
+
+
+def deploy_stack(address: str, repo: Path, work: Path, model: str, version: str) -> None:
+    """`distilserve deploy` onto the cluster, then wait (untimed) until the version answers through the
+    ingress and its replica has published its Triton."""
+    import httpx
+
+    from tests.helpers import free_port, wait_for
+
+    port = free_port()
+    subprocess.run([str(Path(sys.executable).with_name("distilserve")), "deploy", "--ray-address", address,
+                    "--model-repository", str(repo), "--registry", str(work / "registry.db"), "--port", str(port),
+                    "--no-build"], check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    url = f"http://127.0.0.1:{port}/v2/models/{model}/versions/{version}/ready"
+    def ready() -> bool:
+        try:
+            return httpx.get(url, timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_for(ready, 300, f"{model} v{version} ready", 1.0)
+    time.sleep(SETTLE_S)  # its replica publishes the Triton on its next health check; the start-up CPU settles
 
 
 def start_cluster(temp_dir: str) -> tuple[subprocess.Popen, str]:

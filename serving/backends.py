@@ -181,9 +181,38 @@ class TorchBackend:
         self._pool.shutdown(wait=False)
 
 
+class ServingTritonBackend:
+    """The Triton of a running ModelVersion replica of the version, on this node (a batch job's
+    `--backend serving`): nothing to start, so a small job does not pay a Triton start and a model
+    load. The batch requests share that Triton with online traffic (its dynamic batcher interleaves
+    them); the job's `--max-rows-per-s` bounds what it takes."""
+
+    def __init__(self, model: str, version: str, grpc: str) -> None:
+        self.model, self.version, self.grpc = model, version, grpc
+        self._client = None
+
+    async def infer(self, texts: list[str]) -> tuple[np.ndarray, list[str]]:
+        if self._client is None:
+            import tritonclient.grpc.aio as grpcclient
+
+            self._client = grpcclient.InferenceServerClient(self.grpc)
+        return await triton_infer(self._client, self.model, self.version, texts)
+
+    async def model_config(self) -> dict:
+        raise Failure("unavailable", "a serving replica's Triton: ask the ingress for the model config")
+
+    def healthy(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self._client = None  # the Triton belongs to its replica
+
+
 def make_backend(kind: str, repository: Path, model: str, version: str, **kw: object) -> Backend:
     if kind == "triton":
         return TritonBackend(repository, model, version, **kw)  # type: ignore[arg-type]
     if kind == "torch":
         return TorchBackend(repository, model, version, **kw)  # type: ignore[arg-type]
-    raise ValueError(f"backend must be 'triton' or 'torch', got {kind!r}")
+    if kind == "serving":
+        return ServingTritonBackend(model, version, str(kw["endpoint"]))
+    raise ValueError(f"backend must be 'triton', 'torch' or 'serving', got {kind!r}")

@@ -40,7 +40,9 @@ def _job_options() -> argparse.ArgumentParser:
     p.add_argument("--split", default=None, help="split of a saved DatasetDict")
     p.add_argument("--model-repository", type=Path, default=Path("model_repository"))
     p.add_argument("--registry", type=Path, default=DEFAULT_REGISTRY, help="where the live version is read")
-    p.add_argument("--backend", choices=["triton", "torch"], default="triton")
+    p.add_argument("--backend", choices=["triton", "torch", "serving"], default="triton",
+                   help="triton: a tritonserver per actor; torch: the model in the actor; serving: the Triton of a "
+                        "running replica of the version (needs --ray-address of the cluster that serves it)")
     p.add_argument("--shard-rows", type=int, default=1024, help="rows per output shard, the unit of resume")
     p.add_argument("--infer-batch", type=int, default=64, help="texts per inference call (max 64)")
     p.add_argument("--inflight", type=int, default=2, help="inference calls in flight per actor")
@@ -102,6 +104,9 @@ def _run_one(args: argparse.Namespace, output: Path) -> dict:
     from serving.batch.job import run_job
 
     spec = _spec(args, output)
+    if spec.backend == "serving" and not args.ray_address:
+        raise CliError("--backend serving: needs --ray-address of the cluster whose replicas serve the version "
+                       "(a local Ray started for this job serves nothing)")
     try:
         manifest = run_job(spec, ray_address=args.ray_address, ray_temp_dir=args.ray_temp_dir)
     except (ValueError, FileNotFoundError) as e:

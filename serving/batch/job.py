@@ -46,7 +46,9 @@ class JobSpec(BaseModel):
     split: str | None = Field(default=None, description="Split of a saved DatasetDict.")
     model_repository: Path = Field(default=Path("model_repository"), description="Triton model repository.")
     registry: Path | None = Field(default=None, description="Registry used to find the live version.")
-    backend: Literal["triton", "torch"] = Field(default="triton", description="Same backends as online serving.")
+    backend: Literal["triton", "torch", "serving"] = Field(
+        default="triton", description="Same backends as online serving; 'serving' uses the Triton of a running "
+                                      "replica of the version instead of starting one (see serving_endpoint).")
     shard_rows: int = Field(default=1024, ge=1, le=10_000_000, description="Rows per output shard (resume unit).")
     infer_batch: int = Field(default=64, ge=1, le=64, description="Texts per inference call (Triton max is 64).")
     inflight: int = Field(default=2, ge=1, le=64, description="Inference calls in flight per actor.")
@@ -134,11 +136,13 @@ class Predictor:
     """Ray Data actor: one backend (a private tritonserver, or the model in-process) per actor."""
 
     def __init__(self, repository: str, model: str, version: str, backend: str, torch_threads: int | None,
-                 gpu: bool, infer_batch: int, inflight: int, max_rows_per_s: float | None) -> None:
+                 gpu: bool, infer_batch: int, inflight: int, max_rows_per_s: float | None,
+                 endpoint: str | None = None) -> None:
         from serving.backends import make_backend
 
         self.model, self.version = model, version
-        self.backend = make_backend(backend, Path(repository), model, version, gpu=gpu, torch_threads=torch_threads)
+        kw: dict = {"endpoint": endpoint} if backend == "serving" else {"gpu": gpu, "torch_threads": torch_threads}
+        self.backend = make_backend(backend, Path(repository), model, version, **kw)
         self.infer_batch, self.inflight, self.rate = infer_batch, inflight, max_rows_per_s
         self.loop = asyncio.new_event_loop()  # one loop for the actor's life: the gRPC client lives on it
         self.t0, self.rows = time.monotonic(), 0
@@ -181,6 +185,30 @@ class Predictor:
 
 
 # ---- the driver -----------------------------------------------------------------------------
+def choose_endpoint(endpoints: list, app: str, now: float, max_age_s: float = 10.0):  # noqa: ANN001, ANN201
+    """The Triton a `--backend serving` job uses: among the fresh endpoints published for `app`
+    (serving/transport/endpoints.py), one on the node that has the most of them (ties: the
+    lowest address, so the choice is stable). Raises ValueError naming the app when none is fresh."""
+    fresh = [e for e in endpoints if e.app == app and now - e.ts <= max_age_s]
+    if not fresh:
+        raise ValueError(f"backend: no running replica of {app} publishes a Triton (none in the last "
+                         f"{max_age_s:.0f} s); deploy the version, or use --backend triton")
+    per_node: dict[str, int] = {}
+    for e in fresh:
+        per_node[e.node] = per_node.get(e.node, 0) + 1
+    return min(fresh, key=lambda e: (-per_node[e.node], e.grpc))
+
+
+def serving_endpoint(model: str, version: str):  # noqa: ANN201 - an Endpoint
+    """The chosen endpoint of the version's running replicas, read from the cluster (Ray is up)."""
+    from distilserve.core.names import app_name
+    from serving import raycompat
+    from serving.transport.endpoints import read_all
+
+    raycompat.check_internal_kv()
+    return choose_endpoint(read_all(), app_name(model, version), time.time())
+
+
 def ensure_ray(address: str | None = None, temp_dir: str | None = None, num_cpus: int | None = None) -> bool:
     """Connect to Ray, or start a loopback-only local one; True when this call started it."""
     from serving.ray_env import loopback_ray_env
@@ -279,18 +307,29 @@ def _execute(spec: JobSpec, manifest: sh.Manifest, texts: list[str], keys: list[
 
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # ours counts finished rows; Ray's would interleave with it
+    remote: dict = {}
+    endpoint = None
+    if spec.backend == "serving":
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        chosen = serving_endpoint(manifest.model, manifest.version)
+        endpoint = chosen.grpc  # loopback: the actor must run on the replica's node
+        remote["scheduling_strategy"] = NodeAffinitySchedulingStrategy(chosen.node, soft=False)
+        run["endpoint"] = endpoint
+        log.info("backend serving: the Triton of a running replica at %s", endpoint)
     blocks = [pa.table({"shard": pa.array([s.index] * s.rows, pa.int64()),
                         "row_id": pa.array(range(s.start, s.stop), pa.int64()),
                         "input_key": keys[s.start: s.stop], "text": texts[s.start: s.stop]}) for s in todo]
     ds = ray.data.from_arrow(blocks).map_batches(
         Predictor, batch_size=None, batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=spec.actors), num_cpus=spec.actor_cpus,
-        num_gpus=spec.actor_gpus or None,
+        num_gpus=spec.actor_gpus or None, **remote,
         fn_constructor_kwargs={
             "repository": str(Path(spec.model_repository).resolve()), "model": manifest.model,
             "version": manifest.version, "backend": spec.backend, "torch_threads": spec.torch_threads,
             "gpu": spec.actor_gpus > 0, "infer_batch": spec.infer_batch, "inflight": spec.inflight,
             "max_rows_per_s": spec.max_rows_per_s / spec.actors if spec.max_rows_per_s else None,
+            "endpoint": endpoint,
         },
     )
     by_index = {s.index: s for s in todo}

@@ -177,6 +177,47 @@ def test_known_inputs_of_the_live_version_are_served_from_the_cache(stack, texts
     assert r.status_code == 200, r.text
 
 
+def test_a_serving_backend_job_uses_the_running_replicas_triton(stack, job, texts, tiny_repo: Path,
+                                                              tmp_path: Path) -> None:
+    """`--backend serving`: no tritonserver of its own; the live replica's Triton answers, the same as
+    the job with its own Triton did."""
+    import threading
+
+    from distilserve.core.names import app_name
+    from serving.batch.job import JobSpec, run_job
+    from serving.transport.endpoints import read_all
+
+    path, _ = texts
+    published = {e.grpc for e in read_all() if e.app == app_name("sentiment", "1")}
+    assert published, "the stack's replica publishes its Triton"
+    before = {p.pid for p in psutil.process_iter() if "tritonserver" in _name(p)}
+    started: set[int] = set()
+    stop = threading.Event()
+
+    def watch() -> None:  # any tritonserver appearing while the job runs
+        while not stop.is_set():
+            started.update(p.pid for p in psutil.process_iter() if "tritonserver" in _name(p) and p.pid not in before)
+            stop.wait(0.05)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        spec = JobSpec(model="sentiment", version="1", input=path, output=tmp_path / "out", model_repository=tiny_repo,
+                       backend="serving", shard_rows=100, actor_cpus=0.1, progress=False)
+        manifest = run_job(spec)
+    finally:
+        stop.set()
+        watcher.join(5)
+    assert manifest.complete and manifest.rows_done == ROWS
+    assert manifest.runs[-1]["endpoint"] in published
+    assert not started, "a serving-backend job must not start a tritonserver"
+    own = pq.read_table(job["out"]).sort_by("row_id")
+    served = pq.read_table(tmp_path / "out").sort_by("row_id")
+    assert served.column("label").to_pylist() == own.column("label").to_pylist()
+    for a, b in zip(served.column("scores").to_pylist()[:50], own.column("scores").to_pylist()[:50], strict=True):
+        assert a == pytest.approx(b, abs=1e-5)
+
+
 def test_no_cached_answer_once_the_version_is_not_live(stack, texts) -> None:
     _, rows = texts
     r = httpx.post(f"{stack['url']}/admin/models/sentiment/deploy", json={"version": "2"}, headers=stack["auth"])
