@@ -81,6 +81,11 @@ class BatchingSettings(BaseModel):
         default=True,
         description="Send when as many requests wait as the last call carried (clients come back together), "
                     "and hold requests while every same-node Triton has a call in flight; max_wait_ms bounds the wait.")
+    calls_per_triton: int = Field(
+        default=1, ge=1, le=8,
+        description="Paced batching: calls each same-node Triton may have at once. 2 keeps the next batch waiting "
+                    "inside Triton while one executes (no idle gap for the round trip back to the clients), at "
+                    "the price of smaller batches.")
     flush_when_idle: bool = Field(
         default=False,
         description="Send at once when no call to the version is in flight (lowest latency when idle; "

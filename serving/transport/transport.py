@@ -223,8 +223,14 @@ class Transport:
                 is_failure=lambda r: isinstance(r, Failure),
                 is_model_failure=lambda r: isinstance(r, Failure) and r.kind == "model",
                 max_texts=b.max_texts, max_wait_s=b.max_wait_ms / 1000, flush_when_idle=b.flush_when_idle,
-                max_inflight=(lambda: self._local_tritons(model, version)) if b.paced else None,
+                max_inflight=(lambda: _times(self._local_tritons(model, version), b.calls_per_triton))
+                if b.paced else None,
                 max_tokens=b.max_tokens_per_call, max_reorder_s=b.max_reorder_ms / 1000,
                 on_call=self.metrics.downstream_batch.labels(model, version).observe,
             )
         return batcher
+
+
+def _times(tritons: int | None, calls_each: int) -> int | None:
+    """Calls the paced batcher may have in flight: calls_each per same-node Triton (None: no cap)."""
+    return None if tritons is None else tritons * calls_each

@@ -240,3 +240,27 @@ def test_paced_without_a_cap_is_the_plain_window() -> None:
         assert fake.calls == [["a", "b"]]  # one window, one call (pacing would have sent "a" alone)
 
     run(main())
+
+
+@pytest.mark.parametrize(("cap", "calls_before_release"), [(1, [["a"]]), (2, [["a"], ["b"]])],
+                         ids=["one-call-per-triton", "two-calls-per-triton"])
+def test_paced_holds_requests_only_once_cap_calls_are_in_flight(cap: int, calls_before_release: list) -> None:
+    """calls_per_triton=2: the next batch is already inside Triton while one executes."""
+    async def main() -> None:
+        fake = FakeVersion(gate=True)
+        b = make(fake, max_wait_s=0.0, max_inflight=cap, flush_when_idle=False)
+        tasks = []
+        for t in ("a", "b", "c"):
+            tasks.append(asyncio.create_task(b.submit([t])))
+            await asyncio.sleep(0.01)
+        assert fake.calls == calls_before_release  # the rest held until a call returns
+        fake.release.set()
+        assert await asyncio.wait_for(asyncio.gather(*tasks), 2.0) == [["A"], ["B"], ["C"]]
+
+    run(main())
+
+
+def test_calls_per_triton_multiplies_the_local_tritons() -> None:
+    from serving.transport.transport import _times
+
+    assert [_times(None, 2), _times(1, 1), _times(1, 2), _times(3, 2)] == [None, 1, 2, 6]
