@@ -125,7 +125,14 @@ def deploy_generated_config(repo: str, registry: Path, nodes: dict[str, str]) ->
           180, "the declaratively deployed stack")
     ingress = [a["Address"]["NodeID"] for a in actors(actor_state_name="ALIVE").values()
                if a["ActorClassName"] == "ServeReplica:ingress:Ingress"]
-    status = {name: str(app.status) for name, app in serve.status().applications.items()}
+    # The controller deploys the repository's other models (the tiny repo's `faulty`) on its own
+    # schedule: take the statuses once nothing is still deploying (or after 150 s, as they are).
+    deadline = time.monotonic() + 150
+    while True:
+        status = {name: str(app.status) for name, app in serve.status().applications.items()}
+        if not any(s.endswith(("DEPLOYING", "NOT_STARTED")) for s in status.values()) or time.monotonic() > deadline:
+            break
+        time.sleep(1)
     serve.shutdown()
     return {"ingress_on_head": ingress == [nodes["head"]], "apps": status}
 
