@@ -147,6 +147,7 @@ def deploy_stack(address: str, repo: Path, work: Path, model: str, version: str)
                     "--port", str(port)],
                    check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     url = f"http://127.0.0.1:{port}/v2/models/{model}/versions/{version}/ready"
+
     def ready() -> bool:
         try:
             return httpx.get(url, timeout=5).status_code == 200

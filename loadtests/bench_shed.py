@@ -90,17 +90,17 @@ def setting_of(result: dict) -> str:
 
 def summary_table(results: list[dict]) -> str:
     """Median (range) per setting over result files, as a markdown table (the figures BENCHMARKS.md quotes)."""
-    from statistics import median
+    from loadtests.bench_repeat import spread
 
     groups: dict[str, list[dict]] = {}
     for r in results:
         groups.setdefault(setting_of(r), []).append(r)
 
     def mr(rows: list[dict], key: str, nd: int = 2) -> str:
-        xs = [r[key] for r in rows if r.get(key) is not None]
-        if not xs:
+        got = spread([r[key] for r in rows if r.get(key) is not None])
+        if not got["n"]:
             return "-"
-        return f"{median(xs):.{nd}f} ({min(xs):.{nd}f}-{max(xs):.{nd}f})"
+        return f"{got['median']:.{nd}f} ({got['min']:.{nd}f}-{got['max']:.{nd}f})"
 
     lines = ["| setting | runs | peak req/s | goodput at 4x / peak | admitted p99 / unloaded p99 | refusal p99 ms "
              "| other (5xx, timeouts) | client lag p99 ms |", "|---|---|---|---|---|---|---|---|"]

@@ -54,8 +54,10 @@ def summarise(teacher: str, accuracy: dict[str, float], b1: dict[str, list[float
 
 
 def _mr(xs: list[float], nd: int) -> dict:
-    return {"median": round(statistics.median(xs), nd), "min": round(min(xs), nd), "max": round(max(xs), nd),
-            "all": [round(x, nd) for x in xs]}
+    """Median and range (loadtests/bench_repeat.spread), plus every repeat's value."""
+    from loadtests.bench_repeat import spread
+
+    return {**spread(xs), "all": [round(x, nd) for x in xs]}
 
 
 def main() -> int:

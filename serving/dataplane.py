@@ -165,8 +165,8 @@ class DataPlane:
         refusals = {v: self.transport.refusal(model, v, 1) for v in candidates}
         if not refusals or any(r is None for r in refusals.values()):
             return None
-        version = candidates[0] if len(candidates) == 1 else table.choose(None, random.random())
-        refused = refusals.get(version) or next(iter(refusals.values()))
+        # Every candidate refuses, so which one the table would pick only decides the metrics' label.
+        refused = refusals[candidates[0] if len(candidates) == 1 else table.choose(None, random.random())]
         self.transport.count_shed(model, refused.version)
         self.metrics.requests.labels(model, refused.version, route, "429").inc()
         self.metrics.shed_early.labels(model, refused.version).inc()
