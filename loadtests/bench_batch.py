@@ -63,6 +63,8 @@ def main() -> int:
     p.add_argument("--actors", type=int, default=1, help="the job's actors (each with its own backend process)")
     p.add_argument("--job-torch-threads", type=int, default=None,
                    help="torch threads per actor's model process (default: --torch-threads); raw keeps --torch-threads")
+    p.add_argument("--executor", choices=["auto", "ray", "local"], default="auto",
+                   help="the job's --executor (auto: local for --backend serving on this node, else Ray Data)")
     p.add_argument("--workdir", type=Path, default=None, help="keep input/output here (default: a temp dir)")
     p.add_argument("--skip-raw", action="store_true", help="only the batch job (e.g. the full-corpus run)")
     p.add_argument("--ray-cluster", action="store_true",
@@ -90,7 +92,7 @@ def main() -> int:
            "--model", f"{args.model}:{args.version}", "--input", str(work / "input.parquet"), "--output", str(out),
            "--model-repository", str(args.repo), "--backend", args.backend, "--shard-rows", str(args.shard_rows),
            "--infer-batch", str(args.batch), "--torch-threads", str(args.job_torch_threads or args.torch_threads),
-           "--actors", str(args.actors), "--overwrite",
+           "--actors", str(args.actors), "--executor", args.executor, "--overwrite",
            "--no-progress", *(["--ray-address", cluster[1]] if cluster else ["--ray-temp-dir", ray_tmp])]
     try:
         if args.backend == "serving":  # untimed: the stack is already serving when a scheduled job starts
@@ -112,7 +114,7 @@ def main() -> int:
     steady = run["rows_after_first_shard"] / (run["finished"] - run["first_shard"])
     result = {
         "model": f"{args.model}:{args.version}", "backend": args.backend, "rows": len(texts),
-        "ray": "running cluster" if cluster else "started by the job",
+        "ray": "running cluster" if cluster else "started by the job", "executor": run.get("executor"),
         "load_average_1m": round(os.getloadavg()[0], 2),
         "rows_written": sum(manifest["done"].values()), "torch_threads": args.torch_threads, "batch": args.batch,
         "actors": args.actors, "job_torch_threads": args.job_torch_threads or args.torch_threads,

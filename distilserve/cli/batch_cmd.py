@@ -47,6 +47,9 @@ def _job_options() -> argparse.ArgumentParser:
     p.add_argument("--infer-batch", type=int, default=64, help="texts per inference call (max 64)")
     p.add_argument("--inflight", type=int, default=2, help="inference calls in flight per actor")
     p.add_argument("--actors", type=int, default=1, help="actors, each with its own tritonserver")
+    p.add_argument("--executor", choices=["auto", "ray", "local"], default="auto",
+                   help="ray: Ray Data actors; local: one predictor in this process (one actor's work, no Ray Data); "
+                        "auto: local only for --backend serving with one actor and the replica on this node")
     p.add_argument("--actor-cpus", type=float, default=1.0)
     p.add_argument("--actor-gpus", type=float, default=0.0)
     p.add_argument("--torch-threads", type=int, default=None)
@@ -91,7 +94,7 @@ def _spec(args: argparse.Namespace, output: Path):  # noqa: ANN202 - a JobSpec
             split=args.split, model_repository=args.model_repository,
             registry=args.registry if args.registry and args.registry.is_file() else None,
             backend=args.backend, shard_rows=args.shard_rows, infer_batch=args.infer_batch, inflight=args.inflight,
-            actors=args.actors, actor_cpus=args.actor_cpus, actor_gpus=args.actor_gpus,
+            actors=args.actors, executor=args.executor, actor_cpus=args.actor_cpus, actor_gpus=args.actor_gpus,
             torch_threads=args.torch_threads, max_rows_per_s=args.max_rows_per_s, overwrite=args.overwrite,
             progress=not args.no_progress,
         )

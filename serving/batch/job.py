@@ -7,6 +7,10 @@ blocks; `map_batches` sends each block to a pool of actors, each owning the same
 online serving uses (by default a private tritonserver serving exactly this version, see
 `serving.backends`). The driver writes each finished shard atomically and then records it
 in the manifest, so a job killed at any point and started again ends with every row once.
+
+With one actor whose work could only run on the driver's own node (`--backend serving` with the
+chosen replica's Triton on this node), the actor buys nothing but its start-up: the `local`
+executor then runs the same Predictor in the driver, shard after shard (`choose_executor`).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -53,6 +58,10 @@ class JobSpec(BaseModel):
     infer_batch: int = Field(default=64, ge=1, le=64, description="Texts per inference call (Triton max is 64).")
     inflight: int = Field(default=2, ge=1, le=64, description="Inference calls in flight per actor.")
     actors: int = Field(default=1, ge=1, le=1024, description="Actors, each with its own backend process.")
+    executor: Literal["auto", "ray", "local"] = Field(
+        default="auto", description="ray: Ray Data actors; local: one Predictor in the driver (no Ray Data, and no "
+                                    "Ray at all unless the backend is 'serving'); auto: local only where a Ray actor "
+                                    "would run on the driver's node anyway (see choose_executor).")
     actor_cpus: float = Field(default=1.0, gt=0, description="CPUs Ray reserves per actor.")
     actor_gpus: float = Field(default=0.0, ge=0, description="GPUs per actor (fractions allowed).")
     torch_threads: int | None = Field(default=None, ge=1, le=256, description="torch threads per model process.")
@@ -178,10 +187,13 @@ class Predictor:
             if ahead > 0:
                 await asyncio.sleep(ahead)
 
-    def __del__(self) -> None:
-        backend = getattr(self, "backend", None)
+    def close(self) -> None:
+        backend, self.backend = getattr(self, "backend", None), None
         if backend is not None:
             backend.close()
+
+    def __del__(self) -> None:
+        self.close()
 
 
 # ---- the driver -----------------------------------------------------------------------------
@@ -207,6 +219,26 @@ def serving_endpoint(model: str, version: str):  # noqa: ANN201 - an Endpoint
 
     raycompat.check_internal_kv()
     return choose_endpoint(read_all(), app_name(model, version), time.time())
+
+
+def choose_executor(requested: str, backend: str, actors: int, endpoint_node: str | None,
+                    driver_node: str | None) -> str:
+    """'local' or 'ray' for a job; raises ValueError (naming the flag) for a combination that cannot run.
+
+    auto is local only for one actor of the serving backend whose Triton is on the driver's node: that
+    actor would be pinned to this node, so Ray Data's planning and the actor's start are pure start-up.
+    Everything else (several actors, a private Triton per actor, a replica on another node) stays on Ray."""
+    same_node = backend == "serving" and endpoint_node is not None and endpoint_node == driver_node
+    if requested == "ray":
+        return "ray"
+    if requested == "auto":
+        return "local" if same_node and actors == 1 else "ray"
+    if actors != 1:
+        raise ValueError(f"executor: local runs one Predictor in the driver, got actors={actors}; use --executor ray")
+    if backend == "serving" and not same_node:
+        raise ValueError(f"executor: local needs the replica's Triton on this node (it listens on loopback); the "
+                         f"chosen one is on node {endpoint_node}, this driver on {driver_node}; use --executor ray")
+    return "local"
 
 
 def ensure_ray(address: str | None = None, temp_dir: str | None = None, num_cpus: int | None = None) -> bool:
@@ -289,9 +321,28 @@ def run_job(spec: JobSpec, *, ray_address: str | None = None, ray_temp_dir: str 
              manifest.num_rows, len(manifest.shards), len(manifest.done), len(todo))
     if not todo:
         return manifest
+    if spec.backend != "serving":  # the executor does not depend on the cluster
+        executor = choose_executor(spec.executor, spec.backend, spec.actors, None, None)
+        if executor == "local":  # no Ray at all: the Predictor owns its backend in this process
+            run["executor"] = executor
+            _collect(spec, manifest, todo, out, run, _run_local(spec, manifest, texts, keys, todo, None))
+            return manifest
     started_ray = ensure_ray(ray_address, ray_temp_dir)
     try:
-        _execute(spec, manifest, texts, keys, todo, out, run)
+        endpoint, node = None, None
+        if spec.backend == "serving":
+            import ray
+
+            chosen = serving_endpoint(manifest.model, manifest.version)
+            endpoint, node = chosen.grpc, chosen.node  # loopback: the caller must run on the replica's node
+            run["endpoint"] = endpoint
+            log.info("backend serving: the Triton of a running replica at %s", endpoint)
+            executor = choose_executor(spec.executor, spec.backend, spec.actors, node,
+                                       ray.get_runtime_context().get_node_id())
+        run["executor"] = executor
+        blocks = (_run_local(spec, manifest, texts, keys, todo, endpoint) if executor == "local"
+                  else _run_ray(spec, manifest, texts, keys, todo, endpoint, node))
+        _collect(spec, manifest, todo, out, run, blocks)
     finally:
         if started_ray:
             import ray
@@ -300,38 +351,71 @@ def run_job(spec: JobSpec, *, ray_address: str | None = None, ray_temp_dir: str 
     return manifest
 
 
-def _execute(spec: JobSpec, manifest: sh.Manifest, texts: list[str], keys: list[str], todo: list[sh.Shard],
-             out: Path, run: dict) -> None:
+def _input_block(shard: sh.Shard, texts: list[str], keys: list[str]) -> pa.Table:
+    return pa.table({"shard": pa.array([shard.index] * shard.rows, pa.int64()),
+                     "row_id": pa.array(range(shard.start, shard.stop), pa.int64()),
+                     "input_key": keys[shard.start: shard.stop], "text": texts[shard.start: shard.stop]})
+
+
+def _predictor_kwargs(spec: JobSpec, manifest: sh.Manifest, endpoint: str | None) -> dict:
+    return {
+        "repository": str(Path(spec.model_repository).resolve()), "model": manifest.model,
+        "version": manifest.version, "backend": spec.backend, "torch_threads": spec.torch_threads,
+        "gpu": spec.actor_gpus > 0, "infer_batch": spec.infer_batch, "inflight": spec.inflight,
+        "max_rows_per_s": spec.max_rows_per_s / spec.actors if spec.max_rows_per_s else None,
+        "endpoint": endpoint,
+    }
+
+
+def _run_local(spec: JobSpec, manifest: sh.Manifest, texts: list[str], keys: list[str], todo: list[sh.Shard],
+               endpoint: str | None) -> Iterator[pa.Table]:
+    """The local executor: one Predictor in this process, the shards one after another. The next
+    shard is inferred on a worker thread while the caller writes (and fsyncs) the one before, as a Ray
+    actor does while the driver writes."""
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    predictor = Predictor(**_predictor_kwargs(spec, manifest, endpoint))
+    try:
+        with ThreadPoolExecutor(1, thread_name_prefix="batch-local") as pool:
+            ahead: Future | None = None
+            for shard in todo:
+                nxt = pool.submit(predictor, _input_block(shard, texts, keys))
+                if ahead is not None:
+                    yield ahead.result()
+                ahead = nxt
+            if ahead is not None:
+                yield ahead.result()
+    finally:
+        predictor.close()
+
+
+def _run_ray(spec: JobSpec, manifest: sh.Manifest, texts: list[str], keys: list[str], todo: list[sh.Shard],
+             endpoint: str | None, node: str | None) -> Iterator[pa.Table]:
+    """The ray executor: the shards as Ray Data blocks through a pool of Predictor actors."""
     import ray.data
-    from tqdm import tqdm
 
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # ours counts finished rows; Ray's would interleave with it
     remote: dict = {}
-    endpoint = None
-    if spec.backend == "serving":
+    if node is not None:  # the serving backend's Triton listens on loopback: the actors run on its node
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        chosen = serving_endpoint(manifest.model, manifest.version)
-        endpoint = chosen.grpc  # loopback: the actor must run on the replica's node
-        remote["scheduling_strategy"] = NodeAffinitySchedulingStrategy(chosen.node, soft=False)
-        run["endpoint"] = endpoint
-        log.info("backend serving: the Triton of a running replica at %s", endpoint)
-    blocks = [pa.table({"shard": pa.array([s.index] * s.rows, pa.int64()),
-                        "row_id": pa.array(range(s.start, s.stop), pa.int64()),
-                        "input_key": keys[s.start: s.stop], "text": texts[s.start: s.stop]}) for s in todo]
-    ds = ray.data.from_arrow(blocks).map_batches(
+        remote["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=False)
+    ds = ray.data.from_arrow([_input_block(s, texts, keys) for s in todo]).map_batches(
         Predictor, batch_size=None, batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=spec.actors), num_cpus=spec.actor_cpus,
-        num_gpus=spec.actor_gpus or None, **remote,
-        fn_constructor_kwargs={
-            "repository": str(Path(spec.model_repository).resolve()), "model": manifest.model,
-            "version": manifest.version, "backend": spec.backend, "torch_threads": spec.torch_threads,
-            "gpu": spec.actor_gpus > 0, "infer_batch": spec.infer_batch, "inflight": spec.inflight,
-            "max_rows_per_s": spec.max_rows_per_s / spec.actors if spec.max_rows_per_s else None,
-            "endpoint": endpoint,
-        },
+        num_gpus=spec.actor_gpus or None, **remote, fn_constructor_kwargs=_predictor_kwargs(spec, manifest, endpoint),
     )
+    # No prefetch: with one, Ray Data hands block k over only once block k+1 is in, so each shard
+    # was written (and recorded as done) a whole block late.
+    yield from ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0)
+
+
+def _collect(spec: JobSpec, manifest: sh.Manifest, todo: list[sh.Shard], out: Path, run: dict,
+             blocks: Iterator[pa.Table]) -> None:
+    """Write each shard once all its rows came back from the executor, then record it in the manifest."""
+    from tqdm import tqdm
+
     by_index = {s.index: s for s in todo}
     partial: dict[int, list[pa.Table]] = {}
     have: dict[int, int] = {}
@@ -339,7 +423,7 @@ def _execute(spec: JobSpec, manifest: sh.Manifest, texts: list[str], keys: list[
                desc=f"{manifest.model} v{manifest.version}")
     rows_after_first = 0
     manifest.runs.append(run)  # updated in place as shards finish; saved with each shard
-    for block in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+    for block in blocks:
         # Blocks normally hold one shard each, but nothing below relies on it.
         for index in set(block.column("shard").to_pylist()):
             part = block.filter(pc.equal(block.column("shard"), index))

@@ -177,10 +177,12 @@ def test_known_inputs_of_the_live_version_are_served_from_the_cache(stack, texts
     assert r.status_code == 200, r.text
 
 
+@pytest.mark.parametrize(("executor", "ran"), [("auto", "local"), ("ray", "ray")])
 def test_a_serving_backend_job_uses_the_running_replicas_triton(stack, job, texts, tiny_repo: Path,
-                                                              tmp_path: Path) -> None:
+                                                              tmp_path: Path, executor: str, ran: str) -> None:
     """`--backend serving`: no tritonserver of its own; the live replica's Triton answers, the same as
-    the job with its own Triton did."""
+    the job with its own Triton did, whether the driver calls it (the replica is on this node, so auto
+    runs locally) or a Ray Data actor pinned to the replica's node does."""
     import threading
 
     from distilserve.core.names import app_name
@@ -203,18 +205,36 @@ def test_a_serving_backend_job_uses_the_running_replicas_triton(stack, job, text
     watcher.start()
     try:
         spec = JobSpec(model="sentiment", version="1", input=path, output=tmp_path / "out", model_repository=tiny_repo,
-                       backend="serving", shard_rows=100, actor_cpus=0.1, progress=False)
+                       backend="serving", shard_rows=100, actor_cpus=0.1, progress=False, executor=executor)
         manifest = run_job(spec)
     finally:
         stop.set()
         watcher.join(5)
     assert manifest.complete and manifest.rows_done == ROWS
     assert manifest.runs[-1]["endpoint"] in published
+    assert manifest.runs[-1]["executor"] == ran
     assert not started, "a serving-backend job must not start a tritonserver"
     own = pq.read_table(job["out"]).sort_by("row_id")
     served = pq.read_table(tmp_path / "out").sort_by("row_id")
     assert served.column("label").to_pylist() == own.column("label").to_pylist()
     for a, b in zip(served.column("scores").to_pylist()[:50], own.column("scores").to_pylist()[:50], strict=True):
+        assert a == pytest.approx(b, abs=1e-5)
+
+
+def test_a_local_job_writes_what_the_ray_job_wrote(job, texts, tiny_repo: Path, tmp_path: Path) -> None:
+    """`--executor local`: one Predictor with its own tritonserver in this process, no Ray Data; the
+    same rows, labels and scores as the resumed Ray job."""
+    from serving.batch.job import run_job
+
+    spec = job["spec"].model_copy(update={"output": tmp_path / "out", "executor": "local"})
+    manifest = run_job(spec)
+    assert manifest.complete and manifest.rows_done == ROWS
+    assert manifest.runs[-1]["executor"] == "local"
+    own = pq.read_table(job["out"]).sort_by("row_id")
+    local = pq.read_table(tmp_path / "out").sort_by("row_id")
+    assert local.column("input_key").to_pylist() == own.column("input_key").to_pylist()
+    assert local.column("label").to_pylist() == own.column("label").to_pylist()
+    for a, b in zip(local.column("scores").to_pylist()[:50], own.column("scores").to_pylist()[:50], strict=True):
         assert a == pytest.approx(b, abs=1e-5)
 
 

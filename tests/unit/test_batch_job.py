@@ -1,4 +1,4 @@
-"""`distilserve batch run --backend serving`: which running replica's Triton a job uses (pure)."""
+"""`distilserve batch run`: which running replica's Triton a `--backend serving` job uses, and which executor runs a job (pure)."""
 
 from __future__ import annotations
 
@@ -38,3 +38,38 @@ def test_choose_endpoint_refuses_by_name_without_a_running_replica(endpoints: li
 
     with pytest.raises(ValueError, match="no running replica of m-v1 publishes a Triton"):
         choose_endpoint(endpoints, "m-v1", now=100.0)
+
+
+@pytest.mark.parametrize(("requested", "backend", "actors", "endpoint_node", "driver_node", "executor"), [
+    # auto: local only where the one actor would be pinned to the driver's node anyway
+    ("auto", "serving", 1, "n1", "n1", "local"),
+    ("auto", "serving", 2, "n1", "n1", "ray"),
+    ("auto", "serving", 1, "n2", "n1", "ray"),
+    ("auto", "triton", 1, None, None, "ray"),
+    ("auto", "torch", 1, None, None, "ray"),
+    # ray: always, whatever the placement
+    ("ray", "serving", 1, "n1", "n1", "ray"),
+    ("ray", "triton", 4, None, None, "ray"),
+    # local: asked for, one predictor
+    ("local", "triton", 1, None, None, "local"),
+    ("local", "torch", 1, None, None, "local"),
+    ("local", "serving", 1, "n1", "n1", "local"),
+])
+def test_choose_executor(requested: str, backend: str, actors: int, endpoint_node: str | None,
+                         driver_node: str | None, executor: str) -> None:
+    from serving.batch.job import choose_executor
+
+    assert choose_executor(requested, backend, actors, endpoint_node, driver_node) == executor
+
+
+@pytest.mark.parametrize(("backend", "actors", "endpoint_node", "message"), [
+    ("triton", 2, None, "got actors=2"),
+    ("serving", 3, "n1", "got actors=3"),
+    ("serving", 1, "n2", "chosen one is on node n2, this driver on n1"),
+])
+def test_local_executor_refuses_what_it_cannot_run(backend: str, actors: int, endpoint_node: str | None,
+                                                  message: str) -> None:
+    from serving.batch.job import choose_executor
+
+    with pytest.raises(ValueError, match=f"executor: local.*{message}"):
+        choose_executor("local", backend, actors, endpoint_node, "n1")
