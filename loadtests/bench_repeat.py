@@ -89,6 +89,25 @@ def order(repeat: int, variants: list[str]) -> list[str]:
 
 
 # ---- I/O: running -------------------------------------------------------------------------------
+def read_points(csv_path: Path, repeat: int, variant: str) -> list[dict]:
+    """One bench_overhead run's overhead.csv as aggregate()'s points."""
+    with open(csv_path) as f:
+        return [{"repeat": repeat, "variant": variant, "target": row["target"],
+                 "concurrency": int(row["concurrency"]), "requests": int(row["requests"]),
+                 "errors": int(row["errors"]), "rps": float(row["rps"]),
+                 "p50_ms": float(row["p50_ms"]), "p99_ms": float(row["p99_ms"])} for row in csv.DictReader(f)]
+
+
+def summarize_dir(folder: Path, slo_ms: float) -> dict:
+    """Aggregate runs made one by one (folders rN/ holding overhead.csv, N the repeat), as main() does."""
+    points: list[dict] = []
+    for run in sorted(folder.glob("r*/overhead.csv")):
+        points += read_points(run, int(run.parent.name[1:].split("-")[0]), "new")
+    if not points:
+        raise SystemExit(f"--summarize: no r*/overhead.csv under {folder}")
+    return {"slo_ms": slo_ms, "repeats": len({p["repeat"] for p in points}), "results": aggregate(points, slo_ms)}
+
+
 def _load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
@@ -105,7 +124,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--warmup", type=float, default=2.0)
     ap.add_argument("--slo-ms", type=float, default=100.0)
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--summarize", type=Path, metavar="DIR",
+                    help="only aggregate the runs already in DIR (rN/overhead.csv) into DIR/summary.json")
     args = ap.parse_args(argv)
+    if args.summarize:
+        summary = summarize_dir(args.summarize, args.slo_ms)
+        (args.summarize / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        print(json.dumps(summary, indent=2))
+        return
     out = args.out or Path("benchmarks/results") / time.strftime("overhead-%Y%m%dT%H%MZ", time.gmtime())
     out.mkdir(parents=True, exist_ok=True)
     here = Path.cwd()
@@ -130,12 +156,7 @@ def main(argv: list[str] | None = None) -> None:
             subprocess.run(cmd, cwd=tree, env=env, check=True, timeout=3600)
             record.update(utc_end=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), load_after=_load())
             runs.append(record)
-            with open(run_dir / "overhead.csv") as f:
-                for row in csv.DictReader(f):
-                    points.append({"repeat": r + 1, "variant": name, "target": row["target"],
-                                   "concurrency": int(row["concurrency"]), "requests": int(row["requests"]),
-                                   "errors": int(row["errors"]), "rps": float(row["rps"]),
-                                   "p50_ms": float(row["p50_ms"]), "p99_ms": float(row["p99_ms"])})
+            points += read_points(run_dir / "overhead.csv", r + 1, name)
             (out / "runs.json").write_text(json.dumps(runs, indent=2))
     with open(out / "points.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(points[0]))

@@ -177,6 +177,11 @@ class ServeConfig(BaseModel):
                     "Unset: 'ingress' on the local Ray `distilserve serve` starts, 'serve-proxy' with ray_address "
                     "(on a cluster the ingress replica may land on another node than the one clients reach).",
     )
+    http_loop: Literal["auto", "uvloop", "asyncio"] = Field(
+        default="auto",
+        description="Event loop of the ingress's own listener (HTTP and gRPC, http_server 'ingress'): 'auto' = "
+                    "uvloop where it is installed (as uvicorn's loop='auto'), else asyncio's.",
+    )
     admin_token: SecretStr | None = Field(default=None, description="Bearer token for admin endpoints.")
     traffic_poll_s: float = Field(default=0.25, gt=0, le=5, description="How often the ingress rereads traffic.")
     ray_address: str | None = Field(default=None, description="Existing Ray cluster; None starts a local one.")

@@ -21,6 +21,7 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Callable
 
 log = logging.getLogger("distilserve.http")
 
@@ -68,11 +69,26 @@ def reuseport_socket(host: str, port: int, backlog: int = 2048) -> socket.socket
     return sock
 
 
+def event_loop_factory(choice: str = "auto") -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The listener's loop: uvloop's for 'uvloop', and for 'auto' where it is installed (uvicorn's own
+    choice with loop='auto'); None (asyncio's default) for 'asyncio' or without uvloop."""
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise RuntimeError("http_loop: 'uvloop' is not installed; use 'auto' or 'asyncio'") from None
+        return None
+    return uvloop.new_event_loop
+
+
 class IngressHttpServer:
     """uvicorn on a daemon thread with its own event loop, serving `app` on host:port."""
 
-    def __init__(self, app: object, host: str, port: int) -> None:
+    def __init__(self, app: object, host: str, port: int, loop: str = "auto") -> None:
         self.app, self.host, self.port = app, host, port
+        self._loop_factory = event_loop_factory(loop)
         self._server = None
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
@@ -95,7 +111,8 @@ class IngressHttpServer:
 
         def run() -> None:
             try:
-                asyncio.run(serve())
+                with asyncio.Runner(loop_factory=self._loop_factory) as runner:
+                    runner.run(serve())
             except BaseException as e:  # noqa: BLE001 - reported by alive()/start()
                 self._error = e
                 log.exception("ingress HTTP listener stopped")

@@ -63,7 +63,7 @@ class Ingress:
             # This replica answers HTTP itself on host:port; Serve's proxy is off (runner.py).
             # With shedding on, a request certain to be refused is answered before FastAPI parses it.
             served = ShedGate(app, self.plane.refuse_early, cfg.limits.max_body_bytes) if cfg.shedding.enabled else app
-            self._http = IngressHttpServer(served, cfg.host, cfg.port)
+            self._http = IngressHttpServer(served, cfg.host, cfg.port, cfg.http_loop)
             self._http.start()
         self._grpc: IngressGrpcServer | None = None
         if cfg.grpc_port and self._http is not None and self._http.loop is not None:

@@ -57,3 +57,19 @@ def test_best_ratio_is_per_repeat() -> None:
               _p(2, "new", "triton", 4, 80, 80), _p(2, "new", "stack", 4, 80, 95)]
     out = aggregate(points, slo_ms=100)
     assert out["new:stack"]["best_ratio_to_triton"] == {"n": 2, "median": 0.95, "min": 0.9, "max": 1.0}
+
+
+def test_summarize_dir_pairs_runs_made_one_by_one(tmp_path) -> None:  # noqa: ANN001
+    from loadtests.bench_repeat import summarize_dir
+
+    header = "target,concurrency,requests,errors,rps,p50_ms,p99_ms\n"
+    for name, triton, stack in (("r1", 100, 90), ("r2", 200, 160), ("r10", 50, 40)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "overhead.csv").write_text(
+            header + f"triton,16,500,0,{triton},50,80\nstack,16,500,0,{stack},60,90\n")
+    out = summarize_dir(tmp_path, slo_ms=100)
+    assert out["repeats"] == 3
+    assert out["results"]["new:stack"]["levels"]["16"]["ratio_to_triton"] == {
+        "n": 3, "median": 0.8, "min": 0.8, "max": 0.9}
+    with pytest.raises(SystemExit, match="no r\\*/overhead.csv"):
+        summarize_dir(tmp_path / "r1", slo_ms=100)

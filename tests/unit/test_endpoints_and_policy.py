@@ -3,8 +3,10 @@ Triton's request-time counter, and the ingress's own HTTP listener."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 import socket
+import sys
 
 import pytest
 
@@ -164,6 +166,36 @@ def test_ingress_listener_serves_the_app_and_refuses_a_taken_port() -> None:
         server.stop()
     assert not server.alive()
     check_port_free("127.0.0.1", port)  # released
+
+
+@pytest.mark.parametrize(("choice", "loop_module"), [("auto", "uvloop"), ("uvloop", "uvloop"), ("asyncio", "asyncio")])
+def test_ingress_listener_runs_on_the_configured_event_loop(choice: str, loop_module: str) -> None:
+    import httpx
+    from fastapi import FastAPI
+
+    pytest.importorskip("uvloop")  # installed with ray[serve]'s uvicorn[standard]
+    app = FastAPI()
+
+    @app.get("/loop")
+    async def loop() -> dict:
+        return {"module": type(asyncio.get_running_loop()).__module__.split(".")[0]}
+
+    port = _free_port()
+    server = IngressHttpServer(app, "127.0.0.1", port, loop=choice)
+    server.start()
+    try:
+        assert httpx.get(f"http://127.0.0.1:{port}/loop", timeout=5).json() == {"module": loop_module}
+    finally:
+        server.stop()
+
+
+def test_an_explicit_uvloop_that_is_not_installed_is_refused_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    from serving.http_server import event_loop_factory
+
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # import uvloop -> ImportError
+    assert event_loop_factory("auto") is None  # auto falls back to asyncio's loop
+    with pytest.raises(RuntimeError, match="http_loop: 'uvloop' is not installed"):
+        event_loop_factory("uvloop")
 
 
 def test_a_triton_that_is_not_there_is_unavailable_not_a_model_failure() -> None:
