@@ -5,8 +5,9 @@
 
 1. raw: the version's own `Classifier` (loaded from the model repository's model.py, the
    code Triton runs) on the same texts in batches of `--batch`, with `--torch-threads`;
-2. batch: `distilserve batch run` as a subprocess (Ray Data, one actor owning a tritonserver
-   with the same thread count), whose manifest records when shards finished;
+2. batch: `distilserve batch run` as a subprocess (by default Ray Data, one actor owning a
+   tritonserver with the same thread count; `--backend`/`--executor` choose other ways), whose
+   manifest records when shards finished;
 3. raw again, so a change in machine load during the run shows as a raw-vs-raw spread.
 
 Steady throughput counts the rows after the first shard over the time since it finished
