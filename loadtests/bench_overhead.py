@@ -7,13 +7,19 @@ the corpus (per-request overhead is what differs between them):
 - `raw`          the model in this process, `Classifier.predict` on batches of B texts (the
                  ceiling: perfect batching, no transport); "concurrency" is the batch size;
 - `triton`       Triton direct: a tritonserver on this version, tritonclient gRPC (asyncio);
+- `triton-http`  the same Triton over HTTP, the Open Inference Protocol's JSON body (aiohttp);
 - `stack`        the full stack as `distilserve serve` runs it (HTTP /v1/predict to the Ingress replica's own
                  listener, paced micro-batches, gRPC straight to the replica's Triton; Serve's handle as fallback);
+- `stack-grpc`   the same stack driven by the very client of `triton` (tritonclient gRPC, the stack's OIP
+                 gRPC port): only the server differs;
+- `stack-oip`    the same stack driven by the very client of `triton-http` (OIP JSON over HTTP);
 - `serve-torch`  the same Ray Serve stack with the in-process torch backend instead of Triton.
 A `stack` target may carry Ray Serve flags (upper case, set in the environment of its own Ray)
 and ServeConfig settings (dotted lower case): `stack@RAY_SERVE_THROUGHPUT_OPTIMIZED=1+batching.enabled=false`.
 
-The result per target is the best throughput whose p99 <= --slo-ms, and ratios between targets.
+The result per target is the best throughput whose p99 <= --slo-ms, and ratios between targets:
+each target against Triton direct, and `stack-oip` also against `triton-http` (`baseline_of`: the
+same client and protocol on both sides, so the ratio is the server's alone).
 The benchmark uses serving's launchers only to start the system under test; it drives it over
 HTTP and gRPC.
 """
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import csv
 import importlib.util
 import json
@@ -32,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -50,6 +58,15 @@ class Point:
     rps: float  # texts per second (requests are single texts, except raw batches)
     p50_ms: float
     p99_ms: float
+
+
+TARGETS = ("raw", "triton", "triton-http", "stack", "stack-grpc", "stack-oip", "serve-torch")
+SAME_CLIENT_BASELINE = {"stack-grpc": "triton", "stack-oip": "triton-http"}
+
+
+def baseline_of(target: str) -> str | None:
+    """The Triton-direct target driven by the same client and protocol as `target` (None: no such pair)."""
+    return SAME_CLIENT_BASELINE.get(target.split("@")[0])
 
 
 def best_under_slo(points: list[Point], slo_ms: float) -> Point | None:
@@ -114,11 +131,8 @@ def bench_raw(repo: Path, model: str, version: str, texts: list[str], sizes: lis
 
 
 def bench_triton(repo: Path, model: str, version: str, texts: list[str], levels: list[int], duration_s: float,
-                 warmup_s: float) -> list[Point]:
-    import numpy as np
-    import tritonclient.grpc as grpc
-    import tritonclient.grpc.aio as grpc_aio
-
+                 warmup_s: float, protocol: str = "grpc") -> list[Point]:
+    """Triton direct on this version, over gRPC (`triton`) or OIP JSON over HTTP (`triton-http`)."""
     from serving.triton.repo_view import make_view
     from serving.triton.server import TritonServer
 
@@ -128,34 +142,23 @@ def bench_triton(repo: Path, model: str, version: str, texts: list[str], levels:
     try:
         server.start(timeout=300)
         server.load(model, timeout=300)
-
-        async def sweep() -> list[Point]:
-            client = grpc_aio.InferenceServerClient(server.grpc_url)
-
-            async def call(text: str) -> None:
-                inp = grpc.InferInput(INPUT_TEXT, [1, 1], "BYTES")
-                inp.set_data_from_numpy(np.array([[text.encode()]], dtype=np.object_))
-                result = await client.infer(model, [inp], model_version=version)
-                result.as_numpy(OUTPUT_LABEL)
-
-            out = []
-            for c in levels:
-                out.append(await closed_loop(call, texts, c, duration_s, warmup_s, "triton"))
-                print(_fmt(out[-1]), flush=True)
-            await client.close()
-            return out
-
-        return asyncio.run(sweep())
+        if protocol == "grpc":
+            return asyncio.run(_grpc_sweep("triton", server.grpc_url, model, version, texts, levels, duration_s,
+                                           warmup_s))
+        url = f"http://{server.http_url}/v2/models/{model}/versions/{version}/infer"
+        return asyncio.run(_http_sweep("triton-http", url, oip_json_body, texts, levels, duration_s, warmup_s))
     finally:
         server.stop()
         shutil.rmtree(view, ignore_errors=True)
 
 
-def bench_stack(name: str, backend: str, env: dict[str, str], repo: Path, model: str, version: str,
-                texts: list[str], levels: list[int], duration_s: float, warmup_s: float) -> list[Point]:
-    """Start Ray + the stack with `env` set (Serve reads its flags at import, so each gets a fresh Ray)."""
-    settings = {k: v for k, v in env.items() if not k.isupper()}
-    env = {k: v for k, v in env.items() if k.isupper()}
+@contextlib.contextmanager
+def running_stack(backend: str, extra: dict[str, str], repo: Path, model: str, version: str) -> Iterator:
+    """Ray + the stack, one replica of `version`, with the target's extras (`split_flags`: variables set
+    in this process's environment before Ray starts, settings applied to the ServeConfig); yields the
+    ServeConfig once the ingress is ready, stops Serve and Ray after. Serve reads its flags at import,
+    so each stack needs a fresh process."""
+    settings, env = split_flags(extra)
     os.environ.update(env)
     from serving.config import AutoscalingSettings, ServeConfig
     from serving.runner import Runner
@@ -163,8 +166,8 @@ def bench_stack(name: str, backend: str, env: dict[str, str], repo: Path, model:
 
     tmp = Path(tempfile.mkdtemp(prefix="bo", dir="/tmp"))
     # One replica, fixed: this measures the serving path, not the autoscaler.
-    cfg = ServeConfig(port=free_port(), model_repository=repo, registry=tmp / "registry.db", models=[model],
-                      backend=backend, autoscaling=AutoscalingSettings(min_replicas=1, max_replicas=1))
+    cfg = ServeConfig(port=free_port(), grpc_port=free_port(), model_repository=repo, registry=tmp / "registry.db",
+                      models=[model], backend=backend, autoscaling=AutoscalingSettings(min_replicas=1, max_replicas=1))
     cfg = ServeConfig.model_validate(apply_settings(cfg.model_dump(), settings))
     try:
         start_ray_retrying(cfg, str(tmp / "ray"))
@@ -173,14 +176,29 @@ def bench_stack(name: str, backend: str, env: dict[str, str], repo: Path, model:
         if version not in runner.registry.get_traffic(model):
             runner.registry.set_traffic(model, {version: 100.0}, reason="bench_overhead", actor="bench")
         runner.start()
-        url = f"http://127.0.0.1:{cfg.port}"
-        wait_ready(url, 300)
-        return asyncio.run(_http_sweep(name, f"{url}/v1/predict", model, texts, levels, duration_s, warmup_s))
+        wait_ready(f"http://127.0.0.1:{cfg.port}", 300)
+        yield cfg
     finally:
         stop_serve_and_ray()
         for k in env:
             os.environ.pop(k, None)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def bench_stack(name: str, backend: str, env: dict[str, str], repo: Path, model: str, version: str,
+                texts: list[str], levels: list[int], duration_s: float, warmup_s: float) -> list[Point]:
+    """Sweep a stack (`running_stack`) with the client of its kind: /v1/predict, OIP gRPC or OIP JSON."""
+    with running_stack(backend, env, repo, model, version) as cfg:
+        url = f"http://127.0.0.1:{cfg.port}"
+        kind = name.split("@")[0]
+        if kind == "stack-grpc":
+            return asyncio.run(_grpc_sweep(name, f"127.0.0.1:{cfg.grpc_port}", model, version, texts, levels,
+                                           duration_s, warmup_s))
+        if kind == "stack-oip":
+            return asyncio.run(_http_sweep(name, f"{url}/v2/models/{model}/versions/{version}/infer", oip_json_body,
+                                           texts, levels, duration_s, warmup_s))
+        return asyncio.run(_http_sweep(name, f"{url}/v1/predict", lambda text: {"model": model, "inputs": [text]},
+                                       texts, levels, duration_s, warmup_s))
 
 
 def apply_settings(data: dict, settings: dict[str, str]) -> dict:
@@ -240,8 +258,13 @@ def wait_ready(url: str, timeout_s: float) -> None:
     raise TimeoutError(f"{url} not ready after {timeout_s:.0f}s")
 
 
-async def _http_sweep(name: str, url: str, model: str, texts: list[str], levels: list[int], duration_s: float,
-                      warmup_s: float) -> list[Point]:
+def oip_json_body(text: str) -> dict:
+    """One text as an Open Inference Protocol JSON request (Triton's and the stack's /v2/.../infer)."""
+    return {"inputs": [{"name": INPUT_TEXT, "shape": [1, 1], "datatype": "BYTES", "data": [text]}]}
+
+
+async def _http_sweep(name: str, url: str, payload: Callable[[str], dict], texts: list[str], levels: list[int],
+                      duration_s: float, warmup_s: float) -> list[Point]:
     import aiohttp
 
     out = []
@@ -249,7 +272,7 @@ async def _http_sweep(name: str, url: str, model: str, texts: list[str], levels:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=c)) as session:
 
             async def call(text: str, session: aiohttp.ClientSession = session) -> None:
-                async with session.post(url, json={"model": model, "inputs": [text]}) as r:
+                async with session.post(url, json=payload(text)) as r:
                     if r.status != 200:
                         raise RuntimeError(f"HTTP {r.status}: {(await r.text())[:200]}")
                     await r.read()
@@ -259,17 +282,52 @@ async def _http_sweep(name: str, url: str, model: str, texts: list[str], levels:
     return out
 
 
+async def _grpc_sweep(name: str, grpc_url: str, model: str, version: str, texts: list[str], levels: list[int],
+                      duration_s: float, warmup_s: float) -> list[Point]:
+    """tritonclient's asyncio gRPC client, one text a request: the same code against Triton and the stack."""
+    import numpy as np
+    import tritonclient.grpc as grpc
+    import tritonclient.grpc.aio as grpc_aio
+
+    client = grpc_aio.InferenceServerClient(grpc_url)
+
+    async def call(text: str) -> None:
+        inp = grpc.InferInput(INPUT_TEXT, [1, 1], "BYTES")
+        inp.set_data_from_numpy(np.array([[text.encode()]], dtype=np.object_))
+        result = await client.infer(model, [inp], model_version=version)
+        result.as_numpy(OUTPUT_LABEL)
+
+    out = []
+    try:
+        for c in levels:
+            out.append(await closed_loop(call, texts, c, duration_s, warmup_s, name))
+            print(_fmt(out[-1]), flush=True)
+    finally:
+        await client.close()
+    return out
+
+
 def _fmt(p: Point) -> str:
     return (f"{p.target:<28} c={p.concurrency:<3} n={p.requests:<6} err={p.errors:<4} "
             f"{p.rps:8.1f} texts/s  p50 {p.p50_ms:7.1f} ms  p99 {p.p99_ms:7.1f} ms")
+
+
+def split_flags(extra: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """(ServeConfig settings, environment variables) of a target's extras: a variable starts with an
+    upper-case letter (RAY_SERVE_..., RAY_enable_metrics_collection), a setting is dotted lower case."""
+    return ({k: v for k, v in extra.items() if not k[:1].isupper()},
+            {k: v for k, v in extra.items() if k[:1].isupper()})
 
 
 def parse_target(spec: str) -> tuple[str, dict[str, str]]:
     """'stack@A=1+B=2' -> ('stack', {'A': '1', 'B': '2'})."""
     name, _, flags = spec.partition("@")
     env = dict(kv.split("=", 1) for kv in flags.split("+") if kv) if flags else {}
-    if name not in ("raw", "triton", "stack", "serve-torch"):
-        raise ValueError(f"target must be raw, triton, stack or serve-torch (optionally @FLAG=V+FLAG=V), got {spec!r}")
+    if name not in TARGETS:
+        raise ValueError(f"target must be one of {', '.join(TARGETS)} (a stack one optionally @FLAG=V+FLAG=V), "
+                         f"got {spec!r}")
+    if env and not name.startswith(("stack", "serve")):
+        raise ValueError(f"only stack targets take settings, got {spec!r}")
     return name, env
 
 
@@ -284,6 +342,10 @@ def summary(points: list[Point], slo_ms: float) -> dict:
             for t, p in best.items():
                 if t != base and p:
                     out["ratios"][f"{t} / {base}"] = round(p.rps / best[base].rps, 3)
+    for t, p in best.items():  # against the Triton target with the same client, where that is not `triton`
+        base = baseline_of(t)
+        if p and base not in (None, "triton") and best.get(base):
+            out["ratios"][f"{t} / {base}"] = round(p.rps / best[base].rps, 3)
     peak = {t: max(ps, key=lambda p: p.rps) for t, ps in by_target.items()}
     out["peak_rps_any_latency"] = {t: round(p.rps, 1) for t, p in peak.items()}
     return out
@@ -325,8 +387,9 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.time()
         if name == "raw":
             points += bench_raw(repo, args.model, args.version, texts, levels, args.duration, args.threads)
-        elif name == "triton":
-            points += bench_triton(repo, args.model, args.version, texts, levels, args.duration, args.warmup)
+        elif name in ("triton", "triton-http"):
+            points += bench_triton(repo, args.model, args.version, texts, levels, args.duration, args.warmup,
+                                   "grpc" if name == "triton" else "http")
         else:
             # Serve reads its flags at import and a second ray.init in one process is fragile:
             # every stack target runs in a child process of its own.

@@ -29,6 +29,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from loadtests.bench_overhead import baseline_of
+
 BASELINE = "triton"
 
 
@@ -55,6 +57,8 @@ def aggregate(points: list[dict], slo_ms: float, baseline: str = BASELINE) -> di
     repeat slows both sides of its ratio.
     """
     base = {(p["repeat"], p["concurrency"]): p["rps"] for p in points if p["target"] == baseline}
+    # The Triton target with the same client and protocol (stack-oip: triton-http), where one ran.
+    by_target = {(p["target"], p["repeat"], p["concurrency"]): p["rps"] for p in points}
     curves: dict[tuple[str, str], dict[int, dict[str, list[float]]]] = defaultdict(
         lambda: defaultdict(lambda: defaultdict(list)))
     by_run: dict[tuple[str, str, int], list[dict]] = defaultdict(list)
@@ -66,6 +70,9 @@ def aggregate(points: list[dict], slo_ms: float, baseline: str = BASELINE) -> di
         b = base.get((p["repeat"], p["concurrency"]))
         if b:
             cell["ratio"].append(p["rps"] / b)
+        same = by_target.get((baseline_of(p["target"]), p["repeat"], p["concurrency"]))
+        if same:
+            cell["same_client"].append(p["rps"] / same)
         by_run[(p["variant"], p["target"], p["repeat"])].append(p)
     best = {key: best_under_slo(run, slo_ms) for key, run in by_run.items()}  # per (variant, target, repeat)
     base_best = {r: b for (_, t, r), b in best.items() if t == baseline}
@@ -75,7 +82,9 @@ def aggregate(points: list[dict], slo_ms: float, baseline: str = BASELINE) -> di
         best_ratio = [b["rps"] / base_best[r]["rps"] for r, b in mine if base_best.get(r)]
         out[f"{variant}:{target}"] = {
             "levels": {str(c): {"rps": spread(cell["rps"]), "p99_ms": spread(cell["p99_ms"]),
-                                "ratio_to_" + baseline: spread(cell["ratio"]), "errors": int(sum(cell["errors"]))}
+                                "ratio_to_" + baseline: spread(cell["ratio"]), "errors": int(sum(cell["errors"])),
+                                **({f"ratio_to_{baseline_of(target)}_same_client": spread(cell["same_client"])}
+                                   if cell["same_client"] else {})}
                        for c, cell in sorted(levels.items())},
             f"best_rps_p99_le_{slo_ms:g}ms": spread([b["rps"] for _, b in mine]),
             f"best_ratio_to_{baseline}": spread(best_ratio),

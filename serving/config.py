@@ -79,8 +79,9 @@ class BatchingSettings(BaseModel):
                                description="Longest a request waits for others to share its call.")
     paced: bool = Field(
         default=True,
-        description="Send when as many requests wait as the last call carried (clients come back together), "
-                    "and hold requests while every same-node Triton has a call in flight; max_wait_ms bounds the wait.")
+        description="Send when a call's share of the clients waits (closed-loop clients come back together; "
+                    "with calls_per_triton 2, half of them), and hold requests while every same-node Triton has its "
+                    "calls in flight; max_wait_ms bounds the wait.")
     calls_per_triton: int = Field(
         default=1, ge=1, le=8,
         description="Paced batching: calls each same-node Triton may have at once. 2 keeps the next batch waiting "

@@ -12,9 +12,23 @@ import sys
 
 log = logging.getLogger(__name__)
 
+# A local Ray's background work, trimmed: on a 2-core machine an idle stack's Ray and Serve processes
+# took 0.19 of a core, and every bit of it comes out of the model's share (BENCHMARKS.md, "The
+# stack's idle tax"). Nothing in a local stack reads what these settings thin out: Ray's metrics
+# agent (no dashboard, no Prometheus scraping a local Ray; distilserve's own /metrics is its own),
+# task events (they feed the dashboard's state API), and Serve's controller reconciling ten times
+# a second (autoscaling delays are counted in seconds, whatever the loop's period). Each is only a
+# default: a value already in the environment wins. Clusters (`ray_address`) never get these.
+LEAN_LOCAL_RAY = {
+    "RAY_enable_metrics_collection": "0",
+    "RAY_task_events_report_interval_ms": "10000",
+    "RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.5",
+}
+
 
 def loopback_ray_env() -> None:
-    """Ray settings that keep every listener on 127.0.0.1 and the CLI out of token auth.
+    """Ray settings that keep every listener on 127.0.0.1 and the CLI out of token auth, and the
+    background work of a local Ray lean (`LEAN_LOCAL_RAY`).
 
     Must run before `ray` is first imported: Ray reads these at import time. With
     RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 Ray runs as a single-node cluster, takes 127.0.0.1 as
@@ -27,5 +41,7 @@ def loopback_ray_env() -> None:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_SERVE_DEFAULT_HTTP_HOST", "127.0.0.1")
+    for key, value in LEAN_LOCAL_RAY.items():
+        os.environ.setdefault(key, value)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -9,9 +9,9 @@ Two policies, both free of I/O so they can be tested as tables of cases:
 - plain window: requests gather until `max_texts` texts wait or `max_wait_s` passed since the
   first of them (with `flush_when_idle`, a request goes at once when no call is in flight);
 - paced, when the caller knows how many calls the backend runs at once (`max_inflight`, e.g. one
-  per same-node Triton): send when as many requests wait as the last call carried (closed-loop
-  clients come back together), at most `max_wait_s` after the first, and hold requests while
-  that many calls are in flight.
+  per same-node Triton): send when a call's share of the clients waits (closed-loop clients come
+  back together; with two calls at once, half of them: `expected_group`), at most `max_wait_s`
+  after the first, and hold requests while that many calls are in flight.
 Length-aware (`max_tokens_per_call`, off by default): a call carries requests only while
 n_texts x longest token estimate stays within the cap, taking waiting requests shortest first
 (those older than `max_reorder_s` first of all, in arrival order), so one long text does not make
@@ -70,6 +70,16 @@ def take_group(waiting: list[Pending], max_texts: int, max_tokens: int, max_age_
     return sorted(chosen)
 
 
+def expected_group(waiting: int, in_flight: int, returning: int, cap: int) -> int:
+    """Paced: requests the next call waits for, decided as a call returns. Every closed-loop client is
+    waiting, inside a call in flight, or about to come back from the call returning; split evenly over
+    the `cap` calls the backend runs at once, each call carries its share. With cap 1 that is everyone
+    (the clients of the returning call too); with 2, half, so the next call is already queued inside
+    Triton while one executes. (Counting only the returning call's clients let an uneven split such as
+    15 + 1 repeat forever: the second call carried one text.)"""
+    return max(1, -(-(waiting + in_flight + returning) // cap))
+
+
 @dataclass
 class _Waiting:
     texts: list[str]
@@ -116,6 +126,7 @@ class MicroBatcher(Generic[R]):
         self._waiting_texts = 0
         self._timer: asyncio.TimerHandle | None = None
         self._inflight = 0
+        self._inflight_requests = 0  # requests inside the calls in flight
         self._tasks: set[asyncio.Task] = set()
         self.stats = BatchStats()
 
@@ -147,9 +158,9 @@ class MicroBatcher(Generic[R]):
         return None if cap is None else max(1, cap)
 
     def _paced_decide(self, cap: int) -> None:
-        """Paced policy: send when as many requests wait as the last call carried (closed-loop
-        clients come back together), at most max_wait_s after the first; while `cap` calls are
-        in flight, hold them (they would only queue inside Triton) until one returns."""
+        """Paced policy: send when a call's share of the clients waits (`expected_group`, set as each
+        call returns), at most max_wait_s after the first; while `cap` calls are in flight, hold them
+        (they would only queue inside Triton) until one returns."""
         if self._waiting_texts >= self.max_texts:
             self._flush()
             return
@@ -185,6 +196,7 @@ class MicroBatcher(Generic[R]):
 
     def _send(self, batch: list[_Waiting]) -> None:
         self._inflight += 1
+        self._inflight_requests += len(batch)
         task = asyncio.get_running_loop().create_task(self._run(batch))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -224,10 +236,10 @@ class MicroBatcher(Generic[R]):
                 start = end
         finally:
             self._inflight -= 1
+            self._inflight_requests -= len(batch)
             cap = self._cap()
             if cap is not None:
-                # The clients of the call that just returned will be back: wait for them too.
-                self._expect = max(1, len(self._waiting) + len(batch))
+                self._expect = expected_group(len(self._waiting), self._inflight_requests, len(batch), cap)
                 if self._waiting:
                     self._paced_decide(cap)
 

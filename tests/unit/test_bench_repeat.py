@@ -73,3 +73,16 @@ def test_summarize_dir_pairs_runs_made_one_by_one(tmp_path) -> None:  # noqa: AN
         "n": 3, "median": 0.8, "min": 0.8, "max": 0.9}
     with pytest.raises(SystemExit, match="no r\\*/overhead.csv"):
         summarize_dir(tmp_path / "r1", slo_ms=100)
+
+
+def test_same_client_ratio_pairs_each_stack_target_with_the_triton_target_of_its_client() -> None:
+    points = [_p(1, "new", "triton", 16, 200, 80), _p(1, "new", "triton-http", 16, 100, 80),
+              _p(1, "new", "stack-oip", 16, 90, 90), _p(1, "new", "stack-grpc", 16, 170, 90),
+              _p(1, "new", "stack", 16, 150, 90), _p(2, "new", "triton-http", 16, 120, 80),
+              _p(2, "new", "stack-oip", 16, 96, 90), _p(2, "new", "triton", 16, 100, 80)]
+    out = aggregate(points, slo_ms=100)
+    oip = out["new:stack-oip"]["levels"]["16"]
+    assert oip["ratio_to_triton-http_same_client"] == {"n": 2, "median": 0.85, "min": 0.8, "max": 0.9}
+    assert oip["ratio_to_triton"]["median"] == 0.705  # 0.45 and 0.96, against the gRPC Triton
+    assert out["new:stack-grpc"]["levels"]["16"]["ratio_to_triton_same_client"]["median"] == 0.85
+    assert "ratio_to_triton_same_client" not in out["new:stack"]["levels"]["16"]  # /v1/predict has no twin

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from serving.transport.microbatch import MicroBatcher
+from serving.transport.microbatch import MicroBatcher, expected_group
 
 FAIL_MODEL, FAIL_DOWN = ("fail", "model"), ("fail", "unavailable")
 
@@ -264,3 +264,53 @@ def test_calls_per_triton_multiplies_the_local_tritons() -> None:
     from serving.transport.transport import _times
 
     assert [_times(None, 2), _times(1, 1), _times(1, 2), _times(3, 2)] == [None, 1, 2, 6]
+
+
+def _closed_loop_call_sizes(cap: int, clients: int = 16, rounds: int = 12) -> list[int]:
+    """Texts per call when `clients` closed-loop clients (one text each, no think time) share a batcher
+    in front of one model instance that runs calls one after another (20 ms each), `cap` calls in flight."""
+    async def main() -> list[int]:
+        sizes: list[int] = []
+        instance = asyncio.Lock()
+
+        async def triton(texts: list[str]) -> list[str]:
+            sizes.append(len(texts))
+            async with instance:
+                await asyncio.sleep(0.02)
+            return [t.upper() for t in texts]
+
+        b = make(triton, max_wait_s=0.05, max_inflight=cap, flush_when_idle=False)
+
+        async def client(i: int) -> None:
+            for _ in range(rounds):
+                assert await b.submit([f"c{i}"]) == [f"C{i}"]
+
+        await asyncio.wait_for(asyncio.gather(*(client(i) for i in range(clients))), 30)
+        return sizes
+
+    return run(main())
+
+
+@pytest.mark.parametrize(("cap", "group"), [(1, 16), (2, 8), (4, 4)])
+def test_paced_calls_settle_into_even_groups_one_per_call_in_flight(cap: int, group: int) -> None:
+    """With two calls per Triton the next call waits inside Triton while one executes; each should carry
+    half the clients. Counting only the call returning (as before) let a 15 + 1 split persist, so the
+    second call carried one text and the model never ran the batches that pipelining was for."""
+    sizes = _closed_loop_call_sizes(cap)
+    settled = sizes[len(sizes) // 2:]
+    assert sum(settled) / len(settled) >= group - 1, sizes
+    assert min(settled) >= group // 2, sizes
+
+
+@pytest.mark.parametrize(("waiting", "in_flight", "returning", "cap", "expect"), [
+    (0, 0, 16, 1, 16),  # one call at a time: wait for every client of the returning call
+    (3, 0, 1, 1, 4),  # ... and for those already waiting
+    (0, 8, 8, 2, 8),  # two at a time, even: the returning call's clients are the next call
+    (0, 15, 1, 2, 8),  # 15 + 1: the lone client waits for half, so the groups even out
+    (7, 8, 1, 2, 8),
+    (0, 0, 1, 2, 1),  # one client alone never waits for others
+    (0, 0, 0, 2, 1),
+    (1, 2, 2, 4, 2),  # ceil(5 / 4)
+])
+def test_expected_group(waiting: int, in_flight: int, returning: int, cap: int, expect: int) -> None:
+    assert expected_group(waiting, in_flight, returning, cap) == expect
