@@ -14,8 +14,9 @@ the corpus (per-request overhead is what differs between them):
                  gRPC port): only the server differs;
 - `stack-oip`    the same stack driven by the very client of `triton-http` (OIP JSON over HTTP);
 - `serve-torch`  the same Ray Serve stack with the in-process torch backend instead of Triton.
-A `stack` target may carry Ray Serve flags (upper case, set in the environment of its own Ray)
-and ServeConfig settings (dotted lower case): `stack@RAY_SERVE_THROUGHPUT_OPTIMIZED=1+batching.enabled=false`.
+A stack target may carry environment variables (names starting with an upper-case letter: Ray Serve
+flags, Ray core settings; set in the environment of its own Ray) and ServeConfig settings (dotted
+lower case): `stack@RAY_SERVE_THROUGHPUT_OPTIMIZED=1+batching.enabled=false` (`split_flags`).
 
 The result per target is the best throughput whose p99 <= --slo-ms, and ratios between targets:
 each target against Triton direct, and `stack-oip` also against `triton-http` (`baseline_of`: the

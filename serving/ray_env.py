@@ -13,16 +13,16 @@ import sys
 log = logging.getLogger(__name__)
 
 # A local Ray's background work, trimmed: on a 2-core machine an idle stack's Ray and Serve processes
-# took 0.19 of a core, and every bit of it comes out of the model's share (BENCHMARKS.md, "The
+# took 0.18 of a core, and every bit of it comes out of the model's share (BENCHMARKS.md, "The
 # stack's idle tax"). Nothing in a local stack reads what these settings thin out: Ray's metrics
-# agent (no dashboard, no Prometheus scraping a local Ray; distilserve's own /metrics is its own),
-# task events (they feed the dashboard's state API), and Serve's controller reconciling ten times
-# a second (autoscaling delays are counted in seconds, whatever the loop's period). Each is only a
-# default: a value already in the environment wins. Clusters (`ray_address`) never get these.
+# agent (no dashboard, no Prometheus scraping a local Ray; distilserve's own /metrics is its own) and
+# task events (they feed the dashboard's state API). Each is only a default: a value already in the
+# environment wins. Clusters (`ray_address`) never get these. Not here: a slower Serve controller
+# loop (RAY_SERVE_CONTROL_LOOP_INTERVAL_S=0.5 saved another 0.03 of a core, but made every deploy
+# slower: two deploying integration tests took 11% longer).
 LEAN_LOCAL_RAY = {
     "RAY_enable_metrics_collection": "0",
     "RAY_task_events_report_interval_ms": "10000",
-    "RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.5",
 }
 
 

@@ -23,10 +23,10 @@ def _env_after(preset: dict[str, str]) -> dict[str, str | None]:
 def test_a_local_ray_gets_the_lean_defaults() -> None:
     got = _env_after({})
     assert got == {**LEAN_LOCAL_RAY, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-    assert got["RAY_SERVE_CONTROL_LOOP_INTERVAL_S"] == "0.5" and got["RAY_enable_metrics_collection"] == "0"
+    assert got["RAY_enable_metrics_collection"] == "0" and got["RAY_task_events_report_interval_ms"] == "10000"
 
 
 def test_a_value_already_in_the_environment_wins() -> None:
-    got = _env_after({"RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.1", "RAY_enable_metrics_collection": "1"})
-    assert got["RAY_SERVE_CONTROL_LOOP_INTERVAL_S"] == "0.1" and got["RAY_enable_metrics_collection"] == "1"
+    got = _env_after({"RAY_enable_metrics_collection": "1"})
+    assert got["RAY_enable_metrics_collection"] == "1"
     assert got["RAY_task_events_report_interval_ms"] == LEAN_LOCAL_RAY["RAY_task_events_report_interval_ms"]
