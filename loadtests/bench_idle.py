@@ -1,12 +1,13 @@
 """The stack's idle tax: CPU its processes take with no request in flight. Run it on an IDLE machine.
 
-    python -m loadtests.bench_idle --targets "stack,stack@RAY_SERVE_CONTROL_LOOP_INTERVAL_S=0.1" --repeats 3
+    python -m loadtests.bench_idle --targets "stack,stack@RAY_enable_metrics_collection=1" --repeats 3
 
 On a 2-core machine whatever Ray, Serve and distilserve's own control plane burn in the background
-comes out of the model's share under load, so it is measured on its own: each target (a stack as
-`bench_overhead` starts it: one replica of the version, Ray Serve flags and ServeConfig settings
-after `@`) is started in a fresh process with its own Ray, left to settle for --settle seconds,
-then every process's CPU time (/proc/PID/stat, user + system) is read twice, --seconds apart.
+comes out of the model's share under load, so it is measured on its own. Each target is a stack
+as `bench_overhead` starts it: the ingress and one replica of the version, without distilserve's
+controller (which `distilserve serve` adds), with environment variables and ServeConfig settings
+after `@`. It is started in a fresh process with its own Ray and left to settle for --settle
+seconds; then every process's CPU time (/proc/PID/stat, user + system) is read twice, --seconds apart.
 Repeats rotate the order of the targets. Writes --out/idle.json: per run and process kind, the
 cores used (CPU seconds per second), and per target the median and range over repeats of the total
 and of each kind. Processes of this benchmark itself and kernel threads are not counted.
