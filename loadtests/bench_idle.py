@@ -7,7 +7,7 @@ comes out of the model's share under load, so it is measured on its own. Each ta
 as `bench_overhead` starts it: the ingress and one replica of the version, without distilserve's
 controller (which `distilserve serve` adds), with environment variables and ServeConfig settings
 after `@`. It is started in a fresh process with its own Ray and left to settle for --settle
-seconds; then every process's CPU time (/proc/PID/stat, user + system) is read twice, --seconds apart.
+seconds; then every process's CPU time (user + system, psutil) is read twice, --seconds apart.
 Repeats rotate the order of the targets. Writes --out/idle.json: per run and process kind, the
 cores used (CPU seconds per second), and per target the median and range over repeats of the total
 and of each kind. Processes of this benchmark itself and kernel threads are not counted.
@@ -78,23 +78,15 @@ def aggregate(runs: list[dict]) -> dict:
 
 # ---- I/O ----------------------------------------------------------------------------------------
 def snapshot(exclude: set[int]) -> dict[int, tuple[str, float]]:
-    """{pid: (kind, CPU seconds so far)} of every user process but `exclude`."""
-    tick = os.sysconf("SC_CLK_TCK")
+    """{pid: (kind, CPU seconds so far, user + system)} of every process with a command line (not a
+    kernel thread) but `exclude`."""
+    import psutil
+
     out = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) in exclude:
-            continue
-        try:
-            with open(f"/proc/{name}/stat") as f:
-                stat = f.read()
-            with open(f"/proc/{name}/cmdline", "rb") as f:
-                argv = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
-        except OSError:
-            continue
-        if not argv:  # a kernel thread
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        out[int(name)] = (process_kind(argv), (int(fields[11]) + int(fields[12])) / tick)
+    for proc in psutil.process_iter(["pid", "cmdline", "cpu_times"]):
+        pid, argv, times = proc.info["pid"], proc.info["cmdline"], proc.info["cpu_times"]
+        if pid not in exclude and argv and times is not None:
+            out[pid] = (process_kind(argv), times.user + times.system)
     return out
 
 
