@@ -2,13 +2,17 @@
 
 Listeners bind 127.0.0.1 on free ports. The server dies with its owner even on kill -9:
 the child asks the kernel for SIGKILL when its parent thread dies (PR_SET_PDEATHSIG), and
-it is forked from a launcher thread that lives as long as the owning process.
+it is forked from a launcher thread that lives as long as the owning process. Its
+Python-backend stubs die with it too: a small watchdog (serving/triton/reaper.py) kills the
+server's process group once the owner is gone, for stubs that would not notice on their own.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
+import logging
 import os
 import signal
 import socket
@@ -16,6 +20,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -30,6 +35,61 @@ _PR_SET_PDEATHSIG = 1
 # PR_SET_PDEATHSIG fires when the *thread* that forked the child exits, so every server is
 # forked from this one long-lived thread rather than from whatever thread asked.
 _LAUNCHER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="triton-launcher")
+
+_log = logging.getLogger(__name__)
+
+
+class _Reaper:
+    """This process's one watchdog (serving/triton/reaper.py): told which server groups are live,
+    it kills them when this process dies. Started on the first server; restarted if it died."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pipe = None
+        self._groups: set[int] = set()
+
+    def _start(self) -> None:
+        first = subprocess.Popen(  # noqa: S603 - our own script, by path
+            [sys.executable, "-I", "-S", str(Path(__file__).with_name("reaper.py"))],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/",
+        )
+        first.wait()  # it forks the watchdog and exits; the watchdog keeps the pipe's read end
+        self._pipe = first.stdin
+        for pgid in self._groups:  # a restarted watchdog learns what the dead one knew
+            self._write(f"add {pgid}\n")
+
+    def _write(self, line: str) -> None:
+        assert self._pipe is not None
+        self._pipe.write(line.encode())
+        self._pipe.flush()
+
+    def _send(self, op: str, pgid: int) -> None:
+        with self._lock:
+            self._groups = self._groups | {pgid} if op == "add" else self._groups - {pgid}
+            if op == "del" and self._pipe is None:
+                return  # nothing to tell: a watchdog started later learns only the live groups
+            for attempt in (1, 2):
+                try:
+                    if self._pipe is None:
+                        self._start()
+                    else:
+                        self._write(f"{op} {pgid}\n")
+                    return
+                except (OSError, ValueError) as e:  # the watchdog died: start a new one once
+                    with contextlib.suppress(OSError, ValueError):
+                        self._pipe.close()
+                    self._pipe = None
+                    if attempt == 2:
+                        _log.warning("no watchdog for tritonserver stubs (%s); they may outlive a killed owner", e)
+
+    def add(self, pgid: int) -> None:
+        self._send("add", pgid)
+
+    def remove(self, pgid: int) -> None:
+        self._send("del", pgid)
+
+
+_REAPER = _Reaper()
 
 
 class TritonError(RuntimeError):
@@ -195,6 +255,7 @@ class TritonServer:
                 ).result()
             finally:
                 log.close()
+            _REAPER.add(self.proc.pid)  # setsid: its pid is its process group, shared by its stubs
             try:
                 self._wait_ready(timeout)
                 return self
@@ -236,6 +297,7 @@ class TritonServer:
             os.killpg(proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+        _REAPER.remove(proc.pid)
 
     def __enter__(self) -> TritonServer:
         return self.start() if self.proc is None else self

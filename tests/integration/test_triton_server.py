@@ -117,6 +117,57 @@ def test_server_dies_with_its_owner_even_on_sigkill(tiny_repo: Path, tmp_path: P
             owner.kill()
 
 
+
+def test_stubs_of_a_model_still_loading_die_with_a_killed_owner(tiny_repo: Path) -> None:
+    """The owner is SIGKILLed just after Triton forked a stub, before the model finished loading.
+    Such a stub never learns that its server died (it waits for an `initialize` message forever):
+    without serving/triton/reaper.py it outlived the test, reparented to init."""
+    script = textwrap.dedent(
+        f"""
+        import sys, threading, time
+        import psutil
+        from pathlib import Path
+        from serving.triton.server import TritonServer
+        srv = TritonServer(Path({str(tiny_repo)!r})).start()
+        threading.Thread(target=srv.load, args=("sentiment",), daemon=True).start()
+        server = psutil.Process(srv.proc.pid)
+
+        def stubs():
+            found = []
+            for child in server.children(recursive=True):
+                try:
+                    if "triton_python_backend_stub" in " ".join(child.cmdline()):
+                        found.append(child.pid)
+                except psutil.NoSuchProcess:
+                    pass
+            return found
+
+        while not (pids := stubs()):
+            time.sleep(0.005)
+        time.sleep(0.1)  # the stub is up and waiting for its server; the model is not loaded yet
+        print(srv.proc.pid, *(stubs() or pids), flush=True)
+        time.sleep(600)
+        """
+    )
+    owner = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                             cwd=Path(__file__).resolve().parents[2])
+    stubs: list[int] = []
+    try:
+        triton_pid, *stubs = (int(p) for p in owner.stdout.readline().split())
+        assert stubs
+        owner.send_signal(signal.SIGKILL)
+        owner.wait(10)
+        wait_for(lambda: not _alive(triton_pid), 15, f"tritonserver {triton_pid} to die with its owner")
+        wait_for(lambda: not any(_alive(p) for p in stubs), 15, f"stubs {stubs} of a loading model to be killed")
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+        for pid in stubs:  # never leave one behind, even when the assertion failed
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

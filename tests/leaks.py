@@ -1,0 +1,63 @@
+"""The suite leaves no tritonserver or Python-backend stub behind.
+
+Every server the suite starts dies with its owner (serving/triton/server.py, reaper.py). An
+orphan is one whose owner is gone: a `tritonserver` adopted by init, or a stub whose parent
+is no `tritonserver`. The root conftest scans after each test module (noting where an orphan
+was first seen) and once more at the end of the session, after a grace period in which a
+dying owner's watchdog does its work; what is still there then fails the run and is killed.
+"""
+
+from __future__ import annotations
+
+import time
+
+import psutil
+
+STUB = "triton_python_backend_stub"
+
+
+def orphans(since: float) -> dict[int, str]:
+    """{pid: command line} of orphaned Triton processes created at or after `since` (epoch s)."""
+    found = {}
+    for proc in psutil.process_iter(["pid", "ppid", "name", "cmdline", "create_time", "status"]):
+        info = proc.info
+        cmdline = " ".join(info["cmdline"] or [])
+        if info["create_time"] is None or info["create_time"] < since or info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        if info["name"] == "tritonserver":
+            orphaned = info["ppid"] == 1
+        elif STUB in cmdline:
+            try:
+                parent = psutil.Process(info["ppid"]).name()
+            except psutil.NoSuchProcess:
+                parent = ""
+            orphaned = parent not in ("tritonserver", "sh")  # sh: Triton's probe of the stub binary
+        else:
+            continue
+        if orphaned:
+            found[info["pid"]] = cmdline[:300]
+    return found
+
+
+def wait_gone(pids: set[int], grace: float) -> set[int]:
+    """Those of `pids` still alive (not zombies) after up to `grace` seconds."""
+    deadline = time.monotonic() + grace
+    while True:
+        alive = set()
+        for pid in pids:
+            try:
+                if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                    alive.add(pid)
+            except psutil.NoSuchProcess:
+                pass
+        if not alive or time.monotonic() >= deadline:
+            return alive
+        time.sleep(0.2)
+
+
+def kill(pids: set[int]) -> None:
+    for pid in pids:
+        try:
+            psutil.Process(pid).kill()
+        except psutil.NoSuchProcess:
+            pass
