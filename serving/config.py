@@ -195,6 +195,12 @@ class ServeConfig(BaseModel):
         description="How long after a traffic change the previous version stays deployed for an "
                     "instant rollback; after that it is scaled down (a rollback then waits for a cold start).",
     )
+    deploy_attempts: int = Field(
+        default=3, ge=1, le=100,
+        description="Failed replica starts after which a version's deploy is declared failed (Serve's "
+                    "max_constructor_retry_count). Serve's own default, 3 per replica, makes a broken version "
+                    "cost min_replicas x 3 model loads before the deploy fails and the controller moves on.",
+    )
     retain_versions: int = Field(
         default=3, ge=1, le=1000,
         description="Newest versions per model kept deployable at start; older ones are pruned "

@@ -107,6 +107,7 @@ def version_app(cfg: ServeConfig, model: str, version: str) -> Application:
     return ModelVersion.options(
         autoscaling_config=cfg.autoscaling.to_serve(),
         ray_actor_options=actor,
+        max_constructor_retry_count=cfg.deploy_attempts,
     ).bind(
         str(Path(cfg.model_repository).resolve()),
         model,

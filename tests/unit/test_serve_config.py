@@ -104,3 +104,19 @@ def test_unknown_http_server_is_refused_quoting_the_value() -> None:
 def test_model_names_follow_the_shared_pattern() -> None:
     with pytest.raises(ValidationError, match=r"models\.1(.|\n)*input_value='Bad Name'"):
         ServeConfig(models=["sentiment", "Bad Name"])
+
+
+@pytest.mark.parametrize("attempts", [1, 3, 7])
+def test_deploy_attempts_bound_a_broken_versions_failed_starts(attempts: int, tmp_path: Path) -> None:
+    """Serve's own bound is min(its default 20, 3 x replicas); ours does not grow with min_replicas."""
+    from serving.model_version import version_app
+
+    cfg = ServeConfig(model_repository=tmp_path, deploy_attempts=attempts,
+                      autoscaling={"min_replicas": 4, "max_replicas": 4})
+    deployment = version_app(cfg, "sentiment", "1")._bound_deployment
+    assert deployment._deployment_config.max_constructor_retry_count == attempts
+
+
+def test_deploy_attempts_below_one_is_refused_quoting_the_value() -> None:
+    with pytest.raises(ValidationError, match=r"deploy_attempts[\s\S]*input_value=0"):
+        ServeConfig(deploy_attempts=0)
