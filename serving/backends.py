@@ -41,12 +41,14 @@ class TritonBackend:
 
     def __init__(self, repository: Path, model: str, version: str, *, gpu: bool = False,
                  torch_threads: int | None = None, start_timeout: float = 300.0) -> None:
-        from serving.triton.repo_view import make_view
+        from serving.triton.repo_view import CONFIG_FILENAME, instance_count, make_view, read_config
         from serving.triton.server import TritonServer
 
         self.model, self.version = model, version
         self._view = Path(tempfile.mkdtemp(prefix=f"distilserve-{model}-v{version}-"))
         make_view(repository, model, version, self._view, gpu=gpu, torch_threads=torch_threads)
+        # Batches this Triton executes at once; the ingress paces its calls by it (endpoints.py).
+        self.instances = instance_count(read_config((self._view / model / CONFIG_FILENAME).read_text()))
         self.server = TritonServer(self._view, log_dir=self._view)
         try:
             self.server.start(timeout=start_timeout)

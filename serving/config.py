@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 
 import yaml
 from pydantic import (
+    AliasChoices,
     BaseModel,
     ConfigDict,
     Field,
@@ -80,13 +81,15 @@ class BatchingSettings(BaseModel):
     paced: bool = Field(
         default=True,
         description="Send when a call's share of the clients waits (closed-loop clients come back together; "
-                    "with calls_per_triton 2, half of them), and hold requests while every same-node Triton has its "
-                    "calls in flight; max_wait_ms bounds the wait.")
-    calls_per_triton: int = Field(
-        default=1, ge=1, le=8,
-        description="Paced batching: calls each same-node Triton may have at once. 2 keeps the next batch waiting "
-                    "inside Triton while one executes (no idle gap for the round trip back to the clients), at "
-                    "the price of smaller batches.")
+                    "with two calls in flight, half of them), and hold requests while every same-node model "
+                    "instance has its calls in flight; max_wait_ms bounds the wait.")
+    calls_per_instance: int = Field(
+        default=1, ge=1, le=8, validation_alias=AliasChoices("calls_per_instance", "calls_per_triton"),
+        description="Paced batching: calls each model instance of a same-node Triton may have at once (the "
+                    "instances come from the version's config.pbtxt instance_group, so a Triton with count 2 "
+                    "gets two calls). 2 keeps the next batch waiting inside Triton while one executes (no "
+                    "idle gap for the round trip back to the clients), at the price of smaller batches. "
+                    "Formerly calls_per_triton, which is still read.")
     flush_when_idle: bool = Field(
         default=False,
         description="Send at once when no call to the version is in flight (lowest latency when idle; "

@@ -46,7 +46,7 @@ class ModelVersion:
             ctx = serve.get_replica_context()
             self._endpoint = endpoints.Endpoint(
                 app=ctx.app_name, replica=ctx.replica_id.unique_id, node=ray.get_runtime_context().get_node_id(),
-                grpc=self.backend.server.grpc_url, ts=time.time())
+                grpc=self.backend.server.grpc_url, ts=time.time(), instances=self.backend.instances)
             self._publish()
         log.info("ModelVersion %s v%s ready on %s backend", model, version, backend)
 

@@ -38,6 +38,7 @@ class Endpoint:
     node: str  # Ray node id the Triton runs on
     grpc: str  # host:port of its gRPC listener
     ts: float  # when the replica last confirmed it (a passing health check)
+    instances: int = 1  # model instances in that Triton: batches it executes at once
 
 
 def kv_key(app: str, replica: str) -> str:
@@ -46,7 +47,7 @@ def kv_key(app: str, replica: str) -> str:
 
 def publish(endpoint: Endpoint) -> None:
     value = json.dumps({"app": endpoint.app, "replica": endpoint.replica, "node": endpoint.node,
-                        "grpc": endpoint.grpc, "ts": endpoint.ts})
+                        "grpc": endpoint.grpc, "ts": endpoint.ts, "instances": endpoint.instances})
     raycompat.kv_put(kv_key(endpoint.app, endpoint.replica), value)
 
 
@@ -57,8 +58,10 @@ def withdraw(app: str, replica: str) -> None:
 def parse(raw: bytes | str) -> Endpoint | None:
     try:
         d = json.loads(raw)
-        return Endpoint(str(d["app"]), str(d["replica"]), str(d["node"]), str(d["grpc"]), float(d["ts"]))
-    except (ValueError, KeyError, TypeError):
+        instances = int(d.get("instances", 1))  # absent: published by a replica older than the field
+        return Endpoint(str(d["app"]), str(d["replica"]), str(d["node"]), str(d["grpc"]), float(d["ts"]),
+                        instances if instances >= 1 else 1)
+    except (ValueError, KeyError, TypeError, AttributeError):  # AttributeError: not a JSON object
         return None
 
 
@@ -87,6 +90,15 @@ class EndpointPool:
     @property
     def endpoints(self) -> tuple[Endpoint, ...]:
         return self._endpoints
+
+    def parallel(self) -> int | None:
+        """Batches the application's Tritons execute at once (model instances, summed), when every
+        replica of it is on this node; None when some are elsewhere (then Serve spreads the rest)
+        or none is known."""
+        endpoints = self._endpoints
+        if not endpoints or self.total != len(endpoints):
+            return None
+        return sum(e.instances for e in endpoints)
 
     def pick(self, now: float, rng: random.Random | None = None) -> Endpoint | None:
         """The endpoint with the fewest requests in flight (ties at random); None: use Serve.

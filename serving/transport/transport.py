@@ -5,7 +5,7 @@ One call for a list of texts goes
   bounded by SHORT_PATH_TIMEOUT_S; a Triton that is gone is benched and the call goes on
 - through the version's Serve deployment (`ModelVersion.predict`) otherwise.
 Concurrent calls to one version share a downstream call (serving/transport/microbatch.py),
-paced by the number of same-node Tritons when that is known. A call that meets an
+paced by the model instances of the same-node Tritons when those are known. A call that meets an
 unavailable version is sent once more (inference is idempotent; Serve routes the retry to a
 live replica). Every failure leaves as one type, `Failure`; with shedding on, a request past the
 version's admission bound is refused at once as `Overloaded` (serving/transport/admission.py).
@@ -87,7 +87,7 @@ class Transport:
             return None  # nothing outstanding: an empty queue always admits
         s = self.shedding
         d = decide(queued=queue.queued, texts=texts, shadow=shadow, slo_ms=s.slo_ms, ms_per_text=queue.ms_per_text,
-                   parallel=self._local_tritons(model, version) or 1, min_queue=s.min_queue, max_queue=s.max_queue)
+                   parallel=self._local_parallel(model, version) or 1, min_queue=s.min_queue, max_queue=s.max_queue)
         return None if d.admit else Overloaded(model, version, d.retry_after_s, queue.queued, d.limit)
 
     def count_shed(self, model: str, version: str, *, shadow: bool = False) -> None:
@@ -205,12 +205,12 @@ class Transport:
             client = self._triton_clients[address] = grpc_aio.InferenceServerClient(address)
         return client
 
-    def _local_tritons(self, model: str, version: str) -> int | None:
-        """Calls the batcher may have in flight: one per same-node Triton (each runs one batch at a
-        time; more would only queue inside it); no cap when calls go through Serve."""
+    def _local_parallel(self, model: str, version: str) -> int | None:
+        """Batches the version's same-node Tritons execute at once: their model instances, summed
+        (each instance runs one batch at a time; more calls would only queue inside Triton). None
+        (no cap) when calls go through Serve: no Triton known here, or replicas on other nodes."""
         pool = self.watcher.pools.get(app_name(model, version)) if self.watcher else None
-        n = len(pool.endpoints) if pool is not None else 0
-        return n if n and pool is not None and pool.total == n else None
+        return pool.parallel() if pool is not None else None
 
     def _batcher(self, model: str, version: str) -> MicroBatcher:
         key = (model, version)
@@ -223,7 +223,7 @@ class Transport:
                 is_failure=lambda r: isinstance(r, Failure),
                 is_model_failure=lambda r: isinstance(r, Failure) and r.kind == "model",
                 max_texts=b.max_texts, max_wait_s=b.max_wait_ms / 1000, flush_when_idle=b.flush_when_idle,
-                max_inflight=(lambda: _times(self._local_tritons(model, version), b.calls_per_triton))
+                max_inflight=(lambda: _times(self._local_parallel(model, version), b.calls_per_instance))
                 if b.paced else None,
                 max_tokens=b.max_tokens_per_call, max_reorder_s=b.max_reorder_ms / 1000,
                 on_call=self.metrics.downstream_batch.labels(model, version).observe,
@@ -231,6 +231,6 @@ class Transport:
         return batcher
 
 
-def _times(tritons: int | None, calls_each: int) -> int | None:
-    """Calls the paced batcher may have in flight: calls_each per same-node Triton (None: no cap)."""
-    return None if tritons is None else tritons * calls_each
+def _times(instances: int | None, calls_each: int) -> int | None:
+    """Calls the paced batcher may have in flight: calls_each per same-node model instance (None: no cap)."""
+    return None if instances is None else instances * calls_each

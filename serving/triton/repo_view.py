@@ -40,6 +40,21 @@ def read_config(text: str, source: str = CONFIG_FILENAME) -> pb.ModelConfig:
         raise ModelConfigError(f"{source} is not a valid Triton model config: {e}") from e
 
 
+def instance_count(config: pb.ModelConfig) -> int:
+    """Model instances Triton runs for `config`, i.e. batches it can execute at once.
+
+    Each instance_group contributes `count` (Triton's default when unset: 1) instances, times
+    its listed GPUs when it names some. A GPU group that names none gets `count` per visible GPU,
+    which the config cannot tell: it is counted once (a lower bound; more is only a lost overlap).
+    No instance_group at all: Triton makes one instance (per GPU on GPU machines; counted once).
+    """
+    total = 0
+    for group in config.instance_group:
+        count = group.count if group.count > 0 else 1
+        total += count * max(1, len(group.gpus))
+    return max(1, total)
+
+
 def write_config(config: pb.ModelConfig) -> str:
     """config.pbtxt text of `config` (protobuf text format, as Triton reads it)."""
     return text_format.MessageToString(config)

@@ -18,8 +18,9 @@ from serving.transport.endpoints import Endpoint, EndpointPool, EndpointWatcher,
 NODE, OTHER = "node-a", "node-b"
 
 
-def ep(grpc: str, *, app: str = "sentiment-v1", node: str = NODE, ts: float = 100.0, replica: str | None = None) -> Endpoint:
-    return Endpoint(app=app, replica=replica or grpc, node=node, grpc=grpc, ts=ts)
+def ep(grpc: str, *, app: str = "sentiment-v1", node: str = NODE, ts: float = 100.0, replica: str | None = None,
+       instances: int = 1) -> Endpoint:
+    return Endpoint(app=app, replica=replica or grpc, node=node, grpc=grpc, ts=ts, instances=instances)
 
 
 @pytest.mark.parametrize(
@@ -80,7 +81,48 @@ def test_watcher_groups_by_application_and_forgets_vanished_ones() -> None:
     assert w.pools["sentiment-v1"].endpoints == ()
 
 
-@pytest.mark.parametrize("raw", [b"not json", b'{"app": "x"}', b'{"app": "x", "replica": "r", "node": "n", "grpc": "g", "ts": "soon"}'])
+@pytest.mark.parametrize(
+    ("endpoints", "parallel"),
+    [
+        ([], None),  # no Triton known: calls go through Serve, uncapped
+        ([ep("a:1")], 1),
+        ([ep("a:1", instances=2)], 2),  # config.pbtxt instance_group count 2: two batches at once
+        ([ep("a:1", instances=2), ep("a:2", instances=3)], 5),
+        ([ep("a:1", instances=2), ep("b:1", node=OTHER, instances=2)], None),  # a replica elsewhere: Serve spreads
+        ([ep("a:1", instances=2), ep("a:2", ts=80.0, instances=4)], 2),  # a stale endpoint does not count
+    ],
+)
+def test_pool_parallel_sums_the_model_instances_of_local_tritons(endpoints: list[Endpoint], parallel: int | None) -> None:
+    pool = EndpointPool(NODE, max_age_s=10.0)
+    pool.update(endpoints, 101.0)
+    assert pool.parallel() == parallel
+
+
+@pytest.mark.parametrize(
+    ("raw", "instances"),
+    [
+        (b'{"app": "a", "replica": "r", "node": "n", "grpc": "g:1", "ts": 1.0, "instances": 2}', 2),
+        (b'{"app": "a", "replica": "r", "node": "n", "grpc": "g:1", "ts": 1.0}', 1),  # an older replica's entry
+        (b'{"app": "a", "replica": "r", "node": "n", "grpc": "g:1", "ts": 1.0, "instances": 0}', 1),
+    ],
+)
+def test_store_entries_carry_the_instance_count(raw: bytes, instances: int) -> None:
+    endpoint = parse(raw)
+    assert endpoint is not None and endpoint.instances == instances
+
+
+def test_published_entry_parses_back_to_the_same_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
+    from serving.transport import endpoints
+
+    stored: dict[str, str] = {}
+    monkeypatch.setattr(endpoints.raycompat, "kv_put", lambda key, value: stored.__setitem__(key, value))
+    original = ep("a:1", instances=3)
+    endpoints.publish(original)
+    assert [parse(v) for v in stored.values()] == [original]
+
+
+@pytest.mark.parametrize("raw", [b"not json", b'[1, 2]', b'{"app": "x"}', b'{"app": "x", "replica": "r", "node": "n", "grpc": "g", "ts": "soon"}',
+                                 b'{"app": "x", "replica": "r", "node": "n", "grpc": "g", "ts": 1, "instances": "two"}'])
 def test_malformed_store_entries_are_ignored(raw: bytes) -> None:
     assert parse(raw) is None
 

@@ -243,9 +243,9 @@ def test_paced_without_a_cap_is_the_plain_window() -> None:
 
 
 @pytest.mark.parametrize(("cap", "calls_before_release"), [(1, [["a"]]), (2, [["a"], ["b"]])],
-                         ids=["one-call-per-triton", "two-calls-per-triton"])
+                         ids=["one-call-per-instance", "two-calls-per-instance"])
 def test_paced_holds_requests_only_once_cap_calls_are_in_flight(cap: int, calls_before_release: list) -> None:
-    """calls_per_triton=2: the next batch is already inside Triton while one executes."""
+    """calls_per_instance=2: the next batch is already inside Triton while one executes."""
     async def main() -> None:
         fake = FakeVersion(gate=True)
         b = make(fake, max_wait_s=0.0, max_inflight=cap, flush_when_idle=False)
@@ -260,7 +260,7 @@ def test_paced_holds_requests_only_once_cap_calls_are_in_flight(cap: int, calls_
     run(main())
 
 
-def test_calls_per_triton_multiplies_the_local_tritons() -> None:
+def test_calls_per_instance_multiplies_the_local_model_instances() -> None:
     from serving.transport.transport import _times
 
     assert [_times(None, 2), _times(1, 1), _times(1, 2), _times(3, 2)] == [None, 1, 2, 6]

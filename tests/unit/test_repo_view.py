@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 from tritonclient.grpc import model_config_pb2 as pb
 
-from serving.triton.repo_view import ModelConfigError, make_view, patch_config, read_config, write_config
+from serving.triton.repo_view import (
+    ModelConfigError,
+    instance_count,
+    make_view,
+    patch_config,
+    read_config,
+    write_config,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "model_repository" / "sentiment" / "config.pbtxt"
@@ -80,3 +87,19 @@ def test_make_view_names_the_bad_file_and_writes_nothing(tmp_path: Path) -> None
     with pytest.raises(ModelConfigError, match=str(repo / "m" / "config.pbtxt")):
         make_view(repo, "m", "1", tmp_path / "view")
     assert not (tmp_path / "view").exists()
+
+
+@pytest.mark.parametrize(
+    ("groups", "instances"),
+    [
+        ("", 1),  # no instance_group: Triton makes one
+        ("instance_group [{ kind: KIND_CPU }]", 1),  # count unset: 1
+        ("instance_group [{ count: 2 kind: KIND_CPU }]", 2),
+        ("instance_group [{ count: 2 kind: KIND_CPU }, { count: 1 kind: KIND_CPU }]", 3),
+        ("instance_group [{ count: 2 kind: KIND_GPU gpus: [0, 1] }]", 4),  # count per listed GPU
+        ("instance_group [{ count: 3 kind: KIND_GPU }]", 3),  # per visible GPU: unknown here, counted once
+    ],
+)
+def test_instance_count(groups: str, instances: int) -> None:
+    assert instance_count(read_config(f'name: "m" backend: "python" {groups}')) == instances
+

@@ -120,3 +120,10 @@ def test_deploy_attempts_bound_a_broken_versions_failed_starts(attempts: int, tm
 def test_deploy_attempts_below_one_is_refused_quoting_the_value() -> None:
     with pytest.raises(ValidationError, match=r"deploy_attempts[\s\S]*input_value=0"):
         ServeConfig(deploy_attempts=0)
+
+
+@pytest.mark.parametrize("key", ["calls_per_instance", "calls_per_triton"])
+def test_calls_per_instance_reads_its_former_name_too(key: str) -> None:
+    assert ServeConfig.model_validate({"batching": {key: 2}}).batching.calls_per_instance == 2
+    with pytest.raises(ValidationError, match=r"input_value=0"):
+        ServeConfig.model_validate({"batching": {key: 0}})
