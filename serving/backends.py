@@ -40,13 +40,14 @@ class TritonBackend:
     """A `tritonserver` of this replica's own, serving exactly one version over gRPC."""
 
     def __init__(self, repository: Path, model: str, version: str, *, gpu: bool = False,
-                 torch_threads: int | None = None, start_timeout: float = 300.0) -> None:
+                 torch_threads: int | None = None, instances: int | None = None,
+                 start_timeout: float = 300.0) -> None:
         from serving.triton.repo_view import CONFIG_FILENAME, instance_count, make_view, read_config
         from serving.triton.server import TritonServer
 
         self.model, self.version = model, version
         self._view = Path(tempfile.mkdtemp(prefix=f"distilserve-{model}-v{version}-"))
-        make_view(repository, model, version, self._view, gpu=gpu, torch_threads=torch_threads)
+        make_view(repository, model, version, self._view, gpu=gpu, torch_threads=torch_threads, instances=instances)
         # Batches this Triton executes at once; the ingress paces its calls by it (endpoints.py).
         self.instances = instance_count(read_config((self._view / model / CONFIG_FILENAME).read_text()))
         self.server = TritonServer(self._view, log_dir=self._view)
@@ -147,8 +148,8 @@ class TorchBackend:
     """The same model.py, in-process; torch runs on one worker thread, off the event loop."""
 
     def __init__(self, repository: Path, model: str, version: str, *, gpu: bool = False,
-                 torch_threads: int | None = None) -> None:
-        import torch
+                 torch_threads: int | None = None, instances: int | None = None) -> None:
+        import torch  # `instances` is Triton's: in-process there is one model, one worker thread
 
         self.model, self.version = model, version
         if torch_threads:

@@ -164,6 +164,12 @@ class ServeConfig(BaseModel):
     gpu: float = Field(default=0.0, ge=0, le=8, description="GPUs per replica (fractions allowed); 0 = CPU.")
     replica_cpus: float = Field(default=0.5, ge=0, description="CPUs Ray reserves per ModelVersion replica.")
     torch_threads: int | None = Field(default=None, ge=1, le=256, description="torch threads per model process.")
+    model_instances: int | None = Field(
+        default=None, ge=1, le=64,
+        description="Model instances in each replica's Triton (its instance_group count); None: the version's "
+                    "config.pbtxt. The ingress paces calls_per_instance calls per instance. On a 2-core CPU "
+                    "machine, 2 instances with torch_threads 1 served 25% more than 1 instance with 2 threads "
+                    "at 16 concurrent requests (BENCHMARKS.md, 2026-12-01).")
     autoscaling: AutoscalingSettings = Field(default_factory=AutoscalingSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
     batching: BatchingSettings = Field(default_factory=BatchingSettings)

@@ -35,9 +35,10 @@ log = logging.getLogger("ray.serve")
 )
 class ModelVersion:
     def __init__(self, repository: str, model: str, version: str, backend: str = "triton",
-                 gpu: bool = False, torch_threads: int | None = None) -> None:
+                 gpu: bool = False, torch_threads: int | None = None, model_instances: int | None = None) -> None:
         self.model, self.version = model, version
-        self.backend = make_backend(backend, Path(repository), model, version, gpu=gpu, torch_threads=torch_threads)
+        self.backend = make_backend(backend, Path(repository), model, version, gpu=gpu, torch_threads=torch_threads,
+                                    instances=model_instances)
         self._endpoint: endpoints.Endpoint | None = None
         if isinstance(self.backend, TritonBackend):
             import ray
@@ -115,4 +116,5 @@ def version_app(cfg: ServeConfig, model: str, version: str) -> Application:
         cfg.backend,
         cfg.gpu > 0,
         cfg.torch_threads,
+        cfg.model_instances,
     )

@@ -61,8 +61,9 @@ def write_config(config: pb.ModelConfig) -> str:
 
 
 def patch_config(text: str, version: str, *, gpu: bool = False, torch_threads: int | None = None,
-                 source: str = CONFIG_FILENAME) -> str:
-    """config.pbtxt text serving only `version`, on GPU instances when `gpu`.
+                 instances: int | None = None, source: str = CONFIG_FILENAME) -> str:
+    """config.pbtxt text serving only `version`, on GPU instances when `gpu`; with `instances`,
+    that many model instances (one group: the first group's kind, or CPU/GPU as `gpu` says).
 
     Raises:
         ValueError: `version` is not a positive integer.
@@ -79,11 +80,18 @@ def patch_config(text: str, version: str, *, gpu: bool = False, torch_threads: i
                 group.kind = pb.ModelInstanceGroup.KIND_GPU
     if torch_threads is not None:
         config.parameters[TORCH_THREADS_PARAMETER].string_value = str(torch_threads)
+    if instances is not None:
+        if instances < 1:
+            raise ValueError(f"instances must be at least 1, got {instances!r}")
+        kind = (config.instance_group[0].kind if config.instance_group
+                else pb.ModelInstanceGroup.KIND_GPU if gpu else pb.ModelInstanceGroup.KIND_CPU)
+        del config.instance_group[:]
+        config.instance_group.add(count=instances, kind=kind)
     return write_config(config)
 
 
 def make_view(repository: Path, model: str, version: str, dest: Path, *, gpu: bool = False,
-              torch_threads: int | None = None) -> Path:
+              torch_threads: int | None = None, instances: int | None = None) -> Path:
     """Lay out `dest/<model>/{config.pbtxt,<version>}`; returns `dest` (the view's repository)."""
     if not is_model_name(model):
         raise ValueError(f"model name must be lower case like 'sentiment', got {model!r}")
@@ -95,7 +103,7 @@ def make_view(repository: Path, model: str, version: str, dest: Path, *, gpu: bo
     if not is_version(version) or not src_version.is_dir():
         raise FileNotFoundError(f"version {version!r} of model {model!r} not found in {repository}")
     patched = patch_config(src_config.read_text(), version, gpu=gpu, torch_threads=torch_threads,
-                           source=str(src_config))
+                           instances=instances, source=str(src_config))
     view_model = Path(dest) / model
     view_model.mkdir(parents=True, exist_ok=True)
     (view_model / CONFIG_FILENAME).write_text(patched)

@@ -68,6 +68,28 @@ def test_listeners_are_loopback_only(server: TritonServer) -> None:
     assert listeners_off_loopback({server.proc.pid}) == []
 
 
+
+def test_a_replica_backend_with_two_instances_runs_two_and_says_so(tiny_repo: Path) -> None:
+    """`model_instances` (ServeConfig) reaches Triton through the replica's view: two stubs, two
+    instances in the config Triton loaded, and `instances` (published to the ingress, which paces
+    one call per instance) says 2."""
+    import asyncio
+
+    from serving.backends import TritonBackend
+
+    backend = TritonBackend(tiny_repo, "sentiment", "1", torch_threads=1, instances=2)
+    try:
+        assert backend.instances == 2
+        config = asyncio.run(backend.model_config())
+        assert [int(g.get("count", 1)) for g in config["instance_group"]] == [2]
+        stubs = [c for c in psutil.Process(backend.server.proc.pid).children(recursive=True)
+                 if "triton_python_backend_stub" in " ".join(c.cmdline())]
+        assert len(stubs) == 2, [c.cmdline() for c in stubs]
+        probs, labels = asyncio.run(backend.infer(["two instances", "one answer each"]))
+        assert probs.shape == (2, 3) and len(labels) == 2
+    finally:
+        backend.close()
+
 def test_corrupt_weights_are_refused_with_a_clear_error(tiny_repo: Path, tmp_path: Path) -> None:
     import shutil
 

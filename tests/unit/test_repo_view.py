@@ -103,3 +103,26 @@ def test_make_view_names_the_bad_file_and_writes_nothing(tmp_path: Path) -> None
 def test_instance_count(groups: str, instances: int) -> None:
     assert instance_count(read_config(f'name: "m" backend: "python" {groups}')) == instances
 
+
+
+@pytest.mark.parametrize(
+    ("text", "gpu", "instances", "groups"),
+    [
+        (None, False, 2, [(2, pb.ModelInstanceGroup.KIND_CPU)]),  # the shipped config: count 1 -> 2
+        (None, True, 3, [(3, pb.ModelInstanceGroup.KIND_GPU)]),  # gpu swaps the kind first
+        ('name: "m" backend: "python"', False, 2, [(2, pb.ModelInstanceGroup.KIND_CPU)]),  # no group at all
+        ('name: "m" backend: "python"', True, 1, [(1, pb.ModelInstanceGroup.KIND_GPU)]),
+        ('name: "m" backend: "python" instance_group [{ count: 1 kind: KIND_CPU }, { count: 4 kind: KIND_CPU }]',
+         False, 2, [(2, pb.ModelInstanceGroup.KIND_CPU)]),  # one group of exactly that many
+        (None, False, None, [(1, pb.ModelInstanceGroup.KIND_CPU)]),  # None: the config's own
+    ],
+)
+def test_patch_sets_the_instance_count(text: str | None, gpu: bool, instances: int | None, groups: list) -> None:
+    out = read_config(patch_config(text or SHIPPED.read_text(), "1", gpu=gpu, instances=instances))
+    assert [(g.count, g.kind) for g in out.instance_group] == groups
+    assert instance_count(out) == (instances or 1)
+
+
+def test_patch_refuses_zero_instances_quoting_the_value() -> None:
+    with pytest.raises(ValueError, match="instances must be at least 1, got 0"):
+        patch_config(CONFIG, "1", instances=0)

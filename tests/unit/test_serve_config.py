@@ -127,3 +127,14 @@ def test_calls_per_instance_reads_its_former_name_too(key: str) -> None:
     assert ServeConfig.model_validate({"batching": {key: 2}}).batching.calls_per_instance == 2
     with pytest.raises(ValidationError, match=r"input_value=0"):
         ServeConfig.model_validate({"batching": {key: 0}})
+
+
+@pytest.mark.parametrize("instances", [None, 2])
+def test_model_instances_reach_the_replica(instances: int | None, tmp_path: Path) -> None:
+    from serving.model_version import version_app
+
+    cfg = ServeConfig(model_repository=tmp_path, model_instances=instances, torch_threads=1)
+    deployment = version_app(cfg, "sentiment", "1")._bound_deployment
+    assert deployment.init_args[5:] == (1, instances)  # torch_threads, model_instances
+    with pytest.raises(ValidationError, match=r"model_instances[\s\S]*input_value=0"):
+        ServeConfig(model_instances=0)
