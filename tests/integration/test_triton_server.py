@@ -130,14 +130,17 @@ def test_server_dies_with_its_owner_even_on_sigkill(tiny_repo: Path, tmp_path: P
         assert _alive(triton_pid)
         stubs = {c.pid for c in psutil.Process(triton_pid).children(recursive=True)}
         assert stubs, "loading a Python-backend model starts stub processes"
-        owner.send_signal(signal.SIGKILL)
-        owner.wait(10)
-        wait_for(lambda: not _alive(triton_pid), 15, f"tritonserver {triton_pid} to die with its owner")
-        wait_for(lambda: not any(_alive(p) for p in stubs), 15, f"stubs {stubs} to exit once orphaned")
+        _kill_owner_then_wait_for_all_gone(owner, triton_pid, stubs)
     finally:
         if owner.poll() is None:
             owner.kill()
 
+
+def _kill_owner_then_wait_for_all_gone(owner: subprocess.Popen, triton_pid: int, stubs: set[int] | list[int]) -> None:
+    owner.send_signal(signal.SIGKILL)
+    owner.wait(10)
+    wait_for(lambda: not _alive(triton_pid), 15, f"tritonserver {triton_pid} to die with its owner")
+    wait_for(lambda: not any(_alive(p) for p in stubs), 15, f"stubs {stubs} to be gone once their owner is")
 
 
 def test_stubs_of_a_model_still_loading_die_with_a_killed_owner(tiny_repo: Path) -> None:
@@ -177,10 +180,7 @@ def test_stubs_of_a_model_still_loading_die_with_a_killed_owner(tiny_repo: Path)
     try:
         triton_pid, *stubs = (int(p) for p in owner.stdout.readline().split())
         assert stubs
-        owner.send_signal(signal.SIGKILL)
-        owner.wait(10)
-        wait_for(lambda: not _alive(triton_pid), 15, f"tritonserver {triton_pid} to die with its owner")
-        wait_for(lambda: not any(_alive(p) for p in stubs), 15, f"stubs {stubs} of a loading model to be killed")
+        _kill_owner_then_wait_for_all_gone(owner, triton_pid, stubs)
     finally:
         if owner.poll() is None:
             owner.kill()
@@ -189,6 +189,7 @@ def test_stubs_of_a_model_still_loading_die_with_a_killed_owner(tiny_repo: Path)
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
 
 def _alive(pid: int) -> bool:
     try:
