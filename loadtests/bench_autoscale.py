@@ -7,8 +7,10 @@ This process starts Ray and the stack (one ModelVersion app, autoscaled per the 
 every second, samples the version's replica states from `serve.status()`. Locust drives the
 step shape in its own process and logs every request; per second we then have: target load,
 running / starting replicas, achieved throughput, p50 / p99 latency and errors. Reported:
-for each load step, the time to the first scale-up decision (a replica STARTING) and to the
-first new RUNNING replica, and whether the replica count oscillates.
+for each load step, the time to the first scale-up decision (a replica STARTING; negative when
+it was already starting at the step) and to the first new RUNNING replica; every replica start
+with its own decision-to-ready time (`replica_starts`), wherever it falls; and whether the
+replica count oscillates. `--summarize RUN_DIR...` derives these again from committed CSVs.
 """
 
 from __future__ import annotations
@@ -55,11 +57,47 @@ def scale_up_after(rows: list[Second], step_t: int) -> dict:
         return {"step_t": step_t, "decision_s": None, "ready_s": None}
     later = [r for r in rows if r.t >= step_t]
     decision = next((r.t - step_t for r in later if r.starting > 0 or r.running > before), None)
+    if decision == 0:  # already STARTING at the step: the autoscaler decided before it (negative)
+        earlier = [r for r in rows if r.t <= step_t]
+        while len(earlier) > 1 and earlier[-2].starting > 0:
+            earlier.pop()
+        decision = earlier[-1].t - step_t
     ready = next((r.t - step_t for r in later if r.running > before), None)
     # The issue's bound is on this one: the new replica's own start, once the autoscaler decided.
     after = ready - decision if ready is not None and decision is not None else None
     return {"step_t": step_t, "replicas_before": before, "decision_s": decision, "ready_s": ready,
             "decision_to_ready_s": after}
+
+
+def replica_starts(rows: list[Second]) -> list[dict]:
+    """Every replica start, wherever it falls relative to the load steps: the second a replica
+    became STARTING (the decision) and the first second after it with more RUNNING replicas.
+    On a slow machine the first level alone can trigger one before any step."""
+    starts = []
+    for i in range(1, len(rows)):
+        if rows[i].starting > 0 and rows[i - 1].starting == 0:
+            ready = next((r.t for r in rows[i:] if r.running > rows[i - 1].running), None)
+            starts.append({"decision_t": rows[i].t, "ready_t": ready,
+                           "decision_to_ready_s": None if ready is None else ready - rows[i].t})
+    return starts
+
+
+def read_seconds(path: Path) -> list[Second]:
+    """A run's autoscale.csv back as rows (what `main` wrote)."""
+    with open(path, newline="") as f:
+        return [Second(int(r["t"]), float(r["target_rps"]), int(r["users"]), int(r["running"]), int(r["starting"]),
+                       float(r["rps"]), float(r["p50_ms"]), float(r["p99_ms"]), int(r["errors"]))
+                for r in csv.DictReader(f)]
+
+
+def summarize(runs: list[Path]) -> list[dict]:
+    """Per run folder: the timings derived again from its autoscale.csv, by the current rules."""
+    out = []
+    for run in runs:
+        rows = read_seconds(run / "autoscale.csv")
+        out.append({"run": run.name, "steps": [scale_up_after(rows, s) for s in load_steps(rows)],
+                    "replica_starts": replica_starts(rows)})
+    return out
 
 
 def direction_changes(counts: list[int]) -> int:
@@ -160,7 +198,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--autoscaling", default="{}", help="AutoscalingSettings overrides as JSON")
     ap.add_argument("--replica-cpus", type=float, default=0.5)
     ap.add_argument("--out", type=Path, default=Path("runs/bench/autoscale"))
+    ap.add_argument("--summarize", type=Path, nargs="+", metavar="RUN_DIR",
+                    help="print the timings of finished runs again from their autoscale.csv; run nothing")
     args = ap.parse_args(argv)
+    if args.summarize:
+        print(json.dumps(summarize(args.summarize), indent=2))
+        return 0
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "command.txt").write_text(" ".join([sys.executable, "-m", "loadtests.bench_autoscale",
                                                     *(argv or sys.argv[1:])]) + "\n")
@@ -226,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         "autoscaling": autoscaling.model_dump(),
         "levels_rps": levels,
         "steps": [scale_up_after(rows, s) for s in steps],
+        "replica_starts": replica_starts(rows),
         "max_running": max(r.running for r in rows),
         **oscillation(rows),
         "errors": sum(r.errors for r in rows),

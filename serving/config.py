@@ -169,7 +169,7 @@ class ServeConfig(BaseModel):
         description="Model instances in each replica's Triton (its instance_group count); None: the version's "
                     "config.pbtxt. The ingress paces calls_per_instance calls per instance. On a 2-core CPU "
                     "machine, 2 instances with torch_threads 1 served 25% more than 1 instance with 2 threads "
-                    "at 16 concurrent requests, but a new replica took 20 s instead of 13 s to start "
+                    "at 16 concurrent requests, but a new replica took 20 s instead of 12-13 s to start "
                     "(BENCHMARKS.md, 2026-12-01).")
     autoscaling: AutoscalingSettings = Field(default_factory=AutoscalingSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)

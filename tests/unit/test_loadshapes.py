@@ -134,6 +134,35 @@ def test_scale_up_is_timed_from_the_load_step() -> None:
                                         "decision_to_ready_s": None}
 
 
+def test_a_replica_already_starting_at_the_step_is_timed_from_its_own_decision() -> None:
+    """Seen on a slow machine: the first level alone made the autoscaler start a replica 6 s before
+    the step; counting its decision at the step (0) had made it look 6 s faster than it was."""
+    from loadtests.bench_autoscale import replica_starts, scale_up_after
+
+    # STARTING from t=2 (before the step at t=4), RUNNING at t=7.
+    rows = _rows([(10, 1, 0), (10, 1, 0), (10, 1, 1), (10, 1, 1), (100, 1, 1), (100, 1, 1), (100, 1, 1),
+                  (100, 2, 0), (100, 2, 0)])
+    assert scale_up_after(rows, 4) == {"step_t": 4, "replicas_before": 1, "decision_s": -2, "ready_s": 3,
+                                       "decision_to_ready_s": 5}
+    assert replica_starts(rows) == [{"decision_t": 2, "ready_t": 7, "decision_to_ready_s": 5}]
+
+
+@pytest.mark.parametrize(
+    ("spec", "starts"),
+    [
+        ([(10, 1, 0), (10, 1, 1), (10, 2, 0), (100, 2, 0)], [(1, 2, 1)]),  # all before any step
+        ([(10, 1, 0), (100, 1, 1), (100, 1, 1), (100, 2, 1), (100, 2, 1), (100, 3, 0)], [(1, 3, 2)]),  # two at once
+        ([(10, 1, 0), (100, 1, 1), (100, 2, 0), (100, 2, 1), (100, 3, 0)], [(1, 2, 1), (3, 4, 1)]),
+        ([(10, 1, 0), (100, 1, 1), (100, 1, 1)], [(1, None, None)]),  # never ready
+        ([(10, 1, 0), (100, 1, 0)], []),
+    ],
+)
+def test_replica_starts_are_found_wherever_they_fall(spec: list, starts: list) -> None:
+    from loadtests.bench_autoscale import replica_starts
+
+    assert [(s["decision_t"], s["ready_t"], s["decision_to_ready_s"]) for s in replica_starts(_rows(spec))] == starts
+
+
 @pytest.mark.parametrize(
     ("spec", "oscillates"),
     [
@@ -151,3 +180,22 @@ def test_oscillation_is_turning_more_often_than_the_load(spec: list[tuple[float,
     from loadtests.bench_autoscale import oscillation
 
     assert oscillation(_rows(spec))["oscillates"] is oscillates
+
+
+def test_summarize_reads_a_written_run_back(tmp_path) -> None:
+    import csv
+    from dataclasses import asdict
+
+    from loadtests.bench_autoscale import summarize
+
+    rows = _rows([(10, 1, 0), (10, 1, 1), (100, 1, 1), (100, 2, 0)])
+    run = tmp_path / "r1"
+    run.mkdir()
+    with open(run / "autoscale.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(asdict(rows[0])))
+        w.writeheader()
+        w.writerows(asdict(r) for r in rows)
+    assert summarize([run]) == [{"run": "r1",
+                                 "steps": [{"step_t": 2, "replicas_before": 1, "decision_s": -1, "ready_s": 1,
+                                            "decision_to_ready_s": 2}],
+                                 "replica_starts": [{"decision_t": 1, "ready_t": 3, "decision_to_ready_s": 2}]}]
