@@ -39,19 +39,21 @@ def orphans(since: float) -> dict[int, str]:
     return found
 
 
+def alive(pid: int) -> bool:
+    """Running: a zombie (dead, not yet reaped) counts as dead."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def wait_gone(pids: set[int], grace: float) -> set[int]:
-    """Those of `pids` still alive (not zombies) after up to `grace` seconds."""
+    """Those of `pids` still alive after up to `grace` seconds."""
     deadline = time.monotonic() + grace
     while True:
-        alive = set()
-        for pid in pids:
-            try:
-                if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                    alive.add(pid)
-            except psutil.NoSuchProcess:
-                pass
-        if not alive or time.monotonic() >= deadline:
-            return alive
+        left = {pid for pid in pids if alive(pid)}
+        if not left or time.monotonic() >= deadline:
+            return left
         time.sleep(0.2)
 
 

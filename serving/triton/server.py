@@ -28,6 +28,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from serving.triton import reaper
+
 NGC_BINARY = Path("/opt/tritonserver/bin/tritonserver")
 NGC_BACKENDS = Path("/opt/tritonserver/backends")
 _PR_SET_PDEATHSIG = 1
@@ -65,7 +67,7 @@ class _Reaper:
 
     def _send(self, op: str, pgid: int) -> None:
         with self._lock:
-            self._groups = self._groups | {pgid} if op == "add" else self._groups - {pgid}
+            self._groups = reaper.apply(f"{op} {pgid}", self._groups)  # the watchdog's own rule
             if op == "del" and self._pipe is None:
                 return  # nothing to tell: a watchdog started later learns only the live groups
             for attempt in (1, 2):

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from tritonclient.utils import InferenceServerException
 from serving.triton.repo_view import make_view
 from serving.triton.server import TritonError, TritonServer
 from tests.helpers import listeners_off_loopback, wait_for
+from tests.leaks import alive
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +129,7 @@ def test_server_dies_with_its_owner_even_on_sigkill(tiny_repo: Path, tmp_path: P
     try:
         line = owner.stdout.readline()
         triton_pid = int(line.strip())
-        assert _alive(triton_pid)
+        assert alive(triton_pid)
         stubs = {c.pid for c in psutil.Process(triton_pid).children(recursive=True)}
         assert stubs, "loading a Python-backend model starts stub processes"
         _kill_owner_then_wait_for_all_gone(owner, triton_pid, stubs)
@@ -136,11 +138,11 @@ def test_server_dies_with_its_owner_even_on_sigkill(tiny_repo: Path, tmp_path: P
             owner.kill()
 
 
-def _kill_owner_then_wait_for_all_gone(owner: subprocess.Popen, triton_pid: int, stubs: set[int] | list[int]) -> None:
+def _kill_owner_then_wait_for_all_gone(owner: subprocess.Popen, triton_pid: int, stubs: Collection[int]) -> None:
     owner.send_signal(signal.SIGKILL)
     owner.wait(10)
-    wait_for(lambda: not _alive(triton_pid), 15, f"tritonserver {triton_pid} to die with its owner")
-    wait_for(lambda: not any(_alive(p) for p in stubs), 15, f"stubs {stubs} to be gone once their owner is")
+    wait_for(lambda: not alive(triton_pid), 15, f"tritonserver {triton_pid} to die with its owner")
+    wait_for(lambda: not any(alive(p) for p in stubs), 15, f"stubs {stubs} to be gone once their owner is")
 
 
 def test_stubs_of_a_model_still_loading_die_with_a_killed_owner(tiny_repo: Path) -> None:
@@ -189,16 +191,3 @@ def test_stubs_of_a_model_still_loading_die_with_a_killed_owner(tiny_repo: Path)
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie (dead, not yet reaped by init) counts as dead.
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False

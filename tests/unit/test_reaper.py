@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 
 from serving.triton.reaper import apply
+from tests.helpers import wait_for
+from tests.leaks import alive
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,23 +37,6 @@ ROOT = Path(__file__).resolve().parents[2]
 ])
 def test_apply(groups: set[int], line: str, after: set[int]) -> None:
     assert apply(line, groups) == after
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
-def _wait(predicate, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 OWNER = textwrap.dedent(
@@ -79,12 +64,12 @@ def test_groups_still_registered_are_killed_when_the_owner_dies_and_no_others() 
         pids = [int(p) for p in owner.stdout.readline().split()]
         assert len(pids) == 4, pids
         kept, removed = pids[:2], pids[2:]
-        assert all(_alive(p) for p in pids)
+        assert all(alive(p) for p in pids)
         owner.send_signal(signal.SIGKILL)
         owner.wait(10)
-        assert _wait(lambda: not any(_alive(p) for p in kept)), "the registered group outlived its owner"
+        wait_for(lambda: not any(alive(p) for p in kept), 10, "the registered group to die with its owner")
         time.sleep(0.5)
-        assert all(_alive(p) for p in removed), "a group removed from the watchdog was killed"
+        assert all(alive(p) for p in removed), "a group removed from the watchdog was killed"
     finally:
         if owner.poll() is None:
             owner.kill()
@@ -101,20 +86,22 @@ def test_a_killed_watchdog_is_replaced_and_learns_the_live_groups() -> None:
     reaper = _Reaper()
     others = set(_watchdogs())  # any other process's, e.g. a stack running beside the tests
     leader = subprocess.Popen(["sleep", "600"], start_new_session=True)
+    later: subprocess.Popen | None = None
     try:
         reaper.add(leader.pid)
         first = sorted(set(_watchdogs()) - others)
         assert len(first) == 1
         os.kill(first[0], signal.SIGKILL)
-        assert _wait(lambda: not _alive(first[0]))
+        wait_for(lambda: not alive(first[0]), 10, "the first watchdog to die")
         later = subprocess.Popen(["sleep", "600"], start_new_session=True)
         reaper.add(later.pid)  # the write to the dead watchdog fails; a new one starts with both groups
         second = sorted(set(_watchdogs()) - others)
         assert len(second) == 1 and second != first
         reaper._pipe.close()  # what the owner's death does to the pipe
-        assert _wait(lambda: leader.poll() is not None and later.poll() is not None), "groups not killed"
+        wait_for(lambda: leader.poll() is not None and later.poll() is not None, 10,
+                 "both groups killed by the second watchdog")
     finally:
-        for proc in (leader, locals().get("later")):
+        for proc in (leader, later):
             if proc is not None and proc.poll() is None:
                 proc.kill()
 
@@ -129,6 +116,6 @@ def _watchdogs() -> list[int]:
                 cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if script.encode() in cmdline and _alive(int(entry)):
+            if script.encode() in cmdline and alive(int(entry)):
                 found.append(int(entry))
     return found
