@@ -15,19 +15,17 @@ transformers < 4.58, and this project runs transformers 5.
 from __future__ import annotations
 
 import datetime as dt
-import importlib.util
 import logging
 import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Literal
 
 import numpy as np
 
-from distill import data, evaluate, export
+from distill import data, evaluate, export, graph
 from distill.student import fastest, speedups
 from distilserve.core.card import DataSource, LatencyStats, ModelCard
 
@@ -162,16 +160,6 @@ def quantize_int8(src: Path, dst: Path) -> None:
 # ---------------------------------------------------------------- measurement
 
 
-def load_model_py(model_dir: Path) -> ModuleType:
-    """The repository's generic model.py, imported as a plain module (it serves both runtimes)."""
-    spec = importlib.util.spec_from_file_location(f"compile_model_py_{model_dir.name}", model_dir / "model.py")
-    if spec is None or spec.loader is None:
-        raise FileNotFoundError(f"{model_dir} has no model.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def predict_all(predict: Callable[[list[str]], tuple[np.ndarray, list[str]]], texts: list[str],
                 batch_size: int = 64) -> np.ndarray:
     """Probabilities [N, C] of `texts`, `batch_size` at a time."""
@@ -251,12 +239,13 @@ def compile_version(
             quantize_int8(fp32, staging / "model.int8.onnx")
             (staging / "model.int8.onnx").replace(fp32)
         for item in parent_dir.iterdir():  # tokenizer files and config.json (labels, provenance)
-            if item.is_file() and not item.is_symlink() and item.name not in (export.WEIGHTS, "card.json"):
+            if item.is_file() and not item.is_symlink() and item.name not in (export.WEIGHTS, "card.json",
+                                                                               graph.GRAPH_FILE):
                 shutil.copy2(item, staging / item.name)
         card = _card(parent, staging, new_version, quantize, inputs)
         card.write(staging)  # provisional: model.py reads runtime and labels from it
 
-        module = load_model_py(model_dir)
+        module = export.load_model_py(model_dir)
         old, new = module.Classifier(parent_dir), module.Classifier(staging)
         p_old, p_new = predict_all(old.predict, texts), predict_all(new.predict, texts)
         parent_acc = float((p_old.argmax(1) == labels).mean())
@@ -305,5 +294,6 @@ def _card(parent: ModelCard, staging: Path, version: str, quantize: str | None, 
         **parent.model_dump(), "version": version, "bytes": weights.stat().st_size,
         "dtype": "int8" if quantize else "float32", "runtime": "onnx",
         "quantization": "int8-dynamic" if quantize else None, "accuracy_std": 0.0, "lineage": lineage,
+        "graph_sha256": None,  # the parent's traced torch graph is not this version's
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     })

@@ -1,8 +1,9 @@
 """Write a trained model as a numbered version of a Triton model repository.
 
 Layout: `<repo>/<model>/<N>/` holds `model.safetensors`, `config.json`, tokenizer files,
-`card.json`, and `model.py` — a symlink to the model's one generic `<repo>/<model>/model.py`
-(Triton's Python backend looks for model.py inside the version folder; no code is copied).
+`card.json`, `model.torchscript.pt` (the traced forward without weights, see `distill.graph`),
+and `model.py` — a symlink to the model's one generic `<repo>/<model>/model.py` (Triton's
+Python backend looks for model.py inside the version folder; no code is copied).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -17,10 +19,12 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
+from types import ModuleType
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from distill import graph
 from distilserve.core.card import Lineage, ModelCard
 
 WEIGHTS = "model.safetensors"
@@ -96,6 +100,16 @@ def ensure_model_dir(repo: Path, model_name: str) -> Path:
     return model_dir
 
 
+def load_model_py(model_dir: Path) -> ModuleType:
+    """The repository's generic model.py, imported as a plain module (it serves both runtimes)."""
+    spec = importlib.util.spec_from_file_location(f"model_py_{model_dir.name}", model_dir / "model.py")
+    if spec is None or spec.loader is None:
+        raise FileNotFoundError(f"{model_dir} has no model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def export_version(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -129,6 +143,9 @@ def export_version(
         to_save.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
         weights = staging / WEIGHTS
+        # The forward traced for a transformers-free replica start (kept only if it matches).
+        graph_sha256 = graph.write_graph(to_save, tokenizer, staging, load_model_py(model_dir),
+                                         max_len=int(card_fields.get("max_seq_len", 128)))
         commit, dirty = code_state()
         card = ModelCard(
             model=model_name,
@@ -144,6 +161,7 @@ def export_version(
                 config_hash=config_hash(lineage_fields.get("config", {})),
                 **lineage_fields,
             ),
+            graph_sha256=graph_sha256,
             **card_fields,
         )
         card.write(staging)

@@ -72,8 +72,9 @@ def main() -> int:
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
 
-    from distill.compile import held_out_rows, load_model_py, predict_all
+    from distill.compile import held_out_rows, predict_all
     from distill.evaluate import time_batches
+    from distill.export import load_model_py
     from distilserve.core.card import ModelCard
 
     model_dir = args.repo / args.model

@@ -90,6 +90,11 @@ class ModelCard(BaseModel):
     parent_agreement: float | None = Field(
         default=None, ge=0, le=1, description="Compiled versions: share of test rows labelled as the parent labels them."
     )
+    graph_sha256: str | None = Field(
+        default=None, pattern=r"^[0-9a-f]{64}$",
+        description="sha256 of model.torchscript.pt, the traced forward a torch version may be served from "
+                    "(None: no graph; model.py loads no graph whose hash differs).",
+    )
     created_at: str = Field(description="UTC ISO-8601 time of export.")
     lineage: Lineage
     data_source: DataSource | None = Field(default=None, description="Where the data behind `accuracy` came from.")

@@ -9,9 +9,11 @@ transformers, onnxruntime, tokenizers, numpy and triton_python_backend_utils onl
 serving, Ray or FastAPI).
 
 Start-up matters (a scaled-up replica is not ready before its Triton has loaded this): torch and
-transformers take about 4.5 s to import here, so they are imported only by what needs them. An
-ONNX version with a `tokenizer.json` needs neither: ONNX Runtime and the `tokenizers` library
-(what transformers' fast tokenizers wrap) load in a fraction of a second.
+transformers' modelling code take 6-9 s to import here, so they are imported only by what needs
+them. An ONNX version with a `tokenizer.json` needs neither: ONNX Runtime and the `tokenizers`
+library (what transformers' fast tokenizers wrap) load in a fraction of a second. A torch version
+exported with a traced graph (`model.torchscript.pt`, see `load_graph`) needs torch only, about
+2.5 s; without one, or on a GPU, transformers builds the model.
 
 The `Classifier` class has no Triton dependency, so the in-process PyTorch backend and
 `distilserve compile` load this same file and get identical predictions.
@@ -37,6 +39,10 @@ except ImportError:  # pragma: no cover - exercised by the torch backend
 
 ONNX_FILE = "model.onnx"
 ONNX_PREFERENCES = ("auto", "cpu", "cuda", "tensorrt")
+WEIGHTS_FILE = "model.safetensors"
+GRAPH_FILE = "model.torchscript.pt"
+GRAPH_PREFIX = "model."
+"""Parameter names in the traced graph are the safetensors names behind this prefix."""
 
 
 def runtime_of(version_dir: Path, card: dict) -> str:
@@ -84,17 +90,90 @@ def onnx_providers(device: str, available: Sequence[str], prefer: str = "auto", 
     return [p for p in wanted if p[0] in available] + [cpu]
 
 
-class _TorchRunner:
-    """Logits from a transformers model (safetensors), on CPU or CUDA."""
+def load_graph(version_dir: Path, sha256: str | None):  # noqa: ANN201 - a torch ScriptModule
+    """A torch version's traced forward (`model.torchscript.pt`) with its weights from model.safetensors.
 
-    def __init__(self, version_dir: Path, card: dict, device: str, threads: int) -> None:
+    The export writes the graph with every parameter reduced to a zero-stride view of one
+    element (shape kept, ~0.2 MB in all), so the weights exist once, in the file whose sha256
+    the card records, and a corrupt weights file fails here as it fails transformers. Loading it
+    imports torch and safetensors only; its logits equal transformers' on the export's probe
+    batches (checked there, else no graph is written). CPU only: half-precision and GPU
+    versions go through transformers.
+
+    `sha256` is the card's `graph_sha256`: the file is hashed before it is deserialised, and
+    anything but the graph the export wrote and checked is refused (a TorchScript archive is
+    code plus a restricted pickle, so it is never loaded unpinned).
+
+    Raises:
+        ValueError: no pinned hash, another file, or a graph parameter missing from the
+            weights or of another shape.
+        Exception: whatever torch.jit.load or safetensors raise for an unreadable file.
+    """
+    import hashlib
+    import io
+    import warnings
+
+    import torch
+    from safetensors.torch import load_file
+
+    data = (Path(version_dir) / GRAPH_FILE).read_bytes()
+    if not sha256:
+        raise ValueError("card.json records no graph_sha256 for it")
+    found = hashlib.sha256(data).hexdigest()
+    if found != sha256:
+        raise ValueError(f"its sha256 {found} is not card.json's graph_sha256 {sha256}")
+    with warnings.catch_warnings():  # TorchScript is deprecated, not removed, in torch 2.13
+        warnings.simplefilter("ignore", DeprecationWarning)
+        # The bytes just hashed, not the path again: no window to swap the file.
+        graph = torch.jit.load(io.BytesIO(data), map_location="cpu")
+    weights = load_file(str(Path(version_dir) / WEIGHTS_FILE), device="cpu")
+    for name, param in graph.named_parameters():
+        tensor = weights.get(name.removeprefix(GRAPH_PREFIX))
+        if tensor is None or tensor.shape != param.shape or tensor.dtype != param.dtype:
+            have = "missing" if tensor is None else f"{tuple(tensor.shape)} {tensor.dtype}"
+            raise ValueError(f"{GRAPH_FILE} wants {name} as {tuple(param.shape)} {param.dtype}; "
+                             f"{WEIGHTS_FILE} has {have}")
+        param.data = tensor
+    return graph.eval()
+
+
+def graph_inputs(graph) -> list[str]:  # noqa: ANN001 - a torch ScriptModule
+    """The tokenizer outputs the traced forward takes, in order."""
+    return [a.name for a in graph.forward.schema.arguments[1:]]
+
+
+def _log(message: str, warn: bool = False) -> None:
+    """To Triton's log inside a stub, else to Python logging."""
+    if pb_utils is not None:
+        (pb_utils.Logger.log_warn if warn else pb_utils.Logger.log_info)(message)
+    else:
+        import logging
+
+        logging.getLogger(__name__).log(logging.WARNING if warn else logging.INFO, message)
+
+
+class _TorchRunner:
+    """Logits from a torch version: its traced graph on CPU when it has one, else transformers."""
+
+    def __init__(self, version_dir: Path, card: dict, device: str, threads: int, graph: bool = True) -> None:
         import torch
-        from transformers import AutoModelForSequenceClassification
 
         self.torch = torch
         self.device = torch.device(device)
         if threads > 0:
             torch.set_num_threads(threads)
+        self.graph_inputs: list[str] = []
+        if graph and self.device.type == "cpu" and (Path(version_dir) / GRAPH_FILE).is_file():
+            try:
+                self.model = load_graph(version_dir, card.get("graph_sha256"))
+                self.graph_inputs = graph_inputs(self.model)
+                self.labels = config_labels(version_dir)
+                _log(f"{version_dir}: serving the traced graph {GRAPH_FILE} (torch only)")
+                return
+            except Exception as e:  # noqa: BLE001 - the graph only saves time; transformers still serves
+                _log(f"{version_dir}/{GRAPH_FILE} not used ({e}); loading the model with transformers", warn=True)
+        from transformers import AutoModelForSequenceClassification
+
         model = AutoModelForSequenceClassification.from_pretrained(version_dir, use_safetensors=True)
         # Half-precision exports are for GPUs; CPU kernels for them are slow or missing.
         dtype = {"float16": torch.float16, "bfloat16": torch.bfloat16}.get(str(card.get("dtype", "float32")))
@@ -106,8 +185,21 @@ class _TorchRunner:
     def logits(self, enc: dict[str, np.ndarray]) -> np.ndarray:
         torch = self.torch
         with torch.inference_mode():
+            if self.graph_inputs:
+                ids = enc["input_ids"]
+                args = [torch.from_numpy(enc[n] if n in enc else np.zeros_like(ids)) for n in self.graph_inputs]
+                return self.model(*args).float().numpy()
             out = self.model(**{k: torch.from_numpy(v).to(self.device) for k, v in enc.items()}).logits
             return out.float().cpu().numpy()
+
+
+def config_labels(version_dir: Path) -> list[str]:
+    """Class names in output order from config.json's id2label, as transformers reads them."""
+    cfg = json.loads((Path(version_dir) / "config.json").read_text())
+    id2label = {int(k): str(v) for k, v in cfg.get("id2label", {}).items()}
+    if not id2label or sorted(id2label) != list(range(len(id2label))):
+        raise ValueError(f"{version_dir}/config.json id2label must number the classes 0..N-1, got {id2label}")
+    return [id2label[i] for i in range(len(id2label))]
 
 
 class _OnnxRunner:
@@ -211,18 +303,20 @@ class Classifier:
     """Tokenize + forward + softmax for one exported version folder (torch or ONNX weights)."""
 
     def __init__(self, version_dir: str | Path, device: str = "cpu", *, threads: int = 0,
-                 onnx_provider: str = "auto", max_batch: int = 64) -> None:
+                 onnx_provider: str = "auto", max_batch: int = 64, graph: bool = True) -> None:
         version_dir = Path(version_dir)
         card_path = version_dir / "card.json"
         card = json.loads(card_path.read_text()) if card_path.is_file() else {}
         self.max_len = int(card.get("max_seq_len", 128))
         self.runtime = runtime_of(version_dir, card)
-        self.tokenizer = load_tokenizer(version_dir, light=self.runtime == "onnx")
         if self.runtime == "onnx":
             self.runner: _TorchRunner | _OnnxRunner = _OnnxRunner(version_dir, card, device, threads,
                                                                   onnx_provider, max_batch)
         else:
-            self.runner = _TorchRunner(version_dir, card, device, threads)
+            self.runner = _TorchRunner(version_dir, card, device, threads, graph=graph)
+        # Neither ONNX nor a traced graph needs transformers: nor does their tokenizer.
+        light = self.runtime == "onnx" or bool(getattr(self.runner, "graph_inputs", None))
+        self.tokenizer = load_tokenizer(version_dir, light=light)
         self.labels = self.runner.labels
         # What runs the weights: the torch module, or the ONNX Runtime session.
         self.model = self.runner.model if isinstance(self.runner, _TorchRunner) else self.runner.session
@@ -268,6 +362,14 @@ def decode_texts(raw: np.ndarray, name: str = "TEXT") -> list[str]:
     return texts
 
 
+def torch_graph(value: str) -> bool:
+    """The TORCH_GRAPH parameter: 'auto' (or unset) uses a torch version's traced graph, 'off' never."""
+    value = (value or "auto").strip().lower()
+    if value not in ("auto", "off"):
+        raise ValueError(f"TORCH_GRAPH must be 'auto' or 'off', got {value!r}")
+    return value == "auto"
+
+
 def _exit_when_orphaned(period_s: float = 1.0) -> None:
     """Exit this stub when its tritonserver is gone (killed hard, the stub was seen to linger)."""
     parent = os.getppid()
@@ -298,6 +400,7 @@ class TritonPythonModel:
             threads=int(params.get("TORCH_NUM_THREADS", "0") or 0),  # threads of either runtime
             onnx_provider=params.get("ONNX_PROVIDER", "auto") or "auto",
             max_batch=max(1, int(config.get("max_batch_size", 64))),
+            graph=torch_graph(params.get("TORCH_GRAPH", "auto")),
         )
         _exit_when_orphaned()
 

@@ -87,8 +87,11 @@ def test_compiled_cards_record_runtime_lineage_and_measurements(compiled: Path) 
         assert [s.batch_size for s in card.latency] == [1, 32]
         assert card.bytes == (model_dir / version / "model.onnx").stat().st_size
         assert not (model_dir / version / "model.safetensors").exists()
+        # The parent's traced torch graph is the parent's: neither copied nor pinned.
+        assert not (model_dir / version / "model.torchscript.pt").exists() and card.graph_sha256 is None
         assert (model_dir / version / "model.py").resolve() == (model_dir / "model.py").resolve()
     fp32 = ModelCard.read(model_dir / "2")
+    assert parent.graph_sha256 and (model_dir / "1" / "model.torchscript.pt").is_file()
     assert fp32.parent_agreement == 1.0  # the same graph: no label may move
     assert ModelCard.read(model_dir / "3").bytes < fp32.bytes  # int8 weights are a quarter the size
 

@@ -92,6 +92,43 @@ def test_a_replica_backend_with_two_instances_runs_two_and_says_so(tiny_repo: Pa
     finally:
         backend.close()
 
+def test_triton_serves_the_traced_graph_as_transformers_would(tiny_repo: Path, server: TritonServer,
+                                                                tmp_path: Path) -> None:
+    """The export traced the version's forward; Triton's stub serves it (torch only, a faster
+    start), and with TORCH_GRAPH off the stub builds the model with transformers: same answers."""
+    import shutil
+
+    from tests.helpers import new_model_dir
+
+    assert (tiny_repo / "sentiment" / "1" / "model.torchscript.pt").is_file()
+    assert "serving the traced graph" in server.log_path.read_text(errors="replace")
+    repo = tmp_path / "repo"
+    model_dir = new_model_dir(repo, "sentiment")
+    shutil.copytree(tiny_repo / "sentiment" / "1", model_dir / "1", symlinks=True)
+    config = model_dir / "config.pbtxt"
+    old = 'key: "TORCH_GRAPH"\n  value: { string_value: "auto" }'
+    assert old in config.read_text()
+    config.write_text(config.read_text().replace(old, old.replace("auto", "off")))
+    texts = [b"I love this", b"this is awful and long " * 20, b"meh"]
+    with TritonServer(make_view(repo, "sentiment", "1", tmp_path / "view")) as plain:
+        plain.load("sentiment", timeout=120)
+        ref = httpclient.InferenceServerClient(plain.http_url).infer("sentiment", [_text_input(texts)])
+        assert "serving the traced graph" not in plain.log_path.read_text(errors="replace")
+    out = httpclient.InferenceServerClient(server.http_url).infer("sentiment", [_text_input(texts)])
+    np.testing.assert_allclose(out.as_numpy("PROBABILITIES"), ref.as_numpy("PROBABILITIES"), atol=1e-5)
+    assert list(out.as_numpy("LABEL").reshape(-1)) == list(ref.as_numpy("LABEL").reshape(-1))
+
+
+def test_a_load_starts_one_python_stub_per_instance(tiny_repo: Path, tmp_path: Path) -> None:
+    """Auto-complete is off (our configs are complete): no throwaway stub before the one that
+    serves, which cost a replica's start 1.3 s."""
+    with TritonServer(make_view(tiny_repo, "sentiment", "1", tmp_path / "view"), log_verbose=1) as srv:
+        srv.load("sentiment", timeout=120)
+        log = srv.log_path.read_text(errors="replace")
+    assert '"auto-complete-config":"false"' in log.replace("\\", "")
+    assert log.count("Starting Python backend stub") == 1, log.count("Starting Python backend stub")
+
+
 def test_corrupt_weights_are_refused_with_a_clear_error(tiny_repo: Path, tmp_path: Path) -> None:
     import shutil
 

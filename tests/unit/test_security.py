@@ -59,12 +59,20 @@ def _pickle_uses(tree: ast.AST) -> list[str]:
     return found
 
 
+# The one exception, where it is: model.py's load_graph deserialises a traced graph (TorchScript:
+# code plus a restricted pickle, no weights) only after its bytes hashed to the card's
+# graph_sha256, i.e. only the graph distill.graph wrote and checked (tests/unit/test_graph.py).
+def _allowed(rel: Path, use: str) -> bool:
+    return rel.parts[0] == "model_repository" and rel.name == "model.py" and use == "torch.jit.load()"
+
+
 def test_no_pickle_loading_anywhere_in_the_code_base() -> None:
     offenders = {}
     for path in _sources():
-        uses = _pickle_uses(ast.parse(path.read_text(), filename=str(path)))
+        rel = path.relative_to(REPO_ROOT)
+        uses = [u for u in _pickle_uses(ast.parse(path.read_text(), filename=str(path))) if not _allowed(rel, u)]
         if uses:
-            offenders[str(path.relative_to(REPO_ROOT))] = uses
+            offenders[str(rel)] = uses
     assert not offenders, f"weights must load from safetensors only, never pickle: {offenders}"
 
 
