@@ -17,10 +17,12 @@ install: $(VENV)/.installed
 # torch through pip (it finds this machine's local CPU wheel), then the rest through uv, which
 # resolves and fetches in parallel: 13 s instead of about 6 minutes here from a cold cache, the
 # same versions (compared with `pip freeze`). TORCH_SPEC is repeated so uv keeps that torch.
+# Should uv fail (it reads neither pip.conf nor its index settings), pip installs the rest.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)" uv
-	$(BIN)/uv pip install --python $(BIN)/python -q "$(TORCH_SPEC)" -e '.[dev]'
+	$(BIN)/uv pip install --python $(BIN)/python -q "$(TORCH_SPEC)" -e '.[dev]' \
+	  || $(BIN)/python -m pip install -q "$(TORCH_SPEC)" -e '.[dev]'
 	touch $@
 
 model: install
