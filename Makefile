@@ -37,8 +37,9 @@ up: install
 down: install
 	$(BIN)/distilserve down
 
+# The whole suite as two pytest processes side by side (tests/lanes.py says why and how).
 test: install
-	$(BIN)/python -m pytest -q --durations=20
+	$(BIN)/python -m tests.lanes
 
 test-unit: install
 	$(BIN)/python -m pytest -q tests/unit

@@ -112,6 +112,24 @@ def wait_for(check: Callable[[], bool], timeout: float, what: str, interval: flo
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
+def delete_serve_apps(timeout: float = 120.0) -> None:
+    """Delete every Serve application and wait until all are gone: the controller's first (it
+    would deploy versions again), then the others at once, so their replicas stop (each
+    ModelVersion stops its Triton) side by side, not one application after another."""
+    from ray import serve
+
+    from distilserve.core.names import CONTROLLER_APP
+    from serving import raycompat
+
+    names = set(serve.status().applications)
+    if CONTROLLER_APP in names:
+        serve.delete(CONTROLLER_APP)
+        names.discard(CONTROLLER_APP)
+    for name in names:
+        raycompat.delete_app_nowait(name)
+    wait_for(lambda: not names & set(serve.status().applications), timeout, f"applications {sorted(names)} deleted")
+
+
 @contextmanager
 def one_replica_stack(repo: Path, registry_dir: Path, admin_token: str, ready_path: str, ready_timeout: float,
                       **settings: Any) -> Iterator[str]:
@@ -119,7 +137,6 @@ def one_replica_stack(repo: Path, registry_dir: Path, admin_token: str, ready_pa
     light replica and any other ServeConfig `settings`; yields the ingress URL once `ready_path`
     answers 200, and deletes the stack's applications afterwards."""
     import httpx
-    from ray import serve
 
     from serving.config import AutoscalingSettings, ServeConfig
     from serving.runner import Runner
@@ -135,8 +152,7 @@ def one_replica_stack(repo: Path, registry_dir: Path, admin_token: str, ready_pa
     try:
         yield url
     finally:
-        for app in list(serve.status().applications):
-            serve.delete(app)
+        delete_serve_apps()
 
 
 @contextmanager

@@ -26,8 +26,16 @@ from tests.helpers import (
 CLI = [sys.executable, "-m", "distilserve.cli.main"]
 
 
-def _tritons() -> set[int]:
-    return {p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == "tritonserver"}
+def _tritons(root: int) -> set[int]:
+    """The tritonservers below `root` (another test lane's are not this test's)."""
+    found = set()
+    for pid in descendants(root) - {root}:
+        try:
+            if psutil.Process(pid).name() == "tritonserver":
+                found.add(pid)
+        except psutil.NoSuchProcess:
+            continue
+    return found
 
 
 def test_distill_teacher_quick_exports_a_loadable_version(tmp_path: Path) -> None:
@@ -51,13 +59,12 @@ def served(tmp_path: Path):
     Started with SIGINT ignored, as a background job (`make test &`, a CI script) passes it on:
     the test then holds whether or not the suite itself runs in the background."""
     new_model_dir(tmp_path / "repo", "sentiment")
-    before = _tritons()
     env = {**os.environ, "DISTILSERVE_ADMIN_TOKEN": "e2e-token"}
     args = ["--quick-build", "--model-repository", str(tmp_path / "repo"), "--registry", str(tmp_path / "registry.db")]
     # As from a background job or a script: SIGINT inherited as ignored. Ctrl-C must still stop it.
     with serve_process(args, tmp_path, env, tmp_path / "serve.log",
                        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) as (proc, url):
-        yield {"proc": proc, "url": url, "before": before}
+        yield {"proc": proc, "url": url}
 
 
 def test_serve_predict_tritonclient_and_ctrl_c(served, tmp_path: Path) -> None:
@@ -76,7 +83,7 @@ def test_serve_predict_tritonclient_and_ctrl_c(served, tmp_path: Path) -> None:
     assert label == body["predictions"][0]["label"]
 
     assert listeners_off_loopback(descendants(proc.pid)) == []
-    started = _tritons() - served["before"]
+    started = _tritons(proc.pid)
     assert started, "serving must run a tritonserver"
 
     proc.send_signal(signal.SIGINT)  # Ctrl-C

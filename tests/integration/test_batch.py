@@ -21,7 +21,7 @@ import pytest
 
 from serving.batch import shards as sh
 from serving.config import ServeConfig
-from tests.helpers import free_port, wait_for
+from tests.helpers import delete_serve_apps, free_port, wait_for
 
 ROWS, SHARD_ROWS = 400, 20  # 20 shards
 DISTILSERVE = Path(sys.executable).with_name("distilserve")
@@ -128,8 +128,6 @@ def test_rerunning_a_finished_job_does_nothing_and_another_job_is_refused(job) -
 
 @pytest.fixture(scope="module")
 def stack(ray_session, tiny_repo: Path, job, tmp_path_factory: pytest.TempPathFactory, admin_token: str):
-    from ray import serve
-
     from serving.batch.cache import PredictionCache, load_from
     from serving.runner import Runner
 
@@ -143,8 +141,7 @@ def stack(ray_session, tiny_repo: Path, job, tmp_path_factory: pytest.TempPathFa
     url = f"http://127.0.0.1:{cfg.port}"
     wait_for(lambda: httpx.get(f"{url}/v2/health/ready").status_code == 200, 120, "ingress ready")
     yield {"url": url, "runner": runner, "auth": {"Authorization": f"Bearer {admin_token}"}}
-    for app in list(serve.status().applications):
-        serve.delete(app)
+    delete_serve_apps()
 
 
 def _predict(stack: dict, inputs: list[str], **kw: str) -> dict:
@@ -192,13 +189,18 @@ def test_a_serving_backend_job_uses_the_running_replicas_triton(stack, job, text
     path, _ = texts
     published = {e.grpc for e in read_all() if e.app == app_name("sentiment", "1")}
     assert published, "the stack's replica publishes its Triton"
-    before = {p.pid for p in psutil.process_iter() if "tritonserver" in _name(p)}
+    me = psutil.Process()
+
+    def ours() -> list[psutil.Process]:  # below this process: the job and the stack run in its Ray
+        return [p for p in me.children(recursive=True) if "tritonserver" in _name(p)]
+
+    before = {p.pid for p in ours()}
     started: set[int] = set()
     stop = threading.Event()
 
-    def watch() -> None:  # any tritonserver appearing while the job runs
+    def watch() -> None:  # any tritonserver of ours appearing while the job runs
         while not stop.is_set():
-            started.update(p.pid for p in psutil.process_iter() if "tritonserver" in _name(p) and p.pid not in before)
+            started.update(p.pid for p in ours() if p.pid not in before)
             stop.wait(0.05)
 
     watcher = threading.Thread(target=watch, daemon=True)

@@ -12,7 +12,7 @@ import psutil
 import pytest
 
 from serving.config import AutoscalingSettings, ServeConfig
-from tests.helpers import free_port, wait_for
+from tests.helpers import delete_serve_apps, free_port, wait_for
 from tests.integration.test_faults import Load
 
 MODEL = "sentiment"
@@ -20,8 +20,6 @@ MODEL = "sentiment"
 
 @pytest.fixture(scope="module")
 def stack(ray_session, tiny_repo: Path, tmp_path_factory: pytest.TempPathFactory, admin_token: str):
-    from ray import serve
-
     from serving.stack import start_stack
 
     repo = tmp_path_factory.mktemp("controller-repo")
@@ -38,8 +36,7 @@ def stack(ray_session, tiny_repo: Path, tmp_path_factory: pytest.TempPathFactory
     from serving.registry import Registry
 
     yield {"url": url, "cfg": cfg, "reg": Registry(cfg.registry), "token": admin_token}
-    for app in list(serve.status().applications):
-        serve.delete(app)
+    delete_serve_apps()
 
 
 def _controller_status() -> dict:

@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 from serving.config import AutoscalingSettings, ServeConfig
-from tests.helpers import free_port, wait_for
+from tests.helpers import delete_serve_apps, free_port, wait_for
 
 RECOVERY_S = 15.0  # the bound: detected and recovered within 15 s
 REPLACE_S = 240.0  # a generous bound for a new replica to start its own Triton on a busy machine
@@ -48,8 +48,6 @@ def fault_repo(tiny_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 
 @pytest.fixture(scope="module")
 def stack(ray_session, fault_repo: Path, tmp_path_factory: pytest.TempPathFactory, admin_token: str):
-    from ray import serve
-
     from serving.runner import Runner
 
     cfg = ServeConfig(
@@ -57,6 +55,8 @@ def stack(ray_session, fault_repo: Path, tmp_path_factory: pytest.TempPathFactor
         models=["sentiment", "faulty"], admin_token=admin_token, torch_threads=1, replica_cpus=0.1,
         # Two replicas of every version: a dead one leaves another to carry the traffic.
         autoscaling=AutoscalingSettings(min_replicas=2, max_replicas=2),
+        # The corrupt version's two replicas fail side by side: one round of failed loads, not two.
+        deploy_attempts=2,
     )
     runner = Runner(cfg)
     runner.start()
@@ -64,8 +64,7 @@ def stack(ray_session, fault_repo: Path, tmp_path_factory: pytest.TempPathFactor
     wait_for(lambda: httpx.get(f"{url}/v2/health/ready").status_code == 200, 120, "ingress ready")
     wait_for(lambda: len(_tritons("sentiment", "1")) == 2, REPLACE_S, "two sentiment v1 replicas")
     yield {"url": url, "runner": runner, "token": admin_token}
-    for app in list(serve.status().applications):
-        serve.delete(app)
+    delete_serve_apps()
 
 
 def _tritons(model: str, version: str) -> list[psutil.Process]:

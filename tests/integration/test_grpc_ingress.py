@@ -17,7 +17,7 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from serving.config import AutoscalingSettings, ServeConfig
-from tests.helpers import free_port, wait_for
+from tests.helpers import delete_serve_apps, free_port, wait_for
 from tests.integration.test_own_model import LABELS, _bert_folder, _cli, _texts
 
 TEXTS = ["the team won the match today", "rain and a cold wind all day"]
@@ -25,8 +25,6 @@ TEXTS = ["the team won the match today", "rain and a cold wind all day"]
 
 @pytest.fixture(scope="module")
 def stack(ray_session, tiny_repo: Path, tmp_path_factory: pytest.TempPathFactory, admin_token: str):
-    from ray import serve
-
     from serving.stack import start_stack
 
     where = tmp_path_factory.mktemp("grpc")
@@ -55,8 +53,7 @@ def stack(ray_session, tiny_repo: Path, tmp_path_factory: pytest.TempPathFactory
     client = grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}")
     yield {"url": url, "grpc": client}
     client.close()
-    for app in list(serve.status().applications):
-        serve.delete(app)
+    delete_serve_apps()
 
 
 def _labels_over_http(url: str, model: str, version: str | None = None) -> tuple[str, list[str]]:

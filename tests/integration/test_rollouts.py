@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from serving.config import AutoscalingSettings, ServeConfig
-from tests.helpers import free_port, wait_for
+from tests.helpers import delete_serve_apps, free_port, wait_for
 
 # ~180 tokens: longer than the 128 position embeddings, truncated to 64 by healthy versions.
 LONG = " ".join(["the movie was good but the ending was not great at all"] * 15)
@@ -34,8 +34,6 @@ GATES = {"min_requests": 5, "min_labels": 3, "max_p99_ratio": 20.0}
 
 @pytest.fixture(scope="module")
 def stack(ray_session, tiny_repo: Path, tmp_path_factory: pytest.TempPathFactory, admin_token: str):
-    from ray import serve
-
     from distill.teacher import TeacherConfig, run_teacher
     from serving.control.rollouts import RolloutController
     from serving.runner import Runner
@@ -75,8 +73,7 @@ def stack(ray_session, tiny_repo: Path, tmp_path_factory: pytest.TempPathFactory
     print(f"[rollouts] candidates deployed: {time.monotonic() - t0:.1f} s")  # shown with -s
     controller = RolloutController.for_config(cfg, runner.registry)
     yield {"url": url, "runner": runner, "controller": controller, "token": admin_token, "reg": runner.registry}
-    for app in list(serve.status().applications):
-        serve.delete(app)
+    delete_serve_apps()
 
 
 class Load:

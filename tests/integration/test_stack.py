@@ -13,13 +13,11 @@ import pytest
 import tritonclient.http as httpclient
 
 from serving.config import ServeConfig
-from tests.helpers import descendants, free_port, listeners_off_loopback, wait_for
+from tests.helpers import delete_serve_apps, descendants, free_port, listeners_off_loopback, wait_for
 
 
 @pytest.fixture(scope="module")
 def stack(ray_session, tiny_repo: Path, tmp_path_factory: pytest.TempPathFactory, admin_token: str):
-    from ray import serve
-
     from serving.runner import Runner
 
     cfg = ServeConfig(
@@ -36,8 +34,7 @@ def stack(ray_session, tiny_repo: Path, tmp_path_factory: pytest.TempPathFactory
     url = f"http://127.0.0.1:{cfg.port}"
     wait_for(lambda: httpx.get(f"{url}/v2/health/ready").status_code == 200, 60, "ingress ready")
     yield {"url": url, "runner": runner, "cfg": cfg, "token": admin_token}
-    for app in list(serve.status().applications):
-        serve.delete(app)
+    delete_serve_apps()
 
 
 def _predict(url: str, body: dict) -> httpx.Response:

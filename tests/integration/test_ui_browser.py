@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 from serving.config import AutoscalingSettings, ServeConfig
-from tests.helpers import REPO_ROOT, free_port, wait_for
+from tests.helpers import REPO_ROOT, delete_serve_apps, free_port, wait_for
 from tests.integration.test_rollouts import Load
 
 CHROMIUM = "/usr/bin/chromium"
@@ -36,8 +36,6 @@ WAIT_MS = 90_000  # page waits: a tick, a poll and a loaded 2-core machine
 
 @pytest.fixture(scope="module")
 def stack(ray_session, tiny_repo: Path, tmp_path_factory: pytest.TempPathFactory, admin_token: str) -> Iterator[dict]:
-    from ray import serve
-
     from serving.control.rollouts import RolloutController
     from serving.runner import Runner
 
@@ -77,8 +75,7 @@ def stack(ray_session, tiny_repo: Path, tmp_path_factory: pytest.TempPathFactory
         yield {"url": url, "reg": runner.registry, "token": admin_token, "load": load}
     stop.set()
     driver.join(30)
-    for app in list(serve.status().applications):
-        serve.delete(app)
+    delete_serve_apps()
 
 
 @pytest.fixture(scope="module")
