@@ -63,8 +63,32 @@ def distinct_free_ports(n: int, exclude: tuple[int, ...] = ()) -> list[int]:
             s.close()
 
 
+# Ray waits 30 s for a new node's raylet to register (hard-coded in ray._private.node.Node); on a
+# loaded machine (the suite runs as two lanes side by side, tests/lanes.py) that wait can run out,
+# and the node exits. Both kinds of node are then started again, up to this many times in all.
+NODE_ATTEMPTS = 3
+HEAD_TIMEOUT_S = 120.0
+HEAD_UP = "Ray runtime started"  # what `ray start` prints once its node is up
+
+
 def start_head(temp_dir: str, gcs_port: int, num_cpus: float, resources: dict[str, float]) -> subprocess.Popen:
-    """`ray start --head --block` on 127.0.0.1; returns once its raylet has written its log."""
+    """`ray start --head --block` on 127.0.0.1; returns once it says "Ray runtime started".
+
+    A head that exits first (or is not up within HEAD_TIMEOUT_S) is stopped with everything it
+    started, and started again on the same port, up to NODE_ATTEMPTS times."""
+    for attempt in range(1, NODE_ATTEMPTS + 1):
+        proc, up = _start_head_once(temp_dir, gcs_port, num_cpus, resources)
+        if up:
+            return proc
+        print(f"ray_nodes: the head node did not start (attempt {attempt} of {NODE_ATTEMPTS})", file=sys.stderr,
+              flush=True)
+    raise SystemExit(f"`ray start --head` failed {NODE_ATTEMPTS} times (its output is above)")
+
+
+def _start_head_once(temp_dir: str, gcs_port: int, num_cpus: float,
+                     resources: dict[str, float]) -> tuple[subprocess.Popen, bool]:
+    import threading
+
     dashboard, agent, client = distinct_free_ports(3, exclude=(gcs_port,))
     proc = subprocess.Popen([
         str(RAY_CLI), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs_port}",
@@ -72,19 +96,25 @@ def start_head(temp_dir: str, gcs_port: int, num_cpus: float, resources: dict[st
         "--include-dashboard=false", f"--dashboard-port={dashboard}",
         f"--dashboard-agent-listen-port={agent}", f"--ray-client-server-port={client}",
         f"--object-store-memory={OBJECT_STORE_BYTES}", "--disable-usage-stats",
-    ], stdout=sys.stderr, stderr=sys.stderr)
+    ], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    started = threading.Event()
 
-    def up() -> bool:
-        if proc.poll() is not None:
-            raise SystemExit(f"`ray start --head` exited with {proc.returncode} (its output is above)")
-        return bool(list(Path(temp_dir).glob("session_*/logs/raylet.out")))
+    def forward() -> None:  # its output goes on to our stderr for as long as it runs
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            sys.stderr.write(line)
+            if HEAD_UP in line:
+                started.set()
 
-    deadline = time.monotonic() + 60
-    while not up():
-        if time.monotonic() > deadline:
-            raise TimeoutError("timed out after 60s waiting for the head raylet")
-        time.sleep(0.5)
-    return proc
+    threading.Thread(target=forward, daemon=True).start()
+    seen: set[int] = set()  # what it started (GCS, raylet, ...), to stop should it fail
+    deadline = time.monotonic() + HEAD_TIMEOUT_S
+    while not started.wait(0.5):
+        seen |= descendants([proc.pid])
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop([proc], seen)
+            return proc, False
+    return proc, True
 
 
 def start_worker(gcs_address: str, temp_dir: str, num_cpus: float, resources: dict[str, float]) -> subprocess.Popen:
@@ -100,12 +130,20 @@ def worker_node(gcs_address: str, temp_dir: str, num_cpus: str, resources: str) 
     import ray._private.node
     from ray._private.parameter import RayParams
 
-    params = RayParams(
-        node_ip_address="127.0.0.1", gcs_address=gcs_address, temp_dir=temp_dir, num_cpus=float(num_cpus),
-        num_gpus=0, resources=json.loads(resources), object_store_memory=OBJECT_STORE_BYTES,
-        node_manager_port=0, include_log_monitor=False, min_worker_port=0, max_worker_port=0,
-    )
-    node = ray._private.node.Node(params, head=False, shutdown_at_exit=True, spawn_reaper=True)
+    for attempt in range(1, NODE_ATTEMPTS + 1):
+        params = RayParams(  # afresh each time: Node fills in ports and paths on the one it is given
+            node_ip_address="127.0.0.1", gcs_address=gcs_address, temp_dir=temp_dir, num_cpus=float(num_cpus),
+            num_gpus=0, resources=json.loads(resources), object_store_memory=OBJECT_STORE_BYTES,
+            node_manager_port=0, include_log_monitor=False, min_worker_port=0, max_worker_port=0,
+        )
+        try:
+            node = ray._private.node.Node(params, head=False, shutdown_at_exit=True, spawn_reaper=True)
+            break
+        except Exception as e:  # noqa: BLE001 - Ray's fixed wait for its raylet ran out: start again
+            if attempt == NODE_ATTEMPTS:
+                raise
+            print(f"worker node did not start (attempt {attempt} of {NODE_ATTEMPTS}): {e}", flush=True)
+            stop([], descendants([os.getpid()]) - {os.getpid()})  # the half-started node's processes
     print(f"worker node up: {node.unique_id}", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # atexit then kills the node's processes
     while True:
