@@ -1,4 +1,8 @@
-"""`make test`: the whole suite as two pytest processes side by side ("lanes").
+"""`make test-lanes`: the whole suite as two pytest processes side by side ("lanes").
+
+Not `make test`: in the second of two CI rehearsals (2026-12-01) test_batch's "no new Triton
+during a serving-backend job" failed under the lanes' load (most likely a replica replaced), so
+`make test` stays one process until that test tolerates a replaced replica.
 
 Why: run as one process, the suite left a third to a half of this 2-core machine idle while the
 integration tier waited on processes starting (Ray nodes, replicas, Triton loads), and it took
@@ -15,7 +19,7 @@ What keeps two lanes from seeing each other's processes:
 
 Lane "b" takes the unit and e2e tiers and the integration modules in `LANE_B`: self-contained ones
 (own Ray nodes, own servers, no module-wide stack) whose sum roughly balances lane "a", which takes
-every other integration module. Lane a streams as it runs; each line is prefixed with its lane.
+every other integration module. Both stream as they run; each line is prefixed with its lane.
 The exit status is the first failing lane's, 0 if both passed.
 
     python -m tests.lanes [extra pytest args, e.g. -x]

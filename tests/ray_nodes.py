@@ -64,7 +64,7 @@ def distinct_free_ports(n: int, exclude: tuple[int, ...] = ()) -> list[int]:
 
 
 # Ray waits 30 s for a new node's raylet to register (hard-coded in ray._private.node.Node); on a
-# loaded machine (the suite runs as two lanes side by side, tests/lanes.py) that wait can run out,
+# loaded machine (seen with the suite's two lanes side by side, tests/lanes.py) that wait can run out,
 # and the node exits. Both kinds of node are then started again, up to this many times in all.
 NODE_ATTEMPTS = 3
 HEAD_TIMEOUT_S = 120.0
