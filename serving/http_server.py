@@ -126,6 +126,7 @@ class IngressHttpServer:
             if not self._thread.is_alive():
                 raise RuntimeError(f"ingress HTTP listener on {self.host}:{self.port} failed: {self._error!r}")
             if time.monotonic() > deadline:
+                self.stop()  # late, it would still start serving from a replica Serve is discarding
                 raise TimeoutError(f"ingress HTTP listener on {self.host}:{self.port} not up after {timeout_s}s")
             time.sleep(0.01)
         log.info("ingress serving HTTP on http://%s:%d", self.host, self.port)

@@ -24,6 +24,7 @@ from serving.http.app import attach, build_app
 from serving.http.deps import Services
 from serving.http.shed_gate import ShedGate
 from serving.http_server import IngressHttpServer
+from serving.listeners import start_listeners
 from serving.metrics import Metrics
 from serving.registry.db import is_url
 from serving.state import RegistryView
@@ -59,17 +60,13 @@ class Ingress:
         token = admin_token.encode() if admin_token else None
         attach(app, Services(self.plane, control, token, cfg.limits.max_body_bytes, ui_source))
         self._http: IngressHttpServer | None = None
+        self._grpc: IngressGrpcServer | None = None
         if cfg.http_server == "ingress":
-            # This replica answers HTTP itself on host:port; Serve's proxy is off (runner.py).
+            # This replica answers HTTP (and gRPC) itself on host:port; Serve's proxy is off (runner.py).
             # With shedding on, a request certain to be refused is answered before FastAPI parses it.
             served = ShedGate(app, self.plane.refuse_early, cfg.limits.max_body_bytes) if cfg.shedding.enabled else app
-            self._http = IngressHttpServer(served, cfg.host, cfg.port, cfg.http_loop)
-            self._http.start()
-        self._grpc: IngressGrpcServer | None = None
-        if cfg.grpc_port and self._http is not None and self._http.loop is not None:
-            # On the HTTP listener's loop: the data plane's transport belongs to one event loop.
-            self._grpc = IngressGrpcServer(self.plane, cfg.host, cfg.grpc_port, cfg.limits.max_body_bytes, self._http.loop)
-            self._grpc.start()
+            self._http, self._grpc = start_listeners(served, self.plane, cfg.host, cfg.port, cfg.grpc_port,
+                                                     cfg.limits.max_body_bytes, cfg.http_loop)
         elif cfg.grpc_port:
             log.warning("grpc_port %d: not served with http_server=%r (gRPC needs the ingress's own listener)",
                         cfg.grpc_port, cfg.http_server)

@@ -148,11 +148,13 @@ class Runner:
                                            {"versions": pruned, "keep": keep, "actor": "serve"})
 
     def reconcile(self) -> None:
-        from ray import serve
-
+        """One pass: deploy the versions the registry wants and Serve lacks, all at once, then
+        remove the ones it no longer wants (after the deploys: a blue-green's new colour is up
+        before its old one goes)."""
         from distilserve.core.names import app_name
-        from serving.model_version import version_app
 
+        missing: list[tuple[str, str]] = []
+        unwanted: dict[str, list[str]] = {}
         for model in self.models():
             register_repository(self.registry, self.cfg.model_repository, model)
             if model not in self._prepared:  # a model folder added while running
@@ -164,30 +166,71 @@ class Runner:
                 failed = self.failed_at.get((model, version))
                 if failed is not None and time.monotonic() - failed < self.retry_after_s:
                     continue
-                log.info("deploying %s v%s", model, version)
-                try:
-                    serve.run(version_app(self.cfg, model, version), name=app_name(model, version),
-                              route_prefix=None, blocking=False)
+                missing.append((model, version))
+            unwanted[model] = sorted(self.deployed[model] - wanted, key=int)
+        if missing:
+            for (model, version), error in self._deploy(missing).items():
+                if error is None:
                     self.deployed[model].add(version)
                     self.failed_at.pop((model, version), None)
-                    self.registry.record_event(model, "deployed", f"version {version} deployed",
-                                               {"version": version})
-                except Exception as e:  # noqa: BLE001 - a broken version must not stop the others
-                    reason = f"{e} {deploy_failure_reason(app_name(model, version))}".strip()
-                    log.error("deploying %s v%s failed: %s", model, version, reason)
-                    self.failed_at[(model, version)] = time.monotonic()
-                    self.registry.record_event(model, "deploy_failed", f"version {version}: {reason}",
-                                               {"version": version})
-                    raycompat.delete_app_nowait(app_name(model, version))
-                    # A failed warm deploy (e.g. corrupt weights) is released, not retried every
-                    # pass: each retry blocks reconcile for the whole failed rollout of replicas.
-                    if version in self.registry.warm_versions(model):
-                        self.registry.set_warm(model, version, False, reason=f"deploy failed: {reason}"[:500])
-            for version in sorted(self.deployed[model] - wanted, key=int):
+                    self.registry.record_event(model, "deployed", f"version {version} deployed", {"version": version})
+                else:
+                    self._deploy_failed(model, version, error)
+        for model, versions in unwanted.items():
+            for version in versions:
                 log.info("removing %s v%s", model, version)
                 raycompat.delete_app_nowait(app_name(model, version))
                 self.deployed[model].discard(version)
                 self.registry.record_event(model, "removed", f"version {version} scaled down", {"version": version})
+
+    def _deploy(self, versions: list[tuple[str, str]]) -> dict[tuple[str, str], str | None]:
+        """Deploy the applications of `versions` side by side and wait for each: {(model, version):
+        None once RUNNING, else the error}. Their replicas start together (each its own Triton), so a
+        pass that deploys several versions takes about as long as the slowest, not the sum."""
+        from ray import serve
+
+        from distilserve.core.names import app_name
+        from serving.model_version import version_app
+
+        results: dict[tuple[str, str], str | None] = {}
+        targets, names = [], {}
+        for model, version in versions:
+            log.info("deploying %s v%s", model, version)
+            try:
+                targets.append(serve.RunTarget(target=version_app(self.cfg, model, version),
+                                               name=app_name(model, version), route_prefix=None))
+                names[app_name(model, version)] = (model, version)
+            except Exception as e:  # noqa: BLE001 - a broken version must not stop the others
+                results[(model, version)] = str(e)
+        if not targets:
+            return results
+        try:
+            serve.run_many(targets, wait_for_applications_running=False)
+        except Exception:  # noqa: BLE001 - one at a time, so that only the broken one fails
+            log.warning("deploying %s together failed; one at a time", sorted(names), exc_info=True)
+            for target in targets:
+                try:
+                    serve.run(target.target, name=target.name, route_prefix=None, blocking=False)
+                    results[names[target.name]] = None
+                except Exception as e:  # noqa: BLE001 - a broken version must not stop the others
+                    results[names[target.name]] = str(e)
+            return results
+        for name, outcome in wait_running(list(names)).items():
+            results[names[name]] = outcome
+        return results
+
+    def _deploy_failed(self, model: str, version: str, error: str) -> None:
+        from distilserve.core.names import app_name
+
+        reason = f"{error} {deploy_failure_reason(app_name(model, version))}".strip()
+        log.error("deploying %s v%s failed: %s", model, version, reason)
+        self.failed_at[(model, version)] = time.monotonic()
+        self.registry.record_event(model, "deploy_failed", f"version {version}: {reason}", {"version": version})
+        raycompat.delete_app_nowait(app_name(model, version))
+        # A failed warm deploy (e.g. corrupt weights) is released, not retried every
+        # pass: each retry blocks reconcile for the whole failed rollout of replicas.
+        if version in self.registry.warm_versions(model):
+            self.registry.set_warm(model, version, False, reason=f"deploy failed: {reason}"[:500])
 
     def adopt_deployed(self) -> None:
         """Count the version applications already running as deployed (a restarted controller
@@ -212,8 +255,52 @@ class Runner:
 
         self.prepare()
         start_serve(self.cfg)
+        # The ingress's replica starts while the versions' do; start() returns once all run.
+        serve.run_many([serve.RunTarget(target=ingress_app(self.cfg), name=INGRESS_APP, route_prefix="/")],
+                       wait_for_applications_running=False)
         self.reconcile()
-        serve.run(ingress_app(self.cfg), name=INGRESS_APP, route_prefix="/", blocking=False)
+        error = wait_running([INGRESS_APP])[INGRESS_APP]
+        if error is not None:
+            raise RuntimeError(f"{error} {deploy_failure_reason(INGRESS_APP)}".strip())
+
+
+def _app_state(app: object | None) -> tuple[str, str] | None:
+    """(status, message) of a Serve ApplicationStatusOverview; None when there is no such app."""
+    if app is None:
+        return None
+    return str(getattr(app.status, "value", app.status)), getattr(app, "message", "") or ""
+
+
+def deploy_outcomes(states: dict[str, tuple[str, str] | None]) -> dict[str, str | None]:
+    """Which of the applications being deployed are done: {name: None (RUNNING) or the error}.
+    The rest are still on their way. As `serve.run` waits: RUNNING is done, DEPLOY_FAILED and a
+    vanished application are failures, anything else (DEPLOYING, UNHEALTHY while replicas are
+    retried) is not done yet."""
+    done: dict[str, str | None] = {}
+    for name, state in states.items():
+        if state is None:
+            done[name] = f"Waiting for application {name} to be RUNNING, but application doesn't exist."
+        elif state[0] == "RUNNING":
+            done[name] = None
+        elif state[0] == "DEPLOY_FAILED":
+            done[name] = f"Deploying application {name} failed: {state[1]}"
+    return done
+
+
+def wait_running(names: list[str], poll_s: float = 0.5) -> dict[str, str | None]:
+    """Wait until each application is RUNNING or has failed: {name: None or the error}."""
+    from ray import serve
+
+    results: dict[str, str | None] = {}
+    pending = set(names)
+    while pending:
+        apps = serve.status().applications
+        for name, outcome in deploy_outcomes({n: _app_state(apps.get(n)) for n in pending}).items():
+            pending.discard(name)
+            results[name] = outcome
+        if pending:
+            time.sleep(poll_s)
+    return results
 
 
 # Serve application states that mean "deployed" (ApplicationStatus is a str enum); a failed

@@ -53,3 +53,19 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         reporter.ensure_newline()
         reporter.write_line("Triton processes outlived their owners (killed now):\n" + "\n".join(lines), red=True)
     session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+# -- a failed test shows the log of every `distilserve serve` it was talking to ------------------
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        from tests.helpers import SERVE_LOGS
+
+        for path in list(SERVE_LOGS):
+            try:
+                tail = path.read_text(errors="replace")[-6000:]
+            except OSError:
+                continue
+            report.sections.append((f"serve log {path} (last 6000 characters, {report.when})", tail))

@@ -155,6 +155,10 @@ def one_replica_stack(repo: Path, registry_dir: Path, admin_token: str, ready_pa
         delete_serve_apps()
 
 
+# The logs of the `distilserve serve` processes running now: a failed test's report shows them.
+SERVE_LOGS: set[Path] = set()
+
+
 @contextmanager
 def serve_process(args: list[str], cwd: Path, env: dict[str, str], log_path: Path, timeout: float = 420,
                   **popen: Any) -> Iterator[tuple[subprocess.Popen, str]]:
@@ -164,6 +168,7 @@ def serve_process(args: list[str], cwd: Path, env: dict[str, str], log_path: Pat
     failure message when it never gets ready. Stopped with Ctrl-C (SIGINT), killed after 90 s.
     """
     port = free_port()
+    SERVE_LOGS.add(log_path)
     with open(log_path, "w") as log:
         proc = subprocess.Popen([sys.executable, "-m", "distilserve.cli.main", "serve", *args, "--port", str(port),
                                  "--grpc-port", str(free_port())],  # never the default 8001 another stack holds
@@ -185,6 +190,7 @@ def serve_process(args: list[str], cwd: Path, env: dict[str, str], log_path: Pat
                     proc.wait(90)
                 except subprocess.TimeoutExpired:
                     proc.kill()
+            SERVE_LOGS.discard(log_path)
 
 
 def descendants(pid: int) -> set[int]:

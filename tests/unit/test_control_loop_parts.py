@@ -1,9 +1,11 @@
-"""The controller's leader lock and its model discovery (no Ray)."""
+"""The controller's leader lock, its model discovery and its deploy bookkeeping (no Ray)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+
+import pytest
 
 from serving.control.controller import LeaderLock
 from serving.runner import repository_models
@@ -77,3 +79,23 @@ def test_a_standby_controller_publishes_routing_but_acts_only_once_it_leads(tmp_
     finally:
         loop.stop(timeout_s=5)
         old_leader.release()
+
+
+@pytest.mark.parametrize(
+    ("states", "done"),
+    [
+        ({"m-v1": ("RUNNING", "")}, {"m-v1": None}),
+        ({"m-v1": ("DEPLOYING", "")}, {}),
+        ({"m-v1": ("UNHEALTHY", "replica died")}, {}),  # serve.run keeps waiting while Serve retries
+        ({"m-v1": ("NOT_STARTED", "")}, {}),
+        ({"m-v1": ("DEPLOY_FAILED", "TritonError: bad weights")},
+         {"m-v1": "Deploying application m-v1 failed: TritonError: bad weights"}),
+        ({"m-v1": None}, {"m-v1": "Waiting for application m-v1 to be RUNNING, but application doesn't exist."}),
+        ({"m-v1": ("RUNNING", ""), "m-v2": ("DEPLOYING", ""), "n-v1": ("DEPLOY_FAILED", "x")},
+         {"m-v1": None, "n-v1": "Deploying application n-v1 failed: x"}),
+    ],
+)
+def test_deploy_outcomes_follow_serve_runs_wait(states: dict, done: dict) -> None:
+    from serving.runner import deploy_outcomes
+
+    assert deploy_outcomes(states) == done

@@ -144,3 +144,41 @@ def test_grpc_joins_the_http_listeners_loop() -> None:
         assert not server.alive()
     finally:
         http.stop()
+
+
+def test_http_listener_is_stopped_when_the_grpc_listener_cannot_start() -> None:
+    """A replica whose gRPC port is taken fails whole: its HTTP port is not left answering (a
+    client would see a good answer, then connection refused once Serve discards the replica)."""
+    import socket
+
+    import httpx
+
+    from serving.http_server import check_port_free
+    from serving.listeners import start_listeners
+
+    async def app(scope, receive, send):  # noqa: ANN001 - a bare ASGI app
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    http_port, grpc_port = free_port(), free_port()
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", grpc_port))
+    taken.listen(1)  # no SO_REUSEPORT: gRPC cannot share it
+    try:
+        with pytest.raises(PortInUseError, match=f"grpc_port: cannot listen on 127.0.0.1:{grpc_port}"):
+            start_listeners(app, plane(), "127.0.0.1", http_port, grpc_port, 1_000_000)
+    finally:
+        taken.close()
+    check_port_free("127.0.0.1", http_port)  # nothing listens there any more
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{http_port}/", timeout=2)
+    # With a free gRPC port both come up, and both answer.
+    http, grpc_server = start_listeners(app, plane(), "127.0.0.1", http_port, free_port(), 1_000_000)
+    try:
+        assert httpx.get(f"http://127.0.0.1:{http_port}/", timeout=5).text == "ok"
+        assert grpc_server is not None and grpc_server.alive()
+        assert grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_server.port}").is_server_live()
+    finally:
+        if grpc_server is not None:
+            grpc_server.stop()
+        http.stop()
