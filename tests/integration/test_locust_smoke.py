@@ -11,16 +11,13 @@ import pytest
 
 from loadtests import run_locust
 from serving.config import ServeConfig
-from tests.helpers import free_port, wait_for
+from tests.helpers import delete_serve_apps, free_port, wait_for
 
 
 @pytest.fixture(scope="module")
 def stack_url(ray_session, tiny_repo: Path, tmp_path_factory: pytest.TempPathFactory):
-    from ray import serve
-
     from serving.runner import Runner
 
-    serve.shutdown()  # a Serve left by another module would keep its own port
     cfg = ServeConfig(port=free_port(), model_repository=tiny_repo,
                       registry=tmp_path_factory.mktemp("reg") / "registry.db",
                       torch_threads=1, replica_cpus=0.1)
@@ -28,7 +25,7 @@ def stack_url(ray_session, tiny_repo: Path, tmp_path_factory: pytest.TempPathFac
     url = f"http://127.0.0.1:{cfg.port}"
     wait_for(lambda: httpx.get(f"{url}/v2/health/ready").status_code == 200, 120, "ingress ready")
     yield url
-    serve.shutdown()
+    delete_serve_apps()
 
 
 def _client_errors(url: str) -> float:

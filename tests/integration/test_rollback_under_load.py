@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from serving.config import ServeConfig
-from tests.helpers import free_port, wait_for
+from tests.helpers import delete_serve_apps, free_port, wait_for
 
 MODEL = "sentiment"
 USERS = 50
@@ -47,12 +47,8 @@ class Command(NamedTuple):
 
 @pytest.fixture(scope="module")
 def stack(ray_session, tiny_repo: Path, tmp_path_factory: pytest.TempPathFactory, admin_token: str):
-    from ray import serve
-
     from serving.runner import Runner
 
-    # An earlier module's Serve would keep its own HTTP port and ignore ours: start afresh.
-    serve.shutdown()
     cfg = ServeConfig(
         port=free_port(), model_repository=tiny_repo, registry=tmp_path_factory.mktemp("reg") / "registry.db",
         models=[MODEL], admin_token=admin_token, torch_threads=1, replica_cpus=0.1,
@@ -64,7 +60,7 @@ def stack(ray_session, tiny_repo: Path, tmp_path_factory: pytest.TempPathFactory
     url = f"http://127.0.0.1:{cfg.port}"
     wait_for(lambda: httpx.get(f"{url}/v2/health/ready").status_code == 200, 60, "ingress ready")
     yield {"url": url, "runner": runner, "token": admin_token}
-    serve.shutdown()  # deletes every app of this module (and with them their tritonservers)
+    delete_serve_apps()  # every app of this module (and with them their tritonservers)
 
 
 async def _drive(url: str, token: str, runner) -> tuple[list[Sample], Command]:  # noqa: ANN001 - Runner
