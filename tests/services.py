@@ -28,6 +28,8 @@ from typing import Any
 
 import pytest
 
+from tests.ports import free_port
+
 _START_TIMEOUT_S = 60.0
 
 
@@ -44,10 +46,6 @@ def rerun_tests(module: ModuleType, fixtures: set[str], skip: set[str] = frozens
     }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _wait_for_port(port: int, proc: subprocess.Popen | None, what: str, log: Path) -> None:

@@ -1,0 +1,27 @@
+"""Free loopback ports for the servers tests start."""
+
+from __future__ import annotations
+
+import random
+import socket
+
+# Ports for the servers a test starts: below Linux's ephemeral range (32768-60999 by default) and
+# above Ray's worker ports (10002-19999). A port the kernel hands out for "port 0" can be handed out
+# again as the local port of an outgoing connection (Ray opens hundreds) before the server binds
+# it, and an address in use by a connection cannot be listened on. The likeliest cause of CI's
+# failure at stop 25: `distilserve serve` answered on its HTTP port, then refused connections, as
+# an ingress replica whose gRPC port is taken does while Serve replaces it.
+TEST_PORTS = range(20000, 32768)
+
+
+def free_port() -> int:
+    """A port nothing listens on or is connected from now, outside the ephemeral range."""
+    for _ in range(200):
+        port = random.choice(TEST_PORTS)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {TEST_PORTS}")
