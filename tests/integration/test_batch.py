@@ -174,11 +174,6 @@ def test_known_inputs_of_the_live_version_are_served_from_the_cache(stack, texts
     assert r.status_code == 200, r.text
 
 
-def _grpc_port(cmdline: str) -> str | None:
-    m = re.search(r"--grpc-port[= ](\d+)", cmdline)
-    return m.group(1) if m else None
-
-
 @pytest.mark.parametrize(("executor", "ran"), [("auto", "local"), ("ray", "ray")])
 def test_a_serving_backend_job_uses_the_running_replicas_triton(stack, job, texts, tiny_repo: Path,
                                                               tmp_path: Path, executor: str, ran: str) -> None:
@@ -200,7 +195,7 @@ def test_a_serving_backend_job_uses_the_running_replicas_triton(stack, job, text
         return [p for p in me.children(recursive=True) if "tritonserver" in _name(p)]
 
     before = {p.pid for p in ours()}
-    started: dict[int, str] = {}  # pid -> command line
+    started: dict[int, tuple[str, str]] = {}  # pid -> (command line, parent's process name)
     stop = threading.Event()
 
     def watch() -> None:  # any tritonserver of ours appearing while the job runs
@@ -208,9 +203,10 @@ def test_a_serving_backend_job_uses_the_running_replicas_triton(stack, job, text
             for p in ours():
                 if p.pid not in before and p.pid not in started:
                     try:
-                        started[p.pid] = " ".join(p.cmdline())
+                        parent = p.parent()
+                        started[p.pid] = (" ".join(p.cmdline()), parent.name() if parent else "")
                     except psutil.Error:
-                        started[p.pid] = ""
+                        started[p.pid] = ("", "")
             stop.wait(0.05)
 
     watcher = threading.Thread(target=watch, daemon=True)
@@ -225,11 +221,11 @@ def test_a_serving_backend_job_uses_the_running_replicas_triton(stack, job, text
     assert manifest.complete and manifest.rows_done == ROWS
     assert manifest.runs[-1]["endpoint"] in published
     assert manifest.runs[-1]["executor"] == ran
-    # A replica Serve replaced meanwhile (a failed health check on a loaded machine) starts a Triton
-    # too, and publishes it; the job's own would be published by nobody.
-    serving = {e.grpc.rsplit(":", 1)[-1] for e in read_all()}
-    unpublished = {pid: cmd for pid, cmd in started.items() if _grpc_port(cmd) not in serving}
-    assert not unpublished, f"a serving-backend job must not start a tritonserver: {unpublished}"
+    # A replica Serve added meanwhile (the autoscaler sees the job's load in Triton's counters, or a
+    # replica was replaced on a loaded machine) starts a Triton too: its parent is a Serve replica
+    # (Ray names the process "ray::ServeReplica:<app>:<deployment>"), never the job's driver or actors.
+    jobs = {pid: (cmd, parent) for pid, (cmd, parent) in started.items() if not parent.startswith("ray::ServeRepl")}
+    assert not jobs, f"a serving-backend job must not start a tritonserver: {jobs}"
     own = pq.read_table(job["out"]).sort_by("row_id")
     served = pq.read_table(tmp_path / "out").sort_by("row_id")
     assert served.column("label").to_pylist() == own.column("label").to_pylist()
