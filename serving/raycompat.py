@@ -16,7 +16,11 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import logging
 from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger(__name__)
 
 KV_NAMESPACE = "distilserve"
 KV_FUNCTIONS = ("_internal_kv_put", "_internal_kv_get", "_internal_kv_del", "_internal_kv_list",
@@ -138,6 +142,28 @@ def loopback_init_kwargs(temp_dir: str | None = None) -> dict[str, str]:
     if temp_dir:
         kwargs["_temp_dir"] = temp_dir
     return kwargs
+
+
+# Ray gives a new local node a fixed start-up deadline (its raylet must register within about 30 s);
+# a busy 2-core host can miss it. Such a start is tried again, the failed try shut down first.
+LOCAL_START_ATTEMPTS = 3
+_START_TIMED_OUT = "timed out during startup"
+
+
+def init_local(attempts: int = LOCAL_START_ATTEMPTS, **kwargs: Any) -> None:
+    """`ray.init(**kwargs)` for a local Ray, again (up to `attempts` times) when the node missed
+    Ray's start-up deadline; any other error, or the last try's, is raised."""
+    import ray
+
+    for attempt in range(1, attempts + 1):
+        try:
+            ray.init(**kwargs)
+            return
+        except Exception as e:
+            ray.shutdown()
+            if attempt == attempts or _START_TIMED_OUT not in str(e):
+                raise
+            log.warning("local Ray did not start in time (try %d of %d: %s); trying again", attempt, attempts, e)
 
 
 def delete_app_nowait(name: str) -> None:

@@ -260,15 +260,7 @@ def ensure_ray(address: str | None = None, temp_dir: str | None = None, num_cpus
                         **raycompat.loopback_init_kwargs(temp_dir)}
         if num_cpus:
             kwargs["num_cpus"] = num_cpus
-        for attempt in (1, 2, 3):
-            try:
-                ray.init(**kwargs)
-                break
-            except Exception as e:  # noqa: BLE001 - Ray gives its raylet a fixed 30 s, too short on a busy host
-                ray.shutdown()
-                if attempt == 3 or "timed out during startup" not in str(e):
-                    raise
-                log.warning("local Ray did not start in time (%s); trying again", e)
+        raycompat.init_local(**kwargs)  # again when the node misses Ray's start-up deadline
     return True
 
 

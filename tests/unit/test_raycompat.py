@@ -130,3 +130,43 @@ def test_the_private_api_scan_catches_each_form() -> None:
                  "from ray.serve._private import replica", "_internal_kv_get(k)", 'kw["_temp_dir"] = d'):
         assert PRIVATE.search(line), line
     assert not PRIVATE.search("run_job(spec, ray_temp_dir=d)")
+
+
+TIMED_OUT = Exception("The current node timed out during startup. This could happen because some of the raylet "
+                      "failed to startup or the GCS has become overloaded.")
+
+
+@pytest.mark.parametrize(
+    ("outcomes", "inits", "raised"),
+    [
+        ([None], 1, None),
+        ([TIMED_OUT, None], 2, None),  # missed the deadline once: started on the second try
+        ([TIMED_OUT, TIMED_OUT, None], 3, None),
+        ([TIMED_OUT, TIMED_OUT, TIMED_OUT], 3, "timed out during startup"),  # the third failure is raised
+        ([ValueError("bad argument"), None], 1, "bad argument"),  # anything else: raised at once
+    ],
+)
+def test_init_local_tries_again_only_when_the_node_missed_its_deadline(
+        monkeypatch: pytest.MonkeyPatch, outcomes: list, inits: int, raised: str | None) -> None:
+    import sys
+    import types
+
+    calls: list[str] = []
+    script = iter(outcomes)
+
+    def init(**kwargs: object) -> None:
+        calls.append("init")
+        outcome = next(script)
+        if outcome is not None:
+            raise outcome
+
+    fake = types.SimpleNamespace(init=init, shutdown=lambda: calls.append("shutdown"))
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    if raised:
+        with pytest.raises(Exception, match=raised):
+            raycompat.init_local(address="local")
+    else:
+        raycompat.init_local(address="local")
+    assert calls.count("init") == inits
+    # Every failed try is shut down before the next (or before the error goes up).
+    assert calls.count("shutdown") == inits - (0 if raised else 1)
