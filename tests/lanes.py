@@ -1,10 +1,10 @@
-"""`make test`: the whole suite as two pytest processes side by side ("lanes").
+"""`make test-lanes`: the whole suite as two pytest processes side by side ("lanes").
 
-History: `make test` was one process until 2026-12-01, then lanes, then one process again after a
-lane rehearsal failed test_batch's "no new Triton during a serving-backend job" (a replica Serve
-replaced under the lanes' load started one; the check now tells a replica's published Triton from
-a job's own). One process took 2,702 s in CI on 2026-12-01, over the 30-minute budget, so the lanes
-are back. `make test-serial` is the one-process run.
+Not `make test`: on 2026-12-02 three CI rehearsals with the lanes as `make test` each failed a
+different test under the two lanes' load (a replica's Triton counted as a batch job's, a local Ray
+that missed Ray's start-up deadline, a UI page read before its gates were in); each cause is fixed,
+but the tail of load-only failures is long, and a red CI lands nothing. The lanes took 1,818-1,929 s
+in all against about 2,700 s as one process (benchmarks/results/ci-time-20261202/).
 
 Why: run as one process, the suite left a third to a half of this 2-core machine idle while the
 integration tier waited on processes starting (Ray nodes, replicas, Triton loads), and it took

@@ -140,7 +140,9 @@ def test_canary_started_from_the_cli_shows_its_steps(stack: dict, page, tmp_path
     # The canary advances on passing gates: the page shows step 2 current, its gates measured.
     ro.locator('li.step-current:has-text("50%")').wait_for()
     assert "PROGRESSING" in ro.inner_text()
-    assert ro.locator("[data-testid=gates] tr.gate-pass").count() >= 3
+    # Three gates measured and passing: on a loaded machine the page may first show the new step
+    # before its gates are in (CI rehearsal, 2026-12-02: 2 of 3 at the first look), so wait for them.
+    ro.locator("[data-testid=gates] tr.gate-pass").nth(2).wait_for()
     assert "canary step 1/3" in ro.locator("[data-testid=decisions]").inner_text()
     shot = Path(os.environ.get("DISTILSERVE_UI_SCREENSHOT") or tmp_path / "ui.png")
     page.screenshot(path=str(shot), full_page=True)
