@@ -35,7 +35,9 @@ log = logging.getLogger("distilserve.ingress")
 app = build_app()
 
 
-@serve.deployment(name="Ingress", max_ongoing_requests=256, health_check_period_s=5.0)
+# Stopping waits for the calls Serve routed here (behind Serve's proxy) in 0.5 s steps, not 2 s.
+@serve.deployment(name="Ingress", max_ongoing_requests=256, health_check_period_s=5.0,
+                  graceful_shutdown_wait_loop_s=0.5)
 @serve.ingress(app)
 class Ingress:
     def __init__(self, config: dict, admin_token: str | None = None, control_plane: str = "registry") -> None:

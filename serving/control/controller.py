@@ -38,12 +38,11 @@ from typing import Any
 from ray import serve
 
 from serving.config import ServeConfig
-from serving.control.snapshot import ModelReads, Snapshot, next_snapshot
+from serving.control.snapshot import LONG_POLL_S, ModelReads, Snapshot, next_snapshot
 
 log = logging.getLogger("distilserve.controller")
 
 CONTROLLER_DEPLOYMENT = "Controller"
-SNAPSHOT_WAIT_S = 10.0  # longest a snapshot long poll waits for a change
 ADMIN_METHODS = ("status", "set_traffic", "rollback", "deploy", "prune", "start_rollout", "rollout_command",
                  "rollout_status")
 
@@ -258,8 +257,12 @@ class ControlLoop:
                     self._pending[:0] = rows
 
 
+# Stopping: Serve waits until no call is open (checked every wait loop; default 2 s), then runs
+# __del__, which stops the loop and gives up the lead. Open calls are mostly snapshot long polls
+# (at most LONG_POLL_S); admin calls are short. 0.25 s keeps a stop at about LONG_POLL_S.
 @serve.deployment(name=CONTROLLER_DEPLOYMENT, num_replicas=1, max_ongoing_requests=1000,
-                  health_check_period_s=5.0, ray_actor_options={"num_cpus": 0})
+                  health_check_period_s=5.0, graceful_shutdown_wait_loop_s=0.25,
+                  ray_actor_options={"num_cpus": 0})
 class Controller:
     """The Serve replica around `ControlLoop`; its methods are what ingress replicas and the
     CLI call through a DeploymentHandle."""
@@ -284,7 +287,7 @@ class Controller:
         if self._event_loop is not None and self._changed is not None:
             self._event_loop.call_soon_threadsafe(self._changed.set)
 
-    async def snapshot(self, since_revision: int = -1, timeout_s: float = SNAPSHOT_WAIT_S) -> dict:
+    async def snapshot(self, since_revision: int = -1, timeout_s: float = LONG_POLL_S) -> dict:
         """The current snapshot as soon as its revision differs from `since_revision`, or after
         `timeout_s` (then possibly the same revision: the caller simply asks again). A controller
         that has published nothing yet (just restarted) waits for its first publish rather than

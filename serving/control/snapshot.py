@@ -12,6 +12,12 @@ from collections.abc import Mapping
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# Longest a snapshot long poll waits for a change before it answers with the same revision. An
+# open poll is an ongoing request of the controller's replica, and Serve drains those before it
+# stops a replica: the poll's length bounds how long stopping (or replacing) the controller takes.
+# An idle ingress replica makes one call per LONG_POLL_S (about 1 ms of CPU each).
+LONG_POLL_S = 3.0
+
 
 class ModelReads(BaseModel):
     """What the controller read from the registry for one model (the snapshot's input)."""

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from serving.control.snapshot import Snapshot
+from serving.control.snapshot import LONG_POLL_S, Snapshot
 from serving.traffic_table import TrafficTable
 
 log = logging.getLogger("distilserve.ingress")
@@ -29,7 +29,7 @@ MAX_PENDING = 100_000  # rows kept while the controller is unreachable; the olde
 
 class SnapshotView:
     def __init__(self, models: list[str], fetch: Fetch, send: Send, feedback: Feedback | None = None, *,
-                 wait_s: float = 10.0, flush_s: float = 0.25, start: bool = True) -> None:
+                 wait_s: float = LONG_POLL_S, flush_s: float = 0.25, start: bool = True) -> None:
         self.configured = list(models)
         self.fetch, self.send, self.feedback = fetch, send, feedback
         self.wait_s, self.flush_s = wait_s, flush_s
@@ -206,7 +206,7 @@ class ControllerUiSource:
         return ModelReading.model_validate(self._read(model))
 
 
-def controller_services(models: list[str], wait_s: float = 10.0) -> tuple[SnapshotView, ControllerAdmin,
+def controller_services(models: list[str], wait_s: float = LONG_POLL_S) -> tuple[SnapshotView, ControllerAdmin,
                                                                           ControllerUiSource]:
     """The ingress's view, admin control and operator-page source, all through the controller
     application's handle."""
