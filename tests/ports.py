@@ -25,3 +25,27 @@ def free_port() -> int:
                 continue
             return port
     raise RuntimeError(f"no free port in {TEST_PORTS}")
+
+
+def distinct_free_ports(n: int, exclude: tuple[int, ...] = ()) -> list[int]:
+    """`n` different free ports from TEST_PORTS, all held at once while they are chosen (Ray refuses
+    to start when two of its components share one)."""
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(200 + 20 * n):
+            if len(socks) == n:
+                return [s.getsockname()[1] for s in socks]
+            port = random.choice(TEST_PORTS)
+            if port in exclude:
+                continue
+            s = socket.socket()
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                s.close()
+                continue
+            socks.append(s)
+        raise RuntimeError(f"no {n} free ports in {TEST_PORTS}")
+    finally:
+        for s in socks:
+            s.close()

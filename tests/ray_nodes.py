@@ -44,23 +44,10 @@ wait = wait_for  # poll until true; exceptions count as 'not yet'; AssertionErro
 
 
 def distinct_free_ports(n: int, exclude: tuple[int, ...] = ()) -> list[int]:
-    """`n` different free loopback ports: all bound at once (one at a time, the kernel may hand out
-    the same port twice, and Ray refuses to start when two of its components share one)."""
-    import socket
+    """`n` different free loopback ports outside the ephemeral range (tests/ports.py says why)."""
+    from tests.ports import distinct_free_ports as pick
 
-    socks = []
-    try:
-        while len(socks) < n:
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            if s.getsockname()[1] in exclude:
-                s.close()
-                continue
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+    return pick(n, exclude)
 
 
 # Ray waits 30 s for a new node's raylet to register (hard-coded in ray._private.node.Node); on a

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import socket
 import sys
 
 import pytest
@@ -14,6 +13,7 @@ from serving.autoscale_policy import desired_replicas
 from serving.backends import texts_in_flight, triton_counters
 from serving.http_server import IngressHttpServer, PortInUseError, check_port_free
 from serving.transport.endpoints import Endpoint, EndpointPool, EndpointWatcher, parse
+from tests.ports import free_port
 
 NODE, OTHER = "node-a", "node-b"
 
@@ -176,12 +176,6 @@ def test_texts_in_flight_is_littles_law_weighted_by_texts_per_request(before, af
     assert texts_in_flight(before, after) == pytest.approx(expected)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_ingress_listener_serves_the_app_and_refuses_a_taken_port() -> None:
     import httpx
     from fastapi import FastAPI
@@ -192,7 +186,7 @@ def test_ingress_listener_serves_the_app_and_refuses_a_taken_port() -> None:
     async def ping() -> dict:
         return {"pong": True}
 
-    port = _free_port()
+    port = free_port()
     server = IngressHttpServer(app, "127.0.0.1", port)
     server.start()
     try:
@@ -222,7 +216,7 @@ def test_ingress_listener_runs_on_the_configured_event_loop(choice: str, loop_mo
     async def loop() -> dict:
         return {"module": type(asyncio.get_running_loop()).__module__.split(".")[0]}
 
-    port = _free_port()
+    port = free_port()
     server = IngressHttpServer(app, "127.0.0.1", port, loop=choice)
     server.start()
     try:
@@ -250,7 +244,7 @@ def test_a_triton_that_is_not_there_is_unavailable_not_a_model_failure() -> None
     from serving.transport.triton_grpc import triton_infer
 
     async def main() -> None:
-        client = grpc_aio.InferenceServerClient(f"127.0.0.1:{_free_port()}")
+        client = grpc_aio.InferenceServerClient(f"127.0.0.1:{free_port()}")
         with pytest.raises(Failure, match="unreachable") as err:
             await triton_infer(client, "sentiment", "1", ["x"], timeout_s=5)
         assert err.value.kind == "unavailable"
