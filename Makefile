@@ -20,8 +20,9 @@ install: $(VENV)/.installed
 # Should uv fail (it reads neither pip.conf nor its index settings), pip installs the rest.
 # --compile-bytecode: uv, unlike pip, leaves packages without .pyc files, and where
 # PYTHONDONTWRITEBYTECODE is set (as on these machines) every process then compiles Ray and
-# transformers again: 10.7 s of CPU instead of 5.1 s to import them, in each Ray worker, replica
-# and CLI call. Compiling once at install costs far less.
+# transformers again (import ray 1.9 s instead of 1.0 s; ray, serve and transformers 9.5 s instead
+# of 4.9 s), in each Ray worker, replica and CLI call. With it, CI took 1,545 s instead of 2,364 s
+# (benchmarks/results/ci-time-20261202/).
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)" uv
