@@ -4,7 +4,8 @@ Not `make test`: on 2026-12-02 three CI rehearsals with the lanes as `make test`
 different test under the two lanes' load (a replica's Triton counted as a batch job's, a local Ray
 that missed Ray's start-up deadline, a UI page read before its gates were in); each cause is fixed,
 but the tail of load-only failures is long, and a red CI lands nothing. The lanes took 1,818-1,929 s
-in all against about 2,700 s as one process (benchmarks/results/ci-time-20261202/).
+in all against about 2,300-2,700 s as one process; later that day, with bytecode compiled at
+install, one process took 1,545 s (benchmarks/results/ci-time-20261202/).
 
 Why: run as one process, the suite left a third to a half of this 2-core machine idle while the
 integration tier waited on processes starting (Ray nodes, replicas, Triton loads), and it took

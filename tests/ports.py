@@ -16,27 +16,20 @@ TEST_PORTS = range(20000, 32768)
 
 def free_port() -> int:
     """A port nothing listens on or is connected from now, outside the ephemeral range."""
-    for _ in range(200):
-        port = random.choice(TEST_PORTS)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no free port in {TEST_PORTS}")
+    return distinct_free_ports(1)[0]
 
 
 def distinct_free_ports(n: int, exclude: tuple[int, ...] = ()) -> list[int]:
     """`n` different free ports from TEST_PORTS, all held at once while they are chosen (Ray refuses
     to start when two of its components share one)."""
+    skip = set(exclude)
     socks: list[socket.socket] = []
     try:
         for _ in range(200 + 20 * n):
             if len(socks) == n:
                 return [s.getsockname()[1] for s in socks]
             port = random.choice(TEST_PORTS)
-            if port in exclude:
+            if port in skip:
                 continue
             s = socket.socket()
             try:
@@ -49,3 +42,11 @@ def distinct_free_ports(n: int, exclude: tuple[int, ...] = ()) -> list[int]:
     finally:
         for s in socks:
             s.close()
+
+
+def time_wait_on(port: int) -> int:
+    """Sockets in TIME_WAIT whose local port is `port` (a stopped server's closed connections)."""
+    import psutil
+
+    return sum(1 for c in psutil.net_connections("tcp")
+               if c.laddr and c.laddr.port == port and c.status == psutil.CONN_TIME_WAIT)

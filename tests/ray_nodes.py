@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from tests.helpers import wait_for
+from tests.ports import distinct_free_ports  # also for loadtests/bench_batch.py
 
 RAY_CLI = Path(sys.executable).with_name("ray")
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -41,13 +42,6 @@ LOOPBACK_ENV = {
 }
 OBJECT_STORE_BYTES = 200 * 1024 * 1024
 wait = wait_for  # poll until true; exceptions count as 'not yet'; AssertionError on timeout
-
-
-def distinct_free_ports(n: int, exclude: tuple[int, ...] = ()) -> list[int]:
-    """`n` different free loopback ports outside the ephemeral range (tests/ports.py says why)."""
-    from tests.ports import distinct_free_ports as pick
-
-    return pick(n, exclude)
 
 
 # Ray waits 30 s for a new node's raylet to register (hard-coded in ray._private.node.Node); on a

@@ -20,6 +20,7 @@ import psutil
 
 from serving.http_server import check_port_free
 from tests.helpers import REPO_ROOT, free_port, listeners_off_loopback, new_model_dir
+from tests.ports import time_wait_on
 
 CLI = [sys.executable, "-m", "distilserve.cli.main"]
 
@@ -41,11 +42,6 @@ def _alive(records: list[dict]) -> list[str]:
         except psutil.Error:
             continue
     return alive
-
-
-def _time_wait_on(port: int) -> int:
-    return sum(1 for c in psutil.net_connections("tcp")
-               if c.laddr and c.laddr.port == port and c.status == psutil.CONN_TIME_WAIT)
 
 
 def test_up_down_and_the_port_is_free_again(tmp_path: Path) -> None:
@@ -72,7 +68,7 @@ def test_up_down_and_the_port_is_free_again(tmp_path: Path) -> None:
     assert not (tmp_path / ".distilserve" / "up.json").exists()
     # The server closed each connection first, so its side lingers in TIME_WAIT for about a minute;
     # the probe the next `up` (or `serve`) runs must find the port free all the same.
-    assert _time_wait_on(port) > 0, "the test left no TIME_WAIT socket on the port: it checks nothing"
+    assert time_wait_on(port) > 0, "the test left no TIME_WAIT socket on the port: it checks nothing"
     check_port_free("127.0.0.1", port)
 
 

@@ -5,15 +5,10 @@ from __future__ import annotations
 
 import socket
 
-import psutil
 import pytest
 
 from serving.http_server import PortInUseError, check_port_free, reuseport_socket
-
-
-def _time_wait_on(port: int) -> int:
-    return sum(1 for c in psutil.net_connections("tcp")
-               if c.laddr and c.laddr.port == port and c.status == psutil.CONN_TIME_WAIT)
+from tests.ports import time_wait_on
 
 
 def _server_with_closed_clients(n: int = 3) -> tuple[socket.socket, int]:
@@ -41,7 +36,7 @@ def test_probe_accepts_a_port_in_time_wait_and_refuses_a_listener() -> None:
     with pytest.raises(PortInUseError, match=f"127.0.0.1:{port} is already in use"):
         check_port_free("127.0.0.1", port)  # the listener is still up
     server.close()
-    if _time_wait_on(port) == 0:
+    if time_wait_on(port) == 0:
         pytest.fail(f"the test set-up left no TIME_WAIT socket on port {port}")
     check_port_free("127.0.0.1", port)  # only TIME_WAIT left: free, as it is for our own listener
     listener = reuseport_socket("127.0.0.1", port)  # what the ingress binds next

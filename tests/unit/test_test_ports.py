@@ -14,7 +14,7 @@ def _ephemeral() -> range:
 
 
 def test_ports_are_distinct_free_and_not_ephemeral() -> None:
-    exclude = tuple(range(20000, 26000))  # most of the range: the exclusion must hold
+    exclude = tuple(range(20000, 26000))  # nearly half the range: the exclusion must hold
     ports = distinct_free_ports(6, exclude)
     assert len(set(ports)) == 6
     assert all(p in TEST_PORTS and p not in exclude and p not in _ephemeral() for p in ports), ports
