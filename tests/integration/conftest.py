@@ -35,17 +35,11 @@ def ray_session():
     from serving import raycompat
     from serving.raypatch import HOOK
 
-    # Ray gives its node processes a fixed start-up deadline; on a loaded 2-core machine the
-    # first try can miss it. A second try is cheap; a third failure is a real failure.
-    for attempt in (1, 2, 3):
-        try:
-            ray.init(address="local", namespace="distilserve-tests", include_dashboard=False, log_to_driver=False,
-                     runtime_env={"worker_process_setup_hook": HOOK}, **raycompat.loopback_init_kwargs(temp_dir))
-            break
-        except Exception:  # noqa: BLE001 - retried, then re-raised
-            ray.shutdown()
-            if attempt == 3:
-                raise
+    # Ray gives its node processes a fixed start-up deadline that a loaded 2-core machine can
+    # miss; init_local tries again on that error only, so any other start-up failure shows at once.
+    raycompat.init_local(address="local", namespace="distilserve-tests", include_dashboard=False,
+                         log_to_driver=False, runtime_env={"worker_process_setup_hook": HOOK},
+                         **raycompat.loopback_init_kwargs(temp_dir))
     yield
     from ray import serve
 

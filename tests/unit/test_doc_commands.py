@@ -1,0 +1,95 @@
+"""Every `distilserve` command the docs show in a code block parses with the real CLI parser.
+
+The docs promise that their commands work as written. Running each one is the e2e tier's job for
+the main paths; this catches the cheap, common break: a renamed or dropped flag, subcommand or
+choice that a doc still shows. A shown form is expanded the way a reader reads it: `[--flag value]`
+is taken with its contents, and `a|b|c` is every alternative.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import shlex
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from distilserve.cli.main import build_parser
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DOCS = ("README.md", "deploy/README.md", "BENCHMARKS.md", "BENCH_BATCH.md", "BENCH_DISTILL.md",
+        "BENCH_ROLLBACK.md")
+_COMMAND = re.compile(r"(\.venv/bin/)?distilserve\s")
+
+
+def code_lines(text: str) -> Iterator[str]:
+    """The lines of fenced (```) and indented (4 spaces) code blocks, `\\` continuations joined."""
+    fenced, pending = False, ""
+    for raw in text.splitlines():
+        if raw.lstrip().startswith("```"):
+            fenced = not fenced
+            continue
+        if not (fenced or raw.startswith("    ")):
+            continue
+        line = pending + raw.strip()
+        if line.endswith("\\"):
+            pending = line[:-1].rstrip() + " "
+            continue
+        pending = ""
+        yield line
+
+
+def expand(line: str) -> list[list[str]]:
+    """argv lists (without the program) for a shown command: optional parts in, one per alternative."""
+    words = shlex.split(line, comments=True)[1:]
+    choices = []
+    for w in words:
+        w = w.removeprefix("[").removesuffix("]")
+        choices.append(w.split("|") if "|" in w and not w.startswith("-") else [w])
+    return [list(argv) for argv in itertools.product(*choices)]
+
+
+def doc_commands() -> list[tuple[str, list[str]]]:
+    found = []
+    for doc in DOCS:
+        for line in code_lines((REPO_ROOT / doc).read_text()):
+            if _COMMAND.match(line):
+                found += [(f"{doc}: {' '.join(argv)}", argv) for argv in expand(line)]
+    return found
+
+
+COMMANDS = doc_commands()
+
+
+@pytest.mark.parametrize(("shown", "argv"), COMMANDS, ids=[s for s, _ in COMMANDS])
+def test_shown_command_parses(shown: str, argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # argparse's way of refusing; its message names the bad part
+        pytest.fail(f"{shown}\n  is refused by the CLI (exit {e.code}): {capsys.readouterr().err.strip()}")
+    assert callable(args.func), shown
+
+
+def test_the_docs_show_the_main_commands() -> None:
+    # The collector finds what it should (a broken one would make the test above vacuous).
+    shown = {argv[0] for _, argv in COMMANDS}
+    assert {"serve", "up", "down", "rollout", "distill", "batch", "versions", "compile", "deploy-config"} <= shown
+    assert len(COMMANDS) >= 40
+
+
+@pytest.mark.parametrize(("line", "argvs"), [
+    ("distilserve down", [["down"]]),
+    (".venv/bin/distilserve serve [--port 8000]   # note", [["serve", "--port", "8000"]]),
+    ("distilserve serve [--backend triton|torch]", [["serve", "--backend", "triton"], ["serve", "--backend", "torch"]]),
+    ("distilserve rollout a|b --model m", [["rollout", "a", "--model", "m"], ["rollout", "b", "--model", "m"]]),
+    ("distilserve x '--y=a|b'", [["x", "--y=a|b"]]),  # a flag's own value is not split
+])
+def test_expand(line: str, argvs: list[list[str]]) -> None:
+    assert expand(line) == argvs
+
+
+def test_code_lines_join_continuations_and_skip_prose() -> None:
+    text = "prose distilserve down\n```\ndistilserve batch run \\\n  --model m\n```\n    distilserve down\n"
+    assert list(code_lines(text)) == ["distilserve batch run --model m", "distilserve down"]
