@@ -93,3 +93,15 @@ def test_expand(line: str, argvs: list[list[str]]) -> None:
 def test_code_lines_join_continuations_and_skip_prose() -> None:
     text = "prose distilserve down\n```\ndistilserve batch run \\\n  --model m\n```\n    distilserve down\n"
     assert list(code_lines(text)) == ["distilserve batch run --model m", "distilserve down"]
+
+
+def test_every_make_target_the_docs_show_is_in_the_makefile() -> None:
+    targets = set(re.findall(r"^([a-z][\w-]*):", (REPO_ROOT / "Makefile").read_text(), re.MULTILINE))
+    shown = {}
+    for doc in DOCS:
+        text = (REPO_ROOT / doc).read_text()
+        names = re.findall(r"`make ([a-z][\w-]*)", text)
+        names += [line.split()[1] for line in code_lines(text) if re.match(r"make [a-z]", line)]
+        shown.update({name: doc for name in names})
+    assert {"serve", "test"} <= set(shown)
+    assert {n: d for n, d in shown.items() if n not in targets} == {}
