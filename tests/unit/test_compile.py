@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from distill.compile import data_source_of, verdict
-from distilserve.core.card import ModelCard
+from distilserve.core.card import DataSource, ModelCard
 from tests.helpers import TEMPLATE, load_module
 
 model_py = load_module(TEMPLATE / "model.py", "unit_sentiment_model_py")
@@ -156,7 +156,7 @@ def test_data_source_follows_the_lineage(tmp_path: Path, version: str, expected:
         _card("1", {"recipe": "teacher", "epochs": 2, **SPLIT}),
         _card("2", {"recipe": "student"}, teacher_version="1"),
         _card("3", {"recipe": "compile"}, parent_version="2", teacher_version="1"),
-        _card("4", {"recipe": "teacher"}).model_copy(update={"data_source": FILE}),
+        _card("4", {"recipe": "teacher"}).model_copy(update={"data_source": DataSource.model_validate(FILE)}),
         _card("5", {"recipe": "compile"}, parent_version="4"),
     ]
     for card in cards:
