@@ -105,3 +105,23 @@ def test_every_make_target_the_docs_show_is_in_the_makefile() -> None:
         shown.update({name: doc for name in names})
     assert {"serve", "test"} <= set(shown)
     assert {n: d for n, d in shown.items() if n not in targets} == {}
+
+
+def yaml_blocks(text: str) -> list[str]:
+    return re.findall(r"^```yaml\n(.*?)^```", text, re.MULTILINE | re.DOTALL)
+
+
+def test_the_readmes_serve_yaml_examples_are_valid_serve_configs() -> None:
+    import yaml
+
+    from serving.config import ServeConfig
+
+    blocks = yaml_blocks((REPO_ROOT / "README.md").read_text())
+    assert len(blocks) >= 2  # model_instances/torch_threads, shedding
+    for block in blocks:
+        cfg = ServeConfig.model_validate(yaml.safe_load(block))  # unknown keys are refused by name
+        assert cfg.model_dump(exclude_defaults=True), block  # it sets something
+
+
+def test_yaml_blocks() -> None:
+    assert yaml_blocks("x\n```yaml\na: 1\n```\n```bash\nb\n```\n") == ["a: 1\n"]
