@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from distilserve.cli.main import build_parser
 
@@ -112,8 +113,6 @@ def yaml_blocks(text: str) -> list[str]:
 
 
 def test_the_readmes_serve_yaml_examples_are_valid_serve_configs() -> None:
-    import yaml
-
     from serving.config import ServeConfig
 
     blocks = yaml_blocks((REPO_ROOT / "README.md").read_text())
@@ -125,3 +124,12 @@ def test_the_readmes_serve_yaml_examples_are_valid_serve_configs() -> None:
 
 def test_yaml_blocks() -> None:
     assert yaml_blocks("x\n```yaml\na: 1\n```\n```bash\nb\n```\n") == ["a: 1\n"]
+
+
+def test_bench_distills_recipes_are_valid_distill_configs() -> None:
+    from distill.config import DistillConfig
+
+    blocks = yaml_blocks((REPO_ROOT / "BENCH_DISTILL.md").read_text())
+    assert blocks
+    for block in blocks:
+        DistillConfig.model_validate(yaml.safe_load(block))  # StrictModel: unknown keys are refused
