@@ -1,9 +1,12 @@
-"""Every `distilserve` command the docs show in a code block parses with the real CLI parser.
+"""What the docs show works as written, as far as it can be checked without running it.
 
-The docs promise that their commands work as written. Running each one is the e2e tier's job for
-the main paths; this catches the cheap, common break: a renamed or dropped flag, subcommand or
-choice that a doc still shows. A shown form is expanded the way a reader reads it: `[--flag value]`
-is taken with its contents, and `a|b|c` is every alternative.
+- Every `distilserve` command in a code block of the docs parses with the real CLI parser: a
+  renamed or dropped flag, subcommand or choice that a doc still shows fails here. A shown form is
+  expanded the way a reader reads it: `[--flag value]` is taken with its contents, and `a|b|c` is
+  every alternative. Running the main paths is the e2e tier's job.
+- Every `make X` the docs show is a Makefile target.
+- The README's serve.yaml examples are valid `ServeConfig`s, BENCH_DISTILL.md's recipe a valid
+  `DistillConfig` (both refuse unknown keys by name).
 """
 
 from __future__ import annotations
