@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 import shlex
@@ -67,10 +68,15 @@ def doc_commands() -> list[tuple[str, list[str]]]:
 COMMANDS = doc_commands()
 
 
+@functools.cache
+def parser():  # noqa: ANN201 - an ArgumentParser; built once (about 15 ms), parse_args leaves it as it was
+    return build_parser()
+
+
 @pytest.mark.parametrize(("shown", "argv"), COMMANDS, ids=[s for s, _ in COMMANDS])
 def test_shown_command_parses(shown: str, argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     try:
-        args = build_parser().parse_args(argv)
+        args = parser().parse_args(argv)
     except SystemExit as e:  # argparse's way of refusing; its message names the bad part
         pytest.fail(f"{shown}\n  is refused by the CLI (exit {e.code}): {capsys.readouterr().err.strip()}")
     assert callable(args.func), shown
