@@ -12,10 +12,19 @@ unknown). A text admitted at the back of a full queue is therefore answered with
 `slo_ms`. Before the first call is measured, the limit is `max_queue`. Through Serve (parallel
 unknown, calls overlap) each measured duration includes queueing downstream, so the bound errs low.
 
-A request that would take the queue past its limit is refused at once (429 with Retry-After,
-never a timeout). Shadow copies are shed first: they are admitted only while the queue is at most
-half its limit, and a shed copy is never reported to a user. `Retry-After` is the time the queue
-takes to drain, rounded up to whole seconds (at least 1).
+A user's request is admitted while fewer texts than the limit are queued ahead of it, whatever
+its own size: its first text then starts within about `slo_ms`, and it is answered within that
+plus its own service time. Its texts then count against every request after it, so the queue may
+pass its limit by at most one request, and nothing is admitted until it is back under the limit.
+(Counting a request's own texts instead, as before 2026-12-02, refused a request bigger than the
+limit whenever anything else was being served: with about 14 ms a text on CPU and `slo_ms` 500
+the limit is about 35 texts, while a request may carry 64. How big a request may be is
+`limits.max_items`' business, not the queue's.) Otherwise it is refused at once (429 with
+Retry-After, never a timeout).
+
+Shadow copies are shed first: a copy is admitted only when it fits whole within half the limit
+(or the queue is empty), and a shed copy is never reported to a user. `Retry-After` is the time
+the queue takes to drain, rounded up to whole seconds (at least 1).
 
 `decide` is pure (state in, decision out); `Admission` keeps the per-version state.
 """
@@ -42,7 +51,7 @@ class Overloaded(Exception):  # noqa: N818 - the one overload signal; the HTTP l
 @dataclass(frozen=True)
 class Decision:
     admit: bool
-    limit: int  # the queue bound in texts (users); shadows get half
+    limit: int  # the queue bound in texts: users are admitted below it; shadow copies must fit in half
     retry_after_s: int  # meaningful when refused
 
 
@@ -57,11 +66,12 @@ def decide(*, queued: int, texts: int, shadow: bool, slo_ms: float, ms_per_text:
            min_queue: int, max_queue: int) -> Decision:
     """Admit `texts` more texts to a queue holding `queued`, or refuse with a Retry-After.
 
-    An empty queue always admits (a request bigger than the limit must still be servable).
+    A user's request: while `queued` < limit (the wait ahead of it fits the SLO), whatever its size.
+    A shadow copy: when it fits whole within half the limit. An empty queue admits anything.
     """
     limit = queue_limit(slo_ms, ms_per_text, parallel, min_queue, max_queue)
-    bound = limit // 2 if shadow else limit
-    if queued == 0 or queued + texts <= bound:
+    admit = queued + texts <= limit // 2 if shadow else queued < limit
+    if queued == 0 or admit:
         return Decision(True, limit, 0)
     drain_ms = queued * (ms_per_text or 0.0) / max(1, parallel)
     return Decision(False, limit, max(1, math.ceil(drain_ms / 1000)))

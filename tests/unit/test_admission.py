@@ -26,21 +26,25 @@ BASE = {"slo_ms": 500.0, "min_queue": 8, "max_queue": 100, "parallel": 1}
     ("kw", "admit", "limit", "retry"),
     [
         ({"queued": 0, "texts": 5000, "ms_per_text": 10.0}, True, 50, 0),   # empty queue: always servable
-        ({"queued": 50, "texts": 50, "ms_per_text": None}, True, 100, 0),   # unmeasured: max_queue; 50+50 <= 100
-        ({"queued": 51, "texts": 50, "ms_per_text": None}, False, 100, 1),  # 101 > 100; drain unknown -> 1 s
-        ({"queued": 40, "texts": 10, "ms_per_text": 10.0}, True, 50, 0),    # 500 ms x 1 / 10 ms = 50; 40+10 <= 50
-        ({"queued": 41, "texts": 10, "ms_per_text": 10.0}, False, 50, 1),   # 51 > 50; drain 41x10 = 410 ms -> 1 s
+        ({"queued": 99, "texts": 50, "ms_per_text": None}, True, 100, 0),   # unmeasured: max_queue; 99 < 100
+        ({"queued": 100, "texts": 1, "ms_per_text": None}, False, 100, 1),  # 100 ahead: full; drain unknown -> 1 s
+        ({"queued": 49, "texts": 1, "ms_per_text": 10.0}, True, 50, 0),     # 500 ms x 1 / 10 ms = 50; 49 < 50
+        ({"queued": 50, "texts": 1, "ms_per_text": 10.0}, False, 50, 1),    # 50 ahead: full; drain 500 ms -> 1 s
+        ({"queued": 40, "texts": 64, "ms_per_text": 10.0}, True, 50, 0),    # bigger than the limit: its wait counts
+        ({"queued": 103, "texts": 1, "ms_per_text": 10.0}, False, 50, 2),   # ... and everyone after waits for it
         ({"queued": 90, "texts": 10, "ms_per_text": 10.0, "parallel": 2}, True, 100, 0),  # 500x2/10 = 100
-        ({"queued": 5, "texts": 4, "ms_per_text": 1000.0}, False, 8, 5),    # 500/1000 = 0 -> floor 8; 9 > 8; 5 s
+        ({"queued": 8, "texts": 1, "ms_per_text": 1000.0}, False, 8, 8),    # 500/1000 = 0 -> floor 8; 8 s to drain
         ({"queued": 99, "texts": 1, "ms_per_text": 0.01}, True, 100, 0),    # 50000 -> ceiling 100
         ({"queued": 150, "texts": 1, "ms_per_text": 20.0, "slo_ms": 2000.0}, False, 100, 3),  # drain 3000 ms -> 3 s
         ({"queued": 20, "texts": 5, "ms_per_text": 10.0, "shadow": True}, True, 50, 0),   # shadow bound 25
         ({"queued": 21, "texts": 5, "ms_per_text": 10.0, "shadow": True}, False, 50, 1),  # 26 > 25: shadow shed
         ({"queued": 21, "texts": 5, "ms_per_text": 10.0}, True, 50, 0),     # the same load from a user: admitted
+        ({"queued": 1, "texts": 64, "ms_per_text": 10.0, "shadow": True}, False, 50, 1),  # a big copy must fit too
     ],
-    ids=["empty-admits-anything", "unmeasured-fits", "unmeasured-full", "fits-exactly", "one-over",
-         "two-tritons-double", "floor", "ceiling", "retry-after-rounds-up", "shadow-under-half",
-         "shadow-over-half-shed", "user-same-load-admitted"],
+    ids=["empty-admits-anything", "unmeasured-below", "unmeasured-full", "one-below", "full",
+         "oversized-admitted-below-the-limit", "oversized-counts-for-those-after", "two-tritons-double",
+         "floor", "ceiling", "retry-after-rounds-up", "shadow-under-half", "shadow-over-half-shed",
+         "user-same-load-admitted", "oversized-shadow-shed"],
 )
 def test_admission_decision(kw: dict, admit: bool, limit: int, retry: int) -> None:
     args = {**BASE, "shadow": False, **kw}
@@ -114,6 +118,26 @@ def test_a_burst_past_the_bound_is_refused_at_once_and_every_admitted_one_succee
         assert t.texts_sent == 4 and t.queues[("m", "1")].queued == 0
         assert shed_count(t.metrics, "user") == 6 and shed_count(t.metrics, "shadow") == 0
         assert t.queues[("m", "1")].ms_per_text is not None  # the admitted calls were measured
+
+    asyncio.run(main())
+
+
+def test_a_request_bigger_than_the_limit_is_admitted_while_others_are_served() -> None:
+    """Before 2026-12-02 a request was charged its own texts, so one bigger than the limit was
+    admitted only to an empty queue: refused whenever anyone else was being served."""
+    async def main() -> None:
+        t = GatedTransport(SheddingSettings(enabled=True, min_queue=4, max_queue=4))
+        small = asyncio.create_task(t.infer("m", "1", ["s0"]))
+        await asyncio.sleep(0)
+        big = asyncio.create_task(t.infer("m", "1", [f"b{i}" for i in range(10)]))  # 1 ahead < 4: admitted
+        await asyncio.sleep(0)
+        assert not big.done() and t.queues[("m", "1")].queued == 11
+        after = asyncio.create_task(t.infer("m", "1", ["s1"]))  # 11 ahead: refused until it drains
+        await asyncio.sleep(0)
+        assert isinstance(after.exception(), Overloaded) and after.exception().queued == 11
+        t.release.set()
+        assert len((await big)[1]) == 10 and (await small)[1] == ["positive"]
+        assert t.queues[("m", "1")].queued == 0 and shed_count(t.metrics, "user") == 1
 
     asyncio.run(main())
 
