@@ -54,7 +54,7 @@ def predict_fields(body: bytes) -> tuple[str, str | None, str | None] | None:
     on the normal path only: under overload such a request may get the 429 instead of the 422.)"""
     try:
         doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # deeply nested JSON: the normal path's 4xx
         return None
     if not isinstance(doc, dict):
         return None
