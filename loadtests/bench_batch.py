@@ -66,6 +66,10 @@ def main() -> int:
                    help="torch threads per actor's model process (default: --torch-threads); raw keeps --torch-threads")
     p.add_argument("--executor", choices=["auto", "ray", "local"], default="auto",
                    help="the job's --executor (auto: local for --backend serving on this node, else Ray Data)")
+    p.add_argument("--max-call-ms", type=float, default=None,
+                   help="the job's --max-call-ms (default: the job's own, 100 ms with --backend serving)")
+    p.add_argument("--inflight", type=int, default=None,
+                   help="the job's --inflight (default: the job's own, 1 with --backend serving)")
     p.add_argument("--workdir", type=Path, default=None, help="keep input/output here (default: a temp dir)")
     p.add_argument("--skip-raw", action="store_true", help="only the batch job (e.g. the full-corpus run)")
     p.add_argument("--ray-cluster", action="store_true",
@@ -94,7 +98,9 @@ def main() -> int:
            "--model-repository", str(args.repo), "--backend", args.backend, "--shard-rows", str(args.shard_rows),
            "--infer-batch", str(args.batch), "--torch-threads", str(args.job_torch_threads or args.torch_threads),
            "--actors", str(args.actors), "--executor", args.executor, "--overwrite",
-           "--no-progress", *(["--ray-address", cluster[1]] if cluster else ["--ray-temp-dir", ray_tmp])]
+           "--no-progress", *(["--max-call-ms", str(args.max_call_ms)] if args.max_call_ms is not None else []),
+           *(["--inflight", str(args.inflight)] if args.inflight is not None else []),
+           *(["--ray-address", cluster[1]] if cluster else ["--ray-temp-dir", ray_tmp])]
     try:
         if args.backend == "serving":  # untimed: the stack is already serving when a scheduled job starts
             assert cluster is not None
@@ -116,6 +122,7 @@ def main() -> int:
     result = {
         "model": f"{args.model}:{args.version}", "backend": args.backend, "rows": len(texts),
         "ray": "running cluster" if cluster else "started by the job", "executor": run.get("executor"),
+        "max_call_ms": run.get("max_call_ms"), "inflight": run.get("inflight"),
         "load_average_1m": round(os.getloadavg()[0], 2),
         "rows_written": sum(manifest["done"].values()), "torch_threads": args.torch_threads, "batch": args.batch,
         "actors": args.actors, "job_torch_threads": args.job_torch_threads or args.torch_threads,

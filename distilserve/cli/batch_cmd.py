@@ -45,7 +45,12 @@ def _job_options() -> argparse.ArgumentParser:
                         "running replica of the version (needs --ray-address of the cluster that serves it)")
     p.add_argument("--shard-rows", type=int, default=1024, help="rows per output shard, the unit of resume")
     p.add_argument("--infer-batch", type=int, default=64, help="texts per inference call (max 64)")
-    p.add_argument("--inflight", type=int, default=2, help="inference calls in flight per actor")
+    p.add_argument("--inflight", type=int, default=None,
+                   help="inference calls in flight per actor; default 1 with --backend serving, 2 otherwise")
+    p.add_argument("--max-call-ms", type=float, default=None,
+                   help="time budget of one call: calls carry the texts that fit, by the job's measured cost per text "
+                        "(at most --infer-batch), which bounds how long live requests wait behind the job; default "
+                        "100 with --backend serving, none otherwise; 0: none")
     p.add_argument("--actors", type=int, default=1, help="actors, each with its own tritonserver")
     p.add_argument("--executor", choices=["auto", "ray", "local"], default="auto",
                    help="ray: Ray Data actors; local: one predictor in this process (one actor's work, no Ray Data); "
@@ -94,6 +99,7 @@ def _spec(args: argparse.Namespace, output: Path):  # noqa: ANN202 - a JobSpec
             split=args.split, model_repository=args.model_repository,
             registry=args.registry if args.registry and args.registry.is_file() else None,
             backend=args.backend, shard_rows=args.shard_rows, infer_batch=args.infer_batch, inflight=args.inflight,
+            max_call_ms=args.max_call_ms,
             actors=args.actors, executor=args.executor, actor_cpus=args.actor_cpus, actor_gpus=args.actor_gpus,
             torch_threads=args.torch_threads, max_rows_per_s=args.max_rows_per_s, overwrite=args.overwrite,
             progress=not args.no_progress,

@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from distilserve.core.names import MODEL_PATTERN, VERSION_PATTERN
 from serving.batch import shards as sh
+from serving.batch.call_size import CallSizer
 
 log = logging.getLogger("distilserve.batch")
 
@@ -56,7 +57,17 @@ class JobSpec(BaseModel):
                                       "replica of the version instead of starting one (see serving_endpoint).")
     shard_rows: int = Field(default=1024, ge=1, le=10_000_000, description="Rows per output shard (resume unit).")
     infer_batch: int = Field(default=64, ge=1, le=64, description="Texts per inference call (Triton max is 64).")
-    inflight: int = Field(default=2, ge=1, le=64, description="Inference calls in flight per actor.")
+    inflight: int | None = Field(
+        default=None, ge=1, le=64,
+        description="Inference calls in flight per actor. None: 1 with --backend serving (a live request then waits "
+                    "for at most the one running call of the job), 2 otherwise (the next call waits inside the "
+                    "backend while one runs).")
+    max_call_ms: float | None = Field(
+        default=None, ge=0, le=60_000,
+        description="Time budget of one inference call: each call carries the texts that fit, from the job's own "
+                    "measured cost per text (serving/batch/call_size.py), at most infer_batch. It bounds how long a "
+                    "live request waits behind the job on a shared Triton. None: 100 ms with --backend serving, "
+                    "no budget otherwise; 0: no budget.")
     actors: int = Field(default=1, ge=1, le=1024, description="Actors, each with its own backend process.")
     executor: Literal["auto", "ray", "local"] = Field(
         default="auto", description="ray: Ray Data actors; local: one Predictor in the driver (no Ray Data, and no "
@@ -146,20 +157,20 @@ class Predictor:
 
     def __init__(self, repository: str, model: str, version: str, backend: str, torch_threads: int | None,
                  gpu: bool, infer_batch: int, inflight: int, max_rows_per_s: float | None,
-                 endpoint: str | None = None) -> None:
+                 endpoint: str | None = None, max_call_ms: float | None = None) -> None:
         from serving.backends import make_backend
 
         self.model, self.version = model, version
         kw: dict = {"endpoint": endpoint} if backend == "serving" else {"gpu": gpu, "torch_threads": torch_threads}
         self.backend = make_backend(backend, Path(repository), model, version, **kw)
-        self.infer_batch, self.inflight, self.rate = infer_batch, inflight, max_rows_per_s
+        self.inflight, self.rate = inflight, max_rows_per_s
+        self.sizer = CallSizer(max_texts=infer_batch, max_call_ms=max_call_ms)
         self.loop = asyncio.new_event_loop()  # one loop for the actor's life: the gRPC client lives on it
         self.t0, self.rows = time.monotonic(), 0
 
     def __call__(self, block: pa.Table) -> pa.Table:
         texts = block.column("text").to_pylist()
-        chunks = [texts[i: i + self.infer_batch] for i in range(0, len(texts), self.infer_batch)]
-        results = self.loop.run_until_complete(self._infer_all(chunks))
+        results = self.loop.run_until_complete(self._infer_all(texts))
         labels = [label for _, lab in results for label in lab]
         scores = [row.tolist() for probs, _ in results for row in probs]
         n = len(texts)
@@ -169,16 +180,33 @@ class Predictor:
             "scores": pa.array(scores, type=pa.list_(pa.float32())),
         })
 
-    async def _infer_all(self, chunks: list[list[str]]) -> list:
-        sem = asyncio.Semaphore(self.inflight)
+    async def _infer_all(self, texts: list[str]) -> list:
+        """(probabilities, labels) of consecutive calls covering `texts` in order, `inflight` at a time,
+        each sized when it is sent (`CallSizer`)."""
+        calls: list[asyncio.Task] = []
+        pending: set[asyncio.Task] = set()
+        pos = 0
+        try:
+            while pos < len(texts) or pending:
+                while pos < len(texts) and len(pending) < self.inflight:
+                    chunk = texts[pos: pos + self.sizer.size()]
+                    pos += len(chunk)
+                    calls.append(task := asyncio.ensure_future(self._one(chunk)))
+                    pending.add(task)
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    task.result()  # a failed call raises here
+        finally:
+            for task in pending:  # a failed call ends the block; its siblings are not left running
+                task.cancel()
+        return [task.result() for task in calls]
 
-        async def one(chunk: list[str]):  # noqa: ANN202
-            async with sem:
-                out = await self.backend.infer(chunk)
-                await self._throttle(len(chunk))
-                return out
-
-        return await asyncio.gather(*(one(c) for c in chunks))
+    async def _one(self, chunk: list[str]):  # noqa: ANN202 - (probabilities, labels)
+        start = time.monotonic()
+        out = await self.backend.infer(chunk)
+        self.sizer.observe(time.monotonic() - start, len(chunk))
+        await self._throttle(len(chunk))
+        return out
 
     async def _throttle(self, rows: int) -> None:
         self.rows += rows
@@ -308,7 +336,9 @@ def run_job(spec: JobSpec, *, ray_address: str | None = None, ray_temp_dir: str 
     manifest, texts, keys = prepare(spec)
     out = Path(spec.output)
     todo = sh.pending_shards(manifest, out)
-    run = {"started": time.time(), "pending_shards": len(todo), "rows": sum(s.rows for s in todo)}
+    run = {"started": time.time(), "pending_shards": len(todo), "rows": sum(s.rows for s in todo),
+           "max_call_ms": call_budget_ms(spec.backend, spec.max_call_ms),
+           "inflight": calls_in_flight(spec.backend, spec.inflight)}
     log.info("%s v%s: %d rows, %d shards, %d already done, %d to run", manifest.model, manifest.version,
              manifest.num_rows, len(manifest.shards), len(manifest.done), len(todo))
     if not todo:
@@ -353,10 +383,28 @@ def _predictor_kwargs(spec: JobSpec, manifest: sh.Manifest, endpoint: str | None
     return {
         "repository": str(Path(spec.model_repository).resolve()), "model": manifest.model,
         "version": manifest.version, "backend": spec.backend, "torch_threads": spec.torch_threads,
-        "gpu": spec.actor_gpus > 0, "infer_batch": spec.infer_batch, "inflight": spec.inflight,
+        "gpu": spec.actor_gpus > 0, "infer_batch": spec.infer_batch, "inflight": calls_in_flight(spec.backend, spec.inflight),
         "max_rows_per_s": spec.max_rows_per_s / spec.actors if spec.max_rows_per_s else None,
-        "endpoint": endpoint,
+        "endpoint": endpoint, "max_call_ms": call_budget_ms(spec.backend, spec.max_call_ms),
     }
+
+
+SERVING_CALL_BUDGET_MS = 100.0
+
+
+def calls_in_flight(backend: str, inflight: int | None) -> int:
+    """The flag's value; unset, 1 where the job shares a replica's Triton with live traffic, else 2."""
+    if inflight is None:
+        return 1 if backend == "serving" else 2
+    return inflight
+
+
+def call_budget_ms(backend: str, max_call_ms: float | None) -> float | None:
+    """The time budget of one call: the flag's value (0: none); unset, 100 ms where the job shares a
+    replica's Triton with live traffic (`serving`), none where it has a backend of its own."""
+    if max_call_ms is None:
+        return SERVING_CALL_BUDGET_MS if backend == "serving" else None
+    return max_call_ms or None
 
 
 def _run_local(spec: JobSpec, manifest: sh.Manifest, texts: list[str], keys: list[str], todo: list[sh.Shard],

@@ -221,6 +221,8 @@ def test_a_serving_backend_job_uses_the_running_replicas_triton(stack, job, text
     assert manifest.complete and manifest.rows_done == ROWS
     assert manifest.runs[-1]["endpoint"] in published
     assert manifest.runs[-1]["executor"] == ran
+    # It shares the Triton with live traffic: short calls, one at a time.
+    assert (manifest.runs[-1]["max_call_ms"], manifest.runs[-1]["inflight"]) == (100.0, 1)
     # A replica Serve added meanwhile (the autoscaler sees the job's load in Triton's counters, or a
     # replica was replaced on a loaded machine) starts a Triton too: its parent is a Serve replica
     # (Ray names the process "ray::ServeReplica:<app>:<deployment>"), never the job's driver or actors.
@@ -241,7 +243,7 @@ def test_a_local_job_writes_what_the_ray_job_wrote(job, texts, tiny_repo: Path, 
     spec = job["spec"].model_copy(update={"output": tmp_path / "out", "executor": "local"})
     manifest = run_job(spec)
     assert manifest.complete and manifest.rows_done == ROWS
-    assert manifest.runs[-1]["executor"] == "local"
+    assert manifest.runs[-1]["executor"] == "local" and manifest.runs[-1]["max_call_ms"] is None  # own Triton
     own = pq.read_table(job["out"]).sort_by("row_id")
     local = pq.read_table(tmp_path / "out").sort_by("row_id")
     assert local.column("input_key").to_pylist() == own.column("input_key").to_pylist()

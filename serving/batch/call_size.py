@@ -1,0 +1,55 @@
+"""How many texts a batch job puts in one inference call, so that one call takes about a time budget.
+
+A job on `--backend serving` shares a running replica's Triton with live traffic. Triton runs one
+batch at a time per model instance, so a live request that arrives while a job's call executes
+waits for that call, and for any other call of the job queued before it. With 64-text calls, two
+in flight, on the 2-core CPU machine that was about 2 s (median; benchmarks/results/
+probe-batch-priority-20261202). Bounding a call's duration instead of its text count bounds that
+wait wherever the job runs: on a CPU at about 14 ms a text a 100 ms budget gives calls of about 7
+texts, on a GPU that answers 64 texts in a few milliseconds, full calls.
+
+    size = clamp(floor(max_call_ms / ms_per_text), 1, max_texts)
+
+where `ms_per_text` is an EWMA of (call duration / texts in the call) over the job's own calls. A
+call's duration includes its fixed cost, so a small call measures a higher cost per text and the
+next one grows, until one call takes about the budget. It also includes time spent queued behind
+live requests, so under live load the calls shrink further. Before the first measurement a call
+carries `first_texts` texts.
+
+`next_size` is pure; `CallSizer` keeps the EWMA.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+def next_size(ms_per_text: float | None, max_call_ms: float | None, max_texts: int, first_texts: int) -> int:
+    """Texts for the next call: `max_texts` with no budget, `first_texts` before any measurement."""
+    if max_call_ms is None:
+        return max_texts
+    if ms_per_text is None or ms_per_text <= 0:
+        return max(1, min(max_texts, first_texts))
+    return max(1, min(max_texts, math.floor(max_call_ms / ms_per_text)))
+
+
+@dataclass
+class CallSizer:
+    """The job's measured cost per text and the size of its next call (one per Predictor)."""
+
+    max_texts: int
+    max_call_ms: float | None = None
+    first_texts: int = 4
+    alpha: float = 0.3
+    ms_per_text: float | None = None
+
+    def size(self) -> int:
+        return next_size(self.ms_per_text, self.max_call_ms, self.max_texts, self.first_texts)
+
+    def observe(self, seconds: float, texts: int) -> None:
+        """Fold one finished call into the EWMA of milliseconds per text."""
+        if texts <= 0 or seconds < 0:
+            return
+        sample = seconds * 1000 / texts
+        self.ms_per_text = sample if self.ms_per_text is None else self.alpha * sample + (1 - self.alpha) * self.ms_per_text

@@ -1,0 +1,118 @@
+"""A batch job's call size: bounded by a time budget (serving/batch/call_size.py), and the Predictor
+that sends the calls in order, a bounded number at a time, each sized when it is sent."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+
+from serving.batch.call_size import CallSizer, next_size
+from serving.batch.job import Predictor, call_budget_ms, calls_in_flight
+
+
+@pytest.mark.parametrize(
+    ("ms_per_text", "max_call_ms", "max_texts", "first", "size"),
+    [
+        (14.0, None, 64, 4, 64),      # no budget: full calls
+        (None, 100.0, 64, 4, 4),      # nothing measured yet: the first size
+        (None, 100.0, 2, 4, 2),       # ... never above the cap
+        (14.0, 100.0, 64, 4, 7),      # CPU: 100 / 14 = 7.1 -> 7 texts
+        (0.2, 100.0, 64, 4, 64),      # GPU: 500 would fit -> the cap
+        (250.0, 100.0, 64, 4, 1),     # slower than the budget: one text, never zero
+        (10.0, 100.0, 64, 4, 10),     # exactly the budget
+        (0.0, 100.0, 64, 4, 4),       # a zero measurement is no measurement
+    ],
+    ids=["no-budget", "unmeasured", "unmeasured-capped", "cpu", "gpu-capped", "slow-floor", "exact", "zero"],
+)
+def test_next_size(ms_per_text: float | None, max_call_ms: float | None, max_texts: int, first: int,
+                   size: int) -> None:
+    assert next_size(ms_per_text, max_call_ms, max_texts, first) == size
+
+
+def test_the_size_converges_to_a_call_of_about_the_budget_despite_a_fixed_cost_per_call() -> None:
+    sizer = CallSizer(max_texts=64, max_call_ms=100.0, alpha=0.5)
+    for _ in range(30):  # a backend with 2 ms per call and 10 ms per text
+        n = sizer.size()
+        sizer.observe((2.0 + 10.0 * n) / 1000, n)
+    assert sizer.size() == 9  # 2 + 9 x 10 = 92 ms <= 100 < 2 + 10 x 10
+    sizer.observe(1.0, 0)  # no texts: ignored
+    assert sizer.size() == 9
+
+
+@pytest.mark.parametrize(
+    ("backend", "flag", "budget"),
+    [("serving", None, 100.0), ("triton", None, None), ("torch", None, None),
+     ("serving", 0.0, None), ("serving", 40.0, 40.0), ("triton", 250.0, 250.0)],
+    ids=["serving-default", "triton-default", "torch-default", "zero-is-off", "serving-set", "triton-set"],
+)
+def test_call_budget(backend: str, flag: float | None, budget: float | None) -> None:
+    assert call_budget_ms(backend, flag) == budget
+
+
+@pytest.mark.parametrize(("backend", "flag", "calls"),
+                         [("serving", None, 1), ("triton", None, 2), ("torch", None, 2), ("serving", 3, 3)],
+                         ids=["serving-default", "triton-default", "torch-default", "serving-set"])
+def test_calls_in_flight(backend: str, flag: int | None, calls: int) -> None:
+    assert calls_in_flight(backend, flag) == calls
+
+
+class FakeBackend:
+    """10 ms a text; records each call and the most calls in flight at once."""
+
+    def __init__(self, fail_on: str | None = None) -> None:
+        self.calls: list[list[str]] = []
+        self.in_flight = self.most_in_flight = 0
+        self.fail_on = fail_on
+
+    async def infer(self, texts: list[str]):  # noqa: ANN201
+        self.calls.append(list(texts))
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(0.01 * len(texts))
+            if self.fail_on in texts:
+                raise RuntimeError(f"model failed on {self.fail_on}")
+            return np.array([[float(t[1:]), 0.0] for t in texts], dtype=np.float32), [t for t in texts]
+        finally:
+            self.in_flight -= 1
+
+    def close(self) -> None:
+        pass
+
+
+def _predictor(backend: FakeBackend, infer_batch: int, inflight: int, max_call_ms: float | None) -> Predictor:
+    p = Predictor.__new__(Predictor)  # no real backend to start
+    p.backend, p.inflight, p.rate = backend, inflight, None
+    p.sizer = CallSizer(max_texts=infer_batch, max_call_ms=max_call_ms)
+    p.t0, p.rows = time.monotonic(), 0
+    return p
+
+
+@pytest.mark.parametrize(("inflight", "max_call_ms"), [(1, 60.0), (2, 60.0), (3, None)],
+                         ids=["one-budget", "two-budget", "three-no-budget"])
+def test_predictor_covers_every_text_in_order_within_its_in_flight_bound(inflight: int,
+                                                                          max_call_ms: float | None) -> None:
+    backend = FakeBackend()
+    p = _predictor(backend, infer_batch=16, inflight=inflight, max_call_ms=max_call_ms)
+    texts = [f"t{i}" for i in range(100)]
+    results = asyncio.run(p._infer_all(texts))
+    assert [label for _, labels in results for label in labels] == texts
+    assert [row[0] for probs, _ in results for row in probs] == list(range(100))
+    assert [t for call in backend.calls for t in call] == texts  # each text sent once, in order
+    assert backend.most_in_flight == inflight
+    sizes = [len(c) for c in backend.calls]
+    if max_call_ms is None:
+        assert sizes == [16] * 6 + [4]
+    else:  # the first call carries 4 texts, later ones what fits 60 ms at about 10 ms a text
+        assert sizes[0] == 4 and max(sizes) <= 6 and sizes.count(5) + sizes.count(6) >= len(sizes) // 2
+
+
+def test_a_failed_call_fails_the_block_and_cancels_the_calls_still_in_flight() -> None:
+    backend = FakeBackend(fail_on="t5")
+    p = _predictor(backend, infer_batch=4, inflight=2, max_call_ms=None)
+    with pytest.raises(RuntimeError, match="model failed on t5"):
+        asyncio.run(p._infer_all([f"t{i}" for i in range(40)]))
+    assert backend.in_flight == 0 and len(backend.calls) < 10  # stopped early, nothing left running
