@@ -132,6 +132,11 @@ class SheddingSettings(BaseModel):
     max_queue: int = Field(default=1024, description="Ceiling of the queue bound (and the bound before any call "
                                                      "is measured), in texts.")
     ewma_alpha: float = Field(default=0.2, description="Weight of the newest call in the service-time average.")
+    min_call_texts: int = Field(
+        default=8, ge=1, le=64,
+        description="Calls with fewer texts do not update the service-time average: their duration is mostly "
+                    "per-call overhead, which sized from 1-text calls bounds the queue far too low for a burst "
+                    "that batching serves. Until a call this big is measured, the bound is max_queue.")
 
     @model_validator(mode="after")
     def _check(self) -> SheddingSettings:

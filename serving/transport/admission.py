@@ -7,8 +7,13 @@ objective and the measured service time:
     limit = clamp(floor(slo_ms * parallel / ms_per_text), min_queue, max_queue)
 
 where `ms_per_text` is an EWMA of (call duration / texts in the call) over the version's recent
-calls and `parallel` the calls the backend runs at once (one per same-node Triton; 1 when
-unknown). A text admitted at the back of a full queue is therefore answered within about
+calls of at least `min_call_texts` texts, and `parallel` the calls the backend runs at once (one
+per same-node Triton; 1 when unknown). Smaller calls are not measured: their duration is mostly
+per-call overhead, and a bound sized from it refuses a burst that batching would serve (seen
+2026-12-02: a version measured only on 1-text calls, at 59 ms each, was bounded at 34 texts and
+refused 19 requests of a 50-client burst of a model that answers 50 texts in one such call). One
+slow call (a cold replica, a stall) moves the estimate at most `MAX_SAMPLE_GROWTH` times the
+current one, so it cannot collapse the bound; a lasting slowdown still raises it within a few calls. A text admitted at the back of a full queue is therefore answered within about
 `slo_ms`. Before the first call is measured, the limit is `max_queue`. Through Serve (parallel
 unknown, calls overlap) each measured duration includes queueing downstream, so the bound errs low.
 
@@ -77,6 +82,9 @@ def decide(*, queued: int, texts: int, shadow: bool, slo_ms: float, ms_per_text:
     return Decision(False, limit, max(1, math.ceil(drain_ms / 1000)))
 
 
+MAX_SAMPLE_GROWTH = 4.0  # a sample above this many times the current estimate counts as this much
+
+
 @dataclass
 class VersionQueue:
     """Outstanding texts of one version and its measured service time."""
@@ -85,9 +93,13 @@ class VersionQueue:
     ms_per_text: float | None = None
     shed: dict[str, int] = field(default_factory=lambda: {"user": 0, "shadow": 0})
 
-    def observe_call(self, seconds: float, texts: int, alpha: float) -> None:
-        """Fold one downstream call into the EWMA of milliseconds per text."""
-        if texts <= 0:
+    def observe_call(self, seconds: float, texts: int, alpha: float, min_texts: int = 1) -> None:
+        """Fold one downstream call of at least `min_texts` texts into the EWMA of milliseconds per text."""
+        if texts <= 0 or texts < min_texts:
             return
         sample = seconds * 1000 / texts
-        self.ms_per_text = sample if self.ms_per_text is None else alpha * sample + (1 - alpha) * self.ms_per_text
+        if self.ms_per_text is None:
+            self.ms_per_text = sample
+        else:
+            sample = min(sample, MAX_SAMPLE_GROWTH * self.ms_per_text)
+            self.ms_per_text = alpha * sample + (1 - alpha) * self.ms_per_text

@@ -146,7 +146,7 @@ class Transport:
         result = await self._call_once(model, version, texts)
         if not isinstance(result, Failure):
             self.queues.setdefault((model, version), VersionQueue()).observe_call(
-                time.perf_counter() - t0, len(texts), self.shedding.ewma_alpha)
+                time.perf_counter() - t0, len(texts), self.shedding.ewma_alpha, self.shedding.min_call_texts)
         return result
 
     async def _call_once(self, model: str, version: str, texts: list[str]) -> Result | Failure:

@@ -34,7 +34,7 @@ class Sample(NamedTuple):
     start: float  # time.monotonic() when the request was sent
     end: float
     status: int  # 0 when no HTTP response came back (connection error, timeout)
-    version: str  # X-Model-Version, or the error text when status is 0
+    version: str  # X-Model-Version; for a failure, the response body or the error text (status 0)
 
 
 class Command(NamedTuple):
@@ -83,7 +83,9 @@ async def _drive(url: str, token: str, runner) -> tuple[list[Sample], Command]: 
                 start = time.monotonic()
                 try:
                     r = await client.post("/v1/predict", json={"inputs": [f"user {i} finds this fine"]})
-                    samples.append(Sample(start, time.monotonic(), r.status_code, r.headers.get("x-model-version", "")))
+                    # A failed response keeps its body, which names the version and the reason.
+                    samples.append(Sample(start, time.monotonic(), r.status_code,
+                                          r.headers.get("x-model-version", "") if r.is_success else r.text[:300]))
                 except httpx.HTTPError as e:
                     samples.append(Sample(start, time.monotonic(), 0, repr(e)))
 
@@ -130,7 +132,8 @@ def test_rollback_under_load_fails_no_request(stack) -> None:
     assert cmd.rc == 0, cmd.stderr
     assert "-> {'1': 100.0}" in cmd.stdout, cmd.stdout
     failed = [s for s in samples if not 200 <= s.status < 300]
-    assert not failed, f"{len(failed)} of {len(samples)} requests failed, e.g. {failed[:3]}"
+    assert not failed, (f"{len(failed)} of {len(samples)} requests failed, e.g. "
+                        f"{[(round(s.start - cmd.start, 3), s.status, s.version) for s in failed[:3]]}")
     # The test means something only if v2 really served under load before the command and v1 after.
     # "Before" is answered before the command started: a request merely *sent* before it can
     # still be queued (client loop, server accept queue) past the switch on a busy machine, and

@@ -67,6 +67,39 @@ def test_service_time_is_an_ewma_of_ms_per_text() -> None:
     assert q.ms_per_text == pytest.approx(20.0)
 
 
+def test_small_calls_are_not_measured_and_one_slow_call_cannot_collapse_the_bound() -> None:
+    q = VersionQueue()
+    q.observe_call(0.059, 1, alpha=0.2, min_texts=8)  # a 1-text call: mostly per-call overhead
+    assert q.ms_per_text is None  # still unmeasured: the bound stays max_queue
+    q.observe_call(0.040, 40, alpha=0.2, min_texts=8)  # 1 ms/text
+    assert q.ms_per_text == pytest.approx(1.0)
+    q.observe_call(2.0, 8, alpha=0.2, min_texts=8)  # a 250 ms/text stall counts as 4 x 1 ms
+    assert q.ms_per_text == pytest.approx(0.2 * 4.0 + 0.8 * 1.0)
+    for _ in range(10):  # a lasting 10x slowdown is still followed
+        q.observe_call(0.080, 8, alpha=0.2, min_texts=8)
+    assert q.ms_per_text > 8.0
+
+
+def test_a_burst_after_single_text_calls_is_admitted() -> None:
+    """Seen in CI (test_rollback_under_load): after a few slow 1-text calls, a 50-client burst was
+    bounded at 34 texts. Small calls no longer size the bound."""
+    async def main() -> None:
+        t = GatedTransport(SheddingSettings(enabled=True, slo_ms=2000, max_queue=1024))
+        for i in range(3):  # 1-text calls of at least 60 ms each: "60 ms a text" would bound it at 33
+            warm = asyncio.create_task(t.infer("m", "1", [f"warm {i}"]))
+            await asyncio.sleep(0.06)
+            t.release.set()
+            await warm
+            t.release.clear()
+        burst = [asyncio.create_task(t.infer("m", "1", [f"u{i}"])) for i in range(50)]
+        await asyncio.sleep(0)
+        assert not any(x.done() for x in burst)  # all 50 admitted, none refused
+        t.release.set()
+        assert len(await asyncio.gather(*burst)) == 50 and shed_count(t.metrics, "user") == 0
+
+    asyncio.run(main())
+
+
 @pytest.mark.parametrize(
     ("kw", "needle"),
     [({"slo_ms": 0}, "slo_ms must be between 1 and 600000, got 0"),
@@ -105,7 +138,7 @@ def shed_count(metrics: Metrics, source: str) -> float:
 @pytest.mark.parametrize("batching", [True, False], ids=["batched", "direct"])
 def test_a_burst_past_the_bound_is_refused_at_once_and_every_admitted_one_succeeds(batching: bool) -> None:
     async def main() -> None:
-        t = GatedTransport(SheddingSettings(enabled=True, min_queue=4, max_queue=4), batching)
+        t = GatedTransport(SheddingSettings(enabled=True, min_queue=4, max_queue=4, min_call_texts=1), batching)
         tasks = [asyncio.create_task(t.infer("m", "1", [f"t{i}"])) for i in range(10)]
         await asyncio.sleep(0)  # every request has reached admission; the downstream is still blocked
         refused = [x for x in tasks if x.done()]
