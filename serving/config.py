@@ -136,7 +136,8 @@ class SheddingSettings(BaseModel):
         default=8, ge=1, le=64,
         description="Calls with fewer texts do not update the service-time average: their duration is mostly "
                     "per-call overhead, which sized from 1-text calls bounds the queue far too low for a burst "
-                    "that batching serves. Until a call this big is measured, the bound is max_queue.")
+                    "that batching serves. Until a call this big is measured, the bound is max_queue. At most "
+                    "batching.max_texts counts; with batching off every call is measured.")
 
     @model_validator(mode="after")
     def _check(self) -> SheddingSettings:

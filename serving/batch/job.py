@@ -383,7 +383,8 @@ def _predictor_kwargs(spec: JobSpec, manifest: sh.Manifest, endpoint: str | None
     return {
         "repository": str(Path(spec.model_repository).resolve()), "model": manifest.model,
         "version": manifest.version, "backend": spec.backend, "torch_threads": spec.torch_threads,
-        "gpu": spec.actor_gpus > 0, "infer_batch": spec.infer_batch, "inflight": calls_in_flight(spec.backend, spec.inflight),
+        "gpu": spec.actor_gpus > 0, "infer_batch": spec.infer_batch,
+        "inflight": calls_in_flight(spec.backend, spec.inflight),
         "max_rows_per_s": spec.max_rows_per_s / spec.actors if spec.max_rows_per_s else None,
         "endpoint": endpoint, "max_call_ms": call_budget_ms(spec.backend, spec.max_call_ms),
     }

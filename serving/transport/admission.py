@@ -13,9 +13,10 @@ per-call overhead, and a bound sized from it refuses a burst that batching would
 2026-12-02: a version measured only on 1-text calls, at 59 ms each, was bounded at 34 texts and
 refused 19 requests of a 50-client burst of a model that answers 50 texts in one such call). One
 slow call (a cold replica, a stall) moves the estimate at most `MAX_SAMPLE_GROWTH` times the
-current one, so it cannot collapse the bound; a lasting slowdown still raises it within a few calls. A text admitted at the back of a full queue is therefore answered within about
-`slo_ms`. Before the first call is measured, the limit is `max_queue`. Through Serve (parallel
-unknown, calls overlap) each measured duration includes queueing downstream, so the bound errs low.
+current one, so it cannot collapse the bound; a lasting slowdown still raises it within a few
+calls. (With batching off every request is its own call, and every call is measured.) Before the
+first call is measured, the limit is `max_queue`. Through Serve (parallel unknown, calls overlap)
+each measured duration includes queueing downstream, so the bound errs low.
 
 A user's request is admitted while fewer texts than the limit are queued ahead of it, whatever
 its own size: its first text then starts within about `slo_ms`, and it is answered within that
@@ -31,7 +32,7 @@ Shadow copies are shed first: a copy is admitted only when it fits whole within 
 (or the queue is empty), and a shed copy is never reported to a user. `Retry-After` is the time
 the queue takes to drain, rounded up to whole seconds (at least 1).
 
-`decide` is pure (state in, decision out); `Admission` keeps the per-version state.
+`decide` is pure (state in, decision out); `VersionQueue` keeps the per-version state.
 """
 
 from __future__ import annotations

@@ -146,8 +146,15 @@ class Transport:
         result = await self._call_once(model, version, texts)
         if not isinstance(result, Failure):
             self.queues.setdefault((model, version), VersionQueue()).observe_call(
-                time.perf_counter() - t0, len(texts), self.shedding.ewma_alpha, self.shedding.min_call_texts)
+                time.perf_counter() - t0, len(texts), self.shedding.ewma_alpha, self._min_measured_texts())
         return result
+
+    def _min_measured_texts(self) -> int:
+        """Texts a call needs for its duration to size the shedding bound: `min_call_texts`, at most
+        the biggest call the batcher makes; with batching off each request is its own call, so all."""
+        if not self.batching.enabled:
+            return 1
+        return min(self.shedding.min_call_texts, self.batching.max_texts)
 
     async def _call_once(self, model: str, version: str, texts: list[str]) -> Result | Failure:
         """Short path when a same-node Triton is known, else Serve. Failures are values here (the

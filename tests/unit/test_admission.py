@@ -80,6 +80,22 @@ def test_small_calls_are_not_measured_and_one_slow_call_cannot_collapse_the_boun
     assert q.ms_per_text > 8.0
 
 
+@pytest.mark.parametrize(
+    ("batching", "max_texts", "texts", "measured"),
+    [(True, 32, 1, False), (True, 32, 8, True), (True, 4, 4, True), (False, 32, 1, True)],
+    ids=["small-call", "big-enough", "the-batchers-biggest-call", "batching-off-every-call"],
+)
+def test_which_calls_size_the_bound(batching: bool, max_texts: int, texts: int, measured: bool) -> None:
+    async def main() -> None:
+        t = GatedTransport(SheddingSettings(enabled=True, min_call_texts=8), batching)
+        t.batching = BatchingSettings(enabled=batching, max_wait_ms=0, max_texts=max_texts)
+        t.release.set()
+        await t.infer("m", "1", [f"t{i}" for i in range(texts)])
+        assert (t.queues[("m", "1")].ms_per_text is not None) == measured
+
+    asyncio.run(main())
+
+
 def test_a_burst_after_single_text_calls_is_admitted() -> None:
     """Seen in CI (test_rollback_under_load): after a few slow 1-text calls, a 50-client burst was
     bounded at 34 texts. Small calls no longer size the bound."""
