@@ -23,7 +23,7 @@ from locust import HttpUser, LoadTestShape, constant_throughput, events, task
 
 from distilserve.core.tensors import INPUT_TEXT, OUTPUT_LABEL
 from loadtests import corpus, shapes
-from loadtests.run_locust import check_host
+from loadtests.run_locust import check_host, failure_text
 
 MODEL = os.environ.get("LOADTEST_MODEL", "sentiment")
 PER_USER_RPS = float(os.environ.get("LOADTEST_PER_USER_RPS", "10"))
@@ -94,7 +94,7 @@ class _ApiUser(HttpUser):
         """POST /v1/predict; returns the served version, or None after marking a failure."""
         with self.client.post("/v1/predict", json=body, name=name, catch_response=True) as r:
             if r.status_code != 200:
-                r.failure(f"HTTP {r.status_code}: {r.text[:200]}")
+                r.failure(failure_text(r.status_code, r.headers.get("Retry-After"), r.text))
                 return None
             preds = r.json().get("predictions", [])
             if len(preds) != len(body["inputs"]):
@@ -131,7 +131,7 @@ class OipUser(_ApiUser):
         with self.client.post(f"/v2/models/{MODEL}/infer", json=body, name="/v2/models/[model]/infer",
                               catch_response=True) as r:
             if r.status_code != 200:
-                r.failure(f"HTTP {r.status_code}: {r.text[:200]}")
+                r.failure(failure_text(r.status_code, r.headers.get("Retry-After"), r.text))
                 return
             outputs = {o["name"]: o for o in r.json().get("outputs", [])}
             if outputs.get(OUTPUT_LABEL, {}).get("shape") not in ([len(texts)], [len(texts), 1]):

@@ -25,6 +25,18 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 
 
+SHED = "shed: refused at once with Retry-After (the version's queue was full)"
+
+
+def failure_text(status: int, retry_after: str | None, body: str) -> str:
+    """How locust names a non-200 answer. A 429/503 with Retry-After is load shedding doing its job,
+    so every one gets the same name (one row in the failures CSV, whatever queue length its body
+    quotes) and can be told apart from real failures; anything else keeps its status and body."""
+    if status in (429, 503) and retry_after:
+        return SHED
+    return f"HTTP {status}: {body[:200]}"
+
+
 def check_host(url: str) -> str:
     """`url` if it is http(s) on a loopback address; ValueError otherwise (load stays on this machine)."""
     parts = urlsplit(url)

@@ -7,7 +7,7 @@ import random
 import pytest
 
 from loadtests import corpus, shapes
-from loadtests.run_locust import check_host
+from loadtests.run_locust import SHED, check_host, failure_text
 
 STEP = shapes.build("step", 30.0)  # 10 -> 100 -> 1,000 req/s, 10 s each
 RAMP = shapes.build("ramp", 10.0, start=10.0, end=110.0)
@@ -199,3 +199,19 @@ def test_summarize_reads_a_written_run_back(tmp_path) -> None:
                                  "steps": [{"step_t": 2, "replicas_before": 1, "decision_s": -1, "ready_s": 1,
                                             "decision_to_ready_s": 2}],
                                  "replica_starts": [{"decision_t": 1, "ready_t": 3, "decision_to_ready_s": 2}]}]
+
+
+@pytest.mark.parametrize(
+    ("status", "retry_after", "body", "expected"),
+    [
+        (429, "2", '{"error": "version 1 of model \'m\' is overloaded (40 texts queued, limit 35)"}', SHED),
+        (503, "1", '{"error": "the ingress is starting"}', SHED),
+        (429, None, "slow down", "HTTP 429: slow down"),  # no Retry-After: not our shedding
+        (500, "1", "boom", "HTTP 500: boom"),  # a server fault stays a failure, whatever its headers
+        (404, None, "x" * 300, "HTTP 404: " + "x" * 200),
+    ],
+    ids=["shed-429", "shed-503", "429-without-retry-after", "500", "long-body-cut"],
+)
+def test_locust_names_shed_answers_apart_from_failures(status: int, retry_after: str | None, body: str,
+                                                        expected: str) -> None:
+    assert failure_text(status, retry_after, body) == expected
