@@ -29,10 +29,12 @@ SHED = "shed: refused at once with Retry-After (the version's queue was full)"
 
 
 def failure_text(status: int, retry_after: str | None, body: str) -> str:
-    """How locust names a non-200 answer. A 429/503 with Retry-After is load shedding doing its job,
-    so every one gets the same name (one row in the failures CSV, whatever queue length its body
-    quotes) and can be told apart from real failures; anything else keeps its status and body."""
-    if status in (429, 503) and retry_after:
+    """How locust names a non-200 answer. A 429 with Retry-After is load shedding doing its job, so
+    every one gets the same name (one row in the failures CSV, whatever queue length its body
+    quotes) and can be told apart from real failures. Anything else keeps its status and body,
+    503s included: the stack answers 503 with Retry-After when a version is unavailable or the
+    ingress is starting, never for overload (serving/dataplane.py)."""
+    if status == 429 and retry_after:
         return SHED
     return f"HTTP {status}: {body[:200]}"
 

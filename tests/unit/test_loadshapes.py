@@ -205,12 +205,12 @@ def test_summarize_reads_a_written_run_back(tmp_path) -> None:
     ("status", "retry_after", "body", "expected"),
     [
         (429, "2", '{"error": "version 1 of model \'m\' is overloaded (40 texts queued, limit 35)"}', SHED),
-        (503, "1", '{"error": "the ingress is starting"}', SHED),
+        (503, "1", '{"error": "the ingress is starting"}', 'HTTP 503: {"error": "the ingress is starting"}'),
         (429, None, "slow down", "HTTP 429: slow down"),  # no Retry-After: not our shedding
         (500, "1", "boom", "HTTP 500: boom"),  # a server fault stays a failure, whatever its headers
         (404, None, "x" * 300, "HTTP 404: " + "x" * 200),
     ],
-    ids=["shed-429", "shed-503", "429-without-retry-after", "500", "long-body-cut"],
+    ids=["shed-429", "503-is-unavailable-not-shed", "429-without-retry-after", "500", "long-body-cut"],
 )
 def test_locust_names_shed_answers_apart_from_failures(status: int, retry_after: str | None, body: str,
                                                         expected: str) -> None:
