@@ -106,8 +106,11 @@ def test_predictor_covers_every_text_in_order_within_its_in_flight_bound(infligh
     sizes = [len(c) for c in backend.calls]
     if max_call_ms is None:
         assert sizes == [16] * 6 + [4]
-    else:  # the first call carries 4 texts, later ones what fits 60 ms at about 10 ms a text
-        assert sizes[0] == 4 and max(sizes) <= 6 and sizes.count(5) + sizes.count(6) >= len(sizes) // 2
+    else:  # the first call carries 4 texts, later ones what fits 60 ms at 10 ms a text or more
+        # (a sleep never ends early, so every measured cost is >= 10 ms a text: no call above 6 texts;
+        # how far below depends on the machine's load, so it is not asserted: the sizer's own
+        # convergence is tested above without a clock)
+        assert sizes[0] == 4 and max(sizes[1:]) <= 6 and p.sizer.ms_per_text >= 9.9
 
 
 def test_a_failed_call_fails_the_block_and_cancels_the_calls_still_in_flight() -> None:
