@@ -54,7 +54,8 @@ LONG = "x" * 400  # 102 tokens
 def test_a_long_text_does_not_make_short_ones_pad_to_it(max_tokens: int | None, calls: list) -> None:
     async def main() -> None:
         fake = FakeVersion()
-        b = make(fake, max_wait_s=10.0, max_texts=4, flush_when_idle=False, max_tokens=max_tokens)
+        b = make(fake, max_wait_s=10.0, max_texts=4, flush_when_idle=False, max_tokens=max_tokens,
+                 max_reorder_s=60.0)  # no request counts as overdue however slow the machine
         got = await asyncio.gather(*(b.submit([t]) for t in ["a", LONG, "c", "d"]))  # the 4th fills max_texts
         assert got == [["A"], [LONG.upper()], ["C"], ["D"]]  # every request its own rows
         assert fake.calls == calls
@@ -66,11 +67,15 @@ def test_a_long_text_does_not_make_short_ones_pad_to_it(max_tokens: int | None, 
 def test_paced_length_aware_holds_what_does_not_fit_until_a_call_returns() -> None:
     async def main() -> None:
         fake = FakeVersion(gate=True)
-        b = make(fake, max_wait_s=0.01, max_texts=4, flush_when_idle=False, max_inflight=1, max_tokens=64)
+        # max_reorder_s: held requests must not turn overdue (overdue ones go in arrival order, a table
+        # case above) while a loaded CI machine is slow to run the first call back.
+        b = make(fake, max_wait_s=0.01, max_texts=4, flush_when_idle=False, max_inflight=1, max_tokens=64,
+                 max_reorder_s=60.0)
         tasks = [asyncio.create_task(b.submit([t])) for t in ["a", LONG, "c", "d"]]
         for _ in range(3):
             await asyncio.sleep(0)
         assert fake.calls == [["a"]] and b.inflight == 1  # paced: the first goes alone, the rest are held
+        await asyncio.sleep(0.05)  # as a slow machine would: older than the default max_reorder_s (0.02)
         fake.release.set()
         assert await asyncio.gather(*tasks) == [["A"], [LONG.upper()], ["C"], ["D"]]
         # Released together; short ones first, and the long one only once the single Triton is free again.
