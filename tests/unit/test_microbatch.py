@@ -97,12 +97,14 @@ def test_requests_arriving_while_busy_share_one_call_and_get_their_own_rows() ->
 def test_batch_boundaries(max_texts: int, sizes: list[int], expected_calls: list[list[int]]) -> None:
     async def main() -> None:
         fake = FakeVersion(gate=True)
-        b = make(fake, max_wait_s=0.02, max_texts=max_texts)
+        # A window far longer than the loop turns between submissions, so a stalled CI machine cannot
+        # close it early and split the groups (the 20 ms window used before could).
+        b = make(fake, max_wait_s=0.3, max_texts=max_texts)
         tasks = []
         for i, n in enumerate(sizes):
             tasks.append(asyncio.create_task(b.submit([f"r{i}"] * n)))
             await asyncio.sleep(0)
-        await asyncio.sleep(0.06)
+        await asyncio.sleep(0.5)
         fake.release.set()
         results = await asyncio.gather(*tasks)
         assert results == [[f"R{i}"] * n for i, n in enumerate(sizes)]
