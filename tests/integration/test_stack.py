@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 
 import httpx
@@ -228,9 +227,8 @@ def test_admin_needs_token_and_switches_traffic(stack) -> None:
     _deploy(stack, "2")
     r = httpx.post(f"{url}/admin/models/sentiment/traffic", json={"weights": {"2": 100}}, headers=auth)
     assert r.status_code == 200, r.text
-    t0 = time.monotonic()
+    # wait_for fails after 5 s; a second wall-clock assertion after it could only fail on a slow last poll.
     wait_for(lambda: _predict(url, {"inputs": ["x"]}).json()["version"] == "2", 5, "traffic on version 2")
-    assert time.monotonic() - t0 < 5
     r = httpx.post(f"{url}/admin/models/sentiment/rollback", json={}, headers=auth)
     assert r.status_code == 200 and r.json()["traffic"] == {"1": 100.0}, r.text
     wait_for(lambda: _predict(url, {"inputs": ["x"]}).json()["version"] == "1", 5, "traffic back on version 1")
