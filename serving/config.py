@@ -134,9 +134,10 @@ class SheddingSettings(BaseModel):
     ewma_alpha: float = Field(default=0.2, description="Weight of the newest call in the service-time average.")
     min_call_texts: int = Field(
         default=8, ge=1, le=64,
-        description="Calls with fewer texts do not update the service-time average: their duration is mostly "
-                    "per-call overhead, which sized from 1-text calls bounds the queue far too low for a burst "
-                    "that batching serves. Until a call this big is measured, the bound is max_queue. At most "
+        description="Texts a call needs to size the queue bound as measured (ms / texts). A smaller call's "
+                    "duration is mostly per-call overhead when the model batches well, so it counts only until "
+                    "such a call is seen, and spread over this many texts (a provisional, admitting estimate). "
+                    "1 measures every call as cost per text: right for a CPU model with a tight slo_ms. At most "
                     "batching.max_texts counts; with batching off every call is measured.")
 
     @model_validator(mode="after")

@@ -7,16 +7,24 @@ objective and the measured service time:
     limit = clamp(floor(slo_ms * parallel / ms_per_text), min_queue, max_queue)
 
 where `ms_per_text` is an EWMA of (call duration / texts in the call) over the version's recent
-calls of at least `min_call_texts` texts, and `parallel` the calls the backend runs at once (one
-per same-node Triton; 1 when unknown). Smaller calls are not measured: their duration is mostly
-per-call overhead, and a bound sized from it refuses a burst that batching would serve (seen
+calls of at least `min_call_texts` texts ("full" calls), and `parallel` the calls the backend runs
+at once (one per same-node Triton; 1 when unknown).
+
+A smaller call's duration is mostly per-call overhead when the model batches well, and a bound
+sized from it as if it were cost per text refuses a burst that batching would serve (seen
 2026-12-02: a version measured only on 1-text calls, at 59 ms each, was bounded at 34 texts and
-refused 19 requests of a 50-client burst of a model that answers 50 texts in one such call). One
-slow call (a cold replica, a stall) moves the estimate at most `MAX_SAMPLE_GROWTH` times the
-current one, so it cannot collapse the bound; a lasting slowdown still raises it within a few
-calls. (With batching off every request is its own call, and every call is measured.) Before the
-first call is measured, the limit is `max_queue`. Through Serve (parallel unknown, calls overlap)
-each measured duration includes queueing downstream, so the bound errs low.
+refused 19 requests of a 50-client burst of a model that answers 50 texts in one such call). Not
+measuring small calls at all was worse where calls stay small: a version that had only seen them
+was unbounded (`max_queue`) when overload came, so its first wave queued for seconds (the
+shedding benchmark at `slo_ms` 40: admitted p99 44x the unloaded p99 instead of 3.3x). So small
+calls give a *provisional* estimate, their duration spread over `min_call_texts` texts (as if the
+call could have carried that many in the same time: it errs on the side of admitting). The first
+full call replaces it, and from then on only full calls count. One slow call (a cold replica, a
+stall) moves the estimate at most `MAX_SAMPLE_GROWTH` times the current one, so it cannot collapse
+the bound; a lasting slowdown still raises it within a few calls. (With batching off every request
+is its own call, and every call is full.) Before any call is measured the limit is `max_queue`.
+Through Serve (parallel unknown, calls overlap) each measured duration includes queueing
+downstream, so the bound errs low.
 
 A user's request is admitted while fewer texts than the limit are queued ahead of it, whatever
 its own size: its first text then starts within about `slo_ms`, and it is answered within that
@@ -92,15 +100,21 @@ class VersionQueue:
 
     queued: int = 0
     ms_per_text: float | None = None
+    provisional: bool = False  # ms_per_text comes from small calls only (none of min_texts texts yet)
     shed: dict[str, int] = field(default_factory=lambda: {"user": 0, "shadow": 0})
 
     def observe_call(self, seconds: float, texts: int, alpha: float, min_texts: int = 1) -> None:
-        """Fold one downstream call of at least `min_texts` texts into the EWMA of milliseconds per text."""
-        if texts <= 0 or texts < min_texts:
+        """Fold one downstream call into the EWMA of milliseconds per text (see the module's docstring):
+        a call of at least `min_texts` texts counts as measured; a smaller one only until such a call has
+        been seen, spread over `min_texts` texts."""
+        if texts <= 0:
             return
-        sample = seconds * 1000 / texts
-        if self.ms_per_text is None:
-            self.ms_per_text = sample
-        else:
-            sample = min(sample, MAX_SAMPLE_GROWTH * self.ms_per_text)
-            self.ms_per_text = alpha * sample + (1 - alpha) * self.ms_per_text
+        full = texts >= min_texts
+        if not full and self.ms_per_text is not None and not self.provisional:
+            return
+        sample = seconds * 1000 / (texts if full else min_texts)
+        if self.ms_per_text is None or (full and self.provisional):
+            self.ms_per_text, self.provisional = sample, not full
+            return
+        sample = min(sample, MAX_SAMPLE_GROWTH * self.ms_per_text)
+        self.ms_per_text = alpha * sample + (1 - alpha) * self.ms_per_text
