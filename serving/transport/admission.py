@@ -19,7 +19,13 @@ was unbounded (`max_queue`) when overload came, so its first wave queued for sec
 shedding benchmark at `slo_ms` 40: admitted p99 44x the unloaded p99 instead of 3.3x). So small
 calls give a *provisional* estimate, their duration spread over `min_call_texts` texts (as if the
 call could have carried that many in the same time: it errs on the side of admitting). The first
-full call replaces it, and from then on only full calls count. One slow call (a cold replica, a
+full call replaces it. After that a small call of n texts counts only when it proves the estimate
+wrong. With a call costing overhead + texts x per-text (both >= 0), a call of the full calls' usual
+size F (an EWMA) costs at least the small call's duration, so its cost per text lies between
+duration / F and duration / n; an estimate outside that interval moves towards its nearer end, and
+one inside it stays. So a version whose calls stay small (a tight bound) still follows a slowdown
+and a recovery, and idle 1-text calls do not drag down the bound of a model that batches well. One
+slow call (a cold replica, a
 stall) moves the estimate at most `MAX_SAMPLE_GROWTH` times the current one, so it cannot collapse
 the bound; a lasting slowdown still raises it within a few calls. (With batching off every request
 is its own call, and every call is full.) Before any call is measured the limit is `max_queue`.
@@ -101,18 +107,25 @@ class VersionQueue:
     queued: int = 0
     ms_per_text: float | None = None
     provisional: bool = False  # ms_per_text comes from small calls only (none of min_texts texts yet)
+    full_texts: float | None = None  # EWMA of the texts in calls of at least min_texts texts
     shed: dict[str, int] = field(default_factory=lambda: {"user": 0, "shadow": 0})
 
     def observe_call(self, seconds: float, texts: int, alpha: float, min_texts: int = 1) -> None:
         """Fold one downstream call into the EWMA of milliseconds per text (see the module's docstring):
-        a call of at least `min_texts` texts counts as measured; a smaller one only until such a call has
-        been seen, spread over `min_texts` texts."""
+        a call of at least `min_texts` texts counts as measured; a smaller one is spread over `min_texts`
+        texts until such a call has been seen, and after it moves the estimate only into the interval
+        of full-call costs per text it implies."""
         if texts <= 0:
             return
         full = texts >= min_texts
-        if not full and self.ms_per_text is not None and not self.provisional:
-            return
         sample = seconds * 1000 / (texts if full else min_texts)
+        if full:
+            self.full_texts = texts if self.full_texts is None else alpha * texts + (1 - alpha) * self.full_texts
+        elif self.ms_per_text is not None and not self.provisional and self.full_texts:
+            low, high = seconds * 1000 / self.full_texts, seconds * 1000 / texts  # a full call's cost per text
+            if low <= self.ms_per_text <= high:
+                return  # consistent with the estimate: no news
+            sample = low if self.ms_per_text < low else high
         if self.ms_per_text is None or (full and self.provisional):
             self.ms_per_text, self.provisional = sample, not full
             return

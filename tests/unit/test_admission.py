@@ -72,11 +72,16 @@ def test_service_time_is_an_ewma_of_ms_per_text() -> None:
     [([(0.059, 1)], 59 / 8, True),                      # a 1-text call, spread over 8 texts: 7.4 ms
      ([(0.059, 1), (0.040, 4)], 0.2 * 5 + 0.8 * 59 / 8, True),  # small calls average among themselves (40 / 8)
      ([(0.059, 1), (0.080, 40)], 2.0, False),           # the first full call replaces the provisional estimate
-     ([(0.080, 40), (0.059, 1)], 2.0, False),           # ... and after it small calls no longer count
+     ([(0.080, 40), (0.008, 1)], 2.0, False),           # ... after it a small call consistent with it is no news:
+                                                        #     a 40-text call costs 8 / 40 to 8 / 1 ms a text
+     ([(0.016, 8), (0.080, 4)], 0.2 * 8 + 0.8 * 2.0, False),    # 8-text calls: >= 80 / 8 = 10 > 2; up (capped 4x)
+     ([(0.400, 40), (0.024, 4)], 0.2 * 6 + 0.8 * 10, False),    # <= 24 / 4 = 6 < 10: faster; moves down to 6
+     ([(0.0064, 64), (0.005, 1)], 0.1, False),          # batches well: a 5 ms 1-text call is >= 5 / 64 ms; no news
      ([(0.080, 40), (0.120, 8)], 0.2 * 8 + 0.8 * 2.0, False),   # full calls: the EWMA of ms per text (x4 cap)
      ([(0.080, 8), (0.040, 8)], 0.2 * 5 + 0.8 * 10, False),
      ([(1.0, 0)], None, False)],                        # no texts: ignored
-    ids=["one-small", "smalls-average", "full-replaces", "small-after-full-ignored", "full-capped",
+    ids=["one-small", "smalls-average", "full-replaces", "small-consistent-ignored", "small-proves-slower",
+         "small-proves-faster", "idle-calls-of-a-batching-model", "full-capped",
          "full-ewma", "empty"],
 )
 def test_which_calls_size_the_estimate(calls: list[tuple[float, int]], ms_per_text: float | None,
@@ -96,6 +101,23 @@ def test_one_slow_call_cannot_collapse_the_bound_but_a_lasting_slowdown_is_follo
     for _ in range(10):  # a lasting 10x slowdown is still followed
         q.observe_call(0.080, 8, alpha=0.2, min_texts=8)
     assert q.ms_per_text > 8.0
+
+
+def test_a_version_whose_calls_stay_small_still_follows_a_slowdown_and_a_recovery() -> None:
+    """Under a tight bound calls stay small after the first full ones; a version that gets 3x slower
+    (14 -> 42 ms a text on CPU) must still be followed, or its bound stays 3x too loose, and so must
+    its recovery, or the bound stays too tight."""
+    q = VersionQueue()
+    q.observe_call(0.112, 8, alpha=0.2, min_texts=8)  # 14 ms/text
+    for _ in range(20):
+        q.observe_call(0.168, 4, alpha=0.2, min_texts=8)  # 4 texts at 42 ms: 168 / 8 = 21 ms, a lower bound
+    assert q.ms_per_text == pytest.approx(21.0, rel=0.01)
+    for _ in range(20):  # back to 14 ms a text: 56 ms calls of 4 put a full call between 7 and 14 ms a text
+        q.observe_call(0.056, 4, alpha=0.2, min_texts=8)
+    assert q.ms_per_text == pytest.approx(14.0, rel=0.01)
+    for _ in range(5):  # overhead-bound calls (1 text in 14 ms) are consistent with it: no news
+        q.observe_call(0.014, 1, alpha=0.2, min_texts=8)
+    assert q.ms_per_text == pytest.approx(14.0, rel=0.01)
 
 
 def test_a_version_seen_only_on_small_calls_is_bounded_when_overload_comes() -> None:
