@@ -135,9 +135,10 @@ class SheddingSettings(BaseModel):
     min_call_texts: int = Field(
         default=8, ge=1, le=64,
         description="Texts a call needs to size the queue bound as measured (ms / texts). A smaller call's "
-                    "duration is mostly per-call overhead when the model batches well, so it counts only until "
-                    "such a call is seen, and spread over this many texts (a provisional, admitting estimate). "
-                    "1 measures every call as cost per text: right for a CPU model with a tight slo_ms. At most "
+                    "duration is mostly per-call overhead when the model batches well: until such a call is "
+                    "seen it counts spread over this many texts (a provisional, admitting estimate), and after "
+                    "it only where it proves the estimate wrong (serving/transport/admission.py). 1 measures "
+                    "every call as cost per text: right for a CPU model with a tight slo_ms. At most "
                     "batching.max_texts counts; with batching off every call is measured.")
 
     @model_validator(mode="after")
