@@ -161,6 +161,9 @@ def test_model_failure_is_500_for_its_requests_only(stack) -> None:
 
 
 def test_triton_killed_under_load_is_replaced_and_traffic_recovers(stack) -> None:
+    # The stack is ready once each version answers; a second replica may still be starting its Triton
+    # (seen in a CI rehearsal when this test ran first: one tritonserver, started a second earlier).
+    wait_for(lambda: len(_tritons("sentiment", "1")) == 2, REPLACE_S, "two sentiment v1 replicas")
     victims = _tritons("sentiment", "1")
     assert len(victims) == 2, victims
     victim = victims[0]
