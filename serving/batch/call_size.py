@@ -4,9 +4,10 @@ A job on `--backend serving` shares a running replica's Triton with live traffic
 batch at a time per model instance, so a live request that arrives while a job's call executes
 waits for that call, and for any other call of the job queued before it. With 64-text calls, two
 in flight, on the 2-core CPU machine that was about 1 s (median; benchmarks/results/
-probe-batch-yield-20261202); with 8-text calls, one at a time, about 30 ms. Bounding a call's duration instead of its text count bounds that
-wait wherever the job runs: on a CPU at about 14 ms a text a 100 ms budget gives calls of about 7
-texts, on a GPU that answers 64 texts in a few milliseconds, full calls.
+probe-batch-yield-20261202); with 8-text calls, one at a time, about 30 ms. Bounding a call's
+duration instead of its text count bounds that wait wherever the job runs: on a CPU at about 14 ms
+a text a 100 ms budget gives calls of about 7 texts, on a GPU that answers 64 texts in a few
+milliseconds, full calls.
 
     size = clamp(floor(max_call_ms / ms_per_text), 1, max_texts)
 

@@ -25,9 +25,8 @@ size F (an EWMA) costs at least the small call's duration, so its cost per text 
 duration / F and duration / n; an estimate outside that interval moves towards its nearer end, and
 one inside it stays. So a version whose calls stay small (a tight bound) still follows a slowdown
 and a recovery, and idle 1-text calls do not drag down the bound of a model that batches well. One
-slow call (a cold replica, a
-stall) moves the estimate at most `MAX_SAMPLE_GROWTH` times the current one, so it cannot collapse
-the bound; a lasting slowdown still raises it within a few calls. (With batching off every request
+slow call (a cold replica, a stall) moves the estimate at most `MAX_SAMPLE_GROWTH` times the current
+one, so it cannot collapse the bound; a lasting slowdown still raises it within a few calls. (With batching off every request
 is its own call, and every call is full.) Before any call is measured the limit is `max_queue`.
 Through Serve (parallel unknown, calls overlap) each measured duration includes queueing
 downstream, so the bound errs low.
@@ -106,9 +105,13 @@ class VersionQueue:
 
     queued: int = 0
     ms_per_text: float | None = None
-    provisional: bool = False  # ms_per_text comes from small calls only (none of min_texts texts yet)
-    full_texts: float | None = None  # EWMA of the texts in calls of at least min_texts texts
+    full_texts: float | None = None  # EWMA of the texts in calls of at least min_texts texts; None: none yet
     shed: dict[str, int] = field(default_factory=lambda: {"user": 0, "shadow": 0})
+
+    @property
+    def provisional(self) -> bool:
+        """ms_per_text comes from small calls only (no call of min_texts texts yet)."""
+        return self.ms_per_text is not None and self.full_texts is None
 
     def observe_call(self, seconds: float, texts: int, alpha: float, min_texts: int = 1) -> None:
         """Fold one downstream call into the EWMA of milliseconds per text (see the module's docstring):
@@ -117,17 +120,20 @@ class VersionQueue:
         of full-call costs per text it implies."""
         if texts <= 0:
             return
+        ms = seconds * 1000
         full = texts >= min_texts
-        sample = seconds * 1000 / (texts if full else min_texts)
-        if full:
-            self.full_texts = texts if self.full_texts is None else alpha * texts + (1 - alpha) * self.full_texts
-        elif self.ms_per_text is not None and not self.provisional and self.full_texts:
-            low, high = seconds * 1000 / self.full_texts, seconds * 1000 / texts  # a full call's cost per text
+        if not full and self.full_texts is not None and self.ms_per_text is not None:
+            low, high = ms / self.full_texts, ms / texts  # where a full call's cost per text lies
             if low <= self.ms_per_text <= high:
                 return  # consistent with the estimate: no news
             sample = low if self.ms_per_text < low else high
-        if self.ms_per_text is None or (full and self.provisional):
-            self.ms_per_text, self.provisional = sample, not full
+        else:
+            sample = ms / (texts if full else min_texts)
+        first_full = full and self.full_texts is None
+        if full:
+            self.full_texts = texts if self.full_texts is None else alpha * texts + (1 - alpha) * self.full_texts
+        if self.ms_per_text is None or first_full:  # the first estimate, or the first full call replacing it
+            self.ms_per_text = sample
             return
         sample = min(sample, MAX_SAMPLE_GROWTH * self.ms_per_text)
         self.ms_per_text = alpha * sample + (1 - alpha) * self.ms_per_text
