@@ -43,6 +43,10 @@ WEIGHTS_FILE = "model.safetensors"
 GRAPH_FILE = "model.torchscript.pt"
 GRAPH_PREFIX = "model."
 """Parameter names in the traced graph are the safetensors names behind this prefix."""
+CHUNK_TOKENS_CPU = 32
+"""LENGTH_CHUNK_TOKENS 'auto' on CPU: a forward pass's own cost, in padded tokens (see `length_chunks`).
+Measured on the 2-core machine, MiniLM teacher, 2 threads: a pass costs about 5 ms plus 0.1-0.16 ms a
+token, and 16, 32 and 64 split calls of corpus texts about equally well (BENCHMARKS.md, length chunks)."""
 
 
 def runtime_of(version_dir: Path, card: dict) -> str:
@@ -294,6 +298,38 @@ def _gpu_usable(version_dir: str) -> bool:
     return torch.cuda.is_available()
 
 
+def length_chunks(lengths: Sequence[int] | np.ndarray, overhead_tokens: float) -> list[np.ndarray]:
+    """Rows of one call grouped into forward passes, each padded only to its own longest text.
+
+    A batch padded to its longest text spends most of its work on padding when lengths vary
+    (tweets: 18-41 tokens from p10 to p90, padded to 64 in a call of 16), and on CPU a pass costs
+    about the same per token at any batch size. So a call is split: texts sorted by length, cut into
+    runs that minimise the sum over runs of `overhead_tokens` (a pass's own cost, in tokens) plus
+    rows x the run's longest length. The cuts are found exactly by dynamic programming over the
+    sorted lengths (O(n^2), n <= max_batch_size). Returns index arrays into `lengths`, shortest
+    texts first; one group, in the rows' own order, when one pass is cheapest, with fewer than two
+    rows, or with `overhead_tokens` <= 0 (chunking off).
+    """
+    lengths = np.asarray(lengths, dtype=np.int64)
+    n = len(lengths)
+    if overhead_tokens <= 0 or n < 2:
+        return [np.arange(n)]
+    order = np.argsort(lengths, kind="stable")
+    longest = lengths[order]
+    best = np.zeros(n + 1)  # best[j]: cheapest cost of the j shortest texts
+    cut = np.zeros(n + 1, dtype=np.int64)  # cut[j]: where the last run of those j starts
+    starts = np.arange(n)
+    for j in range(1, n + 1):
+        cost = best[:j] + overhead_tokens + (j - starts[:j]) * longest[j - 1]
+        i = int(np.argmin(cost))  # the first minimum: the fewest, longest runs on ties
+        best[j], cut[j] = cost[i], i
+    groups, j = [], n
+    while j > 0:
+        groups.append(order[cut[j]:j])
+        j = int(cut[j])
+    return groups[::-1] if len(groups) > 1 else [np.arange(n)]
+
+
 def _softmax(logits: np.ndarray) -> np.ndarray:
     z = np.exp(logits - logits.max(axis=-1, keepdims=True))
     return (z / z.sum(axis=-1, keepdims=True)).astype(np.float32)
@@ -303,8 +339,12 @@ class Classifier:
     """Tokenize + forward + softmax for one exported version folder (torch or ONNX weights)."""
 
     def __init__(self, version_dir: str | Path, device: str = "cpu", *, threads: int = 0,
-                 onnx_provider: str = "auto", max_batch: int = 64, graph: bool = True) -> None:
+                 onnx_provider: str = "auto", max_batch: int = 64, graph: bool = True,
+                 chunk_tokens: int | None = None) -> None:
+        """`chunk_tokens`: see `length_chunks`; None picks CHUNK_TOKENS_CPU on CPU and 0 (off) on a GPU,
+        where a pass's own cost is far larger against its per-token cost (not measured yet)."""
         version_dir = Path(version_dir)
+        self.chunk_tokens = (CHUNK_TOKENS_CPU if str(device) == "cpu" else 0) if chunk_tokens is None else chunk_tokens
         card_path = version_dir / "card.json"
         card = json.loads(card_path.read_text()) if card_path.is_file() else {}
         self.max_len = int(card.get("max_seq_len", 128))
@@ -322,9 +362,25 @@ class Classifier:
         self.model = self.runner.model if isinstance(self.runner, _TorchRunner) else self.runner.session
 
     def predict(self, texts: list[str]) -> tuple[np.ndarray, list[str]]:
-        """Probabilities [N, C] (float32) and the argmax label of each text."""
-        enc = self.tokenizer(texts, truncation=True, max_length=self.max_len, padding=True, return_tensors="np")
-        probs = _softmax(self.runner.logits(dict(enc)))
+        """Probabilities [N, C] (float32) and the argmax label of each text. Texts of different
+        lengths run as several passes (`length_chunks`); each text's result is the same either way."""
+        enc = dict(self.tokenizer(texts, truncation=True, max_length=self.max_len, padding=True,
+                                  return_tensors="np"))
+        mask = enc.get("attention_mask")
+        groups = length_chunks(mask.sum(axis=1), self.chunk_tokens) if mask is not None else []
+        if len(groups) < 2:
+            logits = self.runner.logits(enc)
+        else:
+            width, parts = mask.shape[1], []
+            left = getattr(self.tokenizer, "padding_side", "right") == "left"
+            for rows in groups:
+                keep = int(mask[rows].sum(axis=1).max())
+                cols = slice(width - keep, width) if left else slice(0, keep)
+                parts.append(self.runner.logits({k: np.ascontiguousarray(v[rows, cols]) for k, v in enc.items()}))
+            logits = np.empty((len(texts), parts[0].shape[1]), dtype=parts[0].dtype)
+            for rows, part in zip(groups, parts, strict=True):
+                logits[rows] = part
+        probs = _softmax(logits)
         return probs, [self.labels[i] for i in probs.argmax(axis=1)]
 
 
@@ -370,6 +426,19 @@ def torch_graph(value: str) -> bool:
     return value == "auto"
 
 
+def length_chunk_tokens(value: str) -> int | None:
+    """The LENGTH_CHUNK_TOKENS parameter: 'auto' (or unset: on for CPU, off on a GPU), 'off', or a
+    pass's own cost in tokens (a whole number; 0 is off)."""
+    value = (value or "auto").strip().lower()
+    if value == "auto":
+        return None
+    if value == "off":
+        return 0
+    if not value.isdigit():
+        raise ValueError(f"LENGTH_CHUNK_TOKENS must be 'auto', 'off' or a whole number of tokens, got {value!r}")
+    return int(value)
+
+
 def _exit_when_orphaned(period_s: float = 1.0) -> None:
     """Exit this stub when its tritonserver is gone (killed hard, the stub was seen to linger)."""
     parent = os.getppid()
@@ -401,6 +470,7 @@ class TritonPythonModel:
             onnx_provider=params.get("ONNX_PROVIDER", "auto") or "auto",
             max_batch=max(1, int(config.get("max_batch_size", 64))),
             graph=torch_graph(params.get("TORCH_GRAPH", "auto")),
+            chunk_tokens=length_chunk_tokens(params.get("LENGTH_CHUNK_TOKENS", "auto")),
         )
         _exit_when_orphaned()
 
