@@ -22,6 +22,7 @@ import argparse
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -30,7 +31,17 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+CHUNK_PARAMETER = re.compile(r'key:\s*"LENGTH_CHUNK_TOKENS"\s*value:\s*\{\s*string_value:\s*"([^"]*)"')
 SETTLE_S = 10.0  # after `ray start --head` returns (its raylet is up), before the timed job
+
+
+def served_options(module, model_dir: Path) -> dict:  # noqa: ANN001 - model.py loaded as a module
+    """Classifier options that the model's config.pbtxt gives its Triton replicas, so that the raw model
+    runs as served: LENGTH_CHUNK_TOKENS (length-sorted passes) where this model.py knows it."""
+    if not hasattr(module, "length_chunk_tokens"):
+        return {}
+    found = CHUNK_PARAMETER.search((model_dir / "config.pbtxt").read_text())
+    return {"chunk_tokens": module.length_chunk_tokens(found.group(1) if found else "auto")}
 
 
 def raw_throughput(version_dir: Path, texts: list[str], batch: int, threads: int) -> float:
@@ -41,7 +52,7 @@ def raw_throughput(version_dir: Path, texts: list[str], batch: int, threads: int
     spec = importlib.util.spec_from_file_location("bench_model", version_dir.parent / "model.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    clf = module.Classifier(version_dir)
+    clf = module.Classifier(version_dir, **served_options(module, version_dir.parent))
     clf.predict(texts[:batch])
     t0 = time.perf_counter()
     for i in range(0, len(texts), batch):

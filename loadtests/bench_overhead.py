@@ -114,7 +114,9 @@ def bench_raw(repo: Path, model: str, version: str, texts: list[str], sizes: lis
     spec = importlib.util.spec_from_file_location("bench_model", repo / model / "model.py")
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     spec.loader.exec_module(module)  # type: ignore[union-attr]
-    clf = module.Classifier(repo / model / version)
+    from loadtests.bench_batch import served_options
+
+    clf = module.Classifier(repo / model / version, **served_options(module, repo / model))
     rng = random.Random(0)
     points = []
     for size in sizes:
