@@ -14,7 +14,9 @@ variants only unless --triton-all):
 bf16 is torch-only (ONNX Runtime's CUDA provider lacks bf16 kernels for most of these ops).
 A provider the installed onnxruntime lacks degrades to the next (CPU last): each row records
 the providers the session really got. On a machine without CUDA the run is a dry run.
-Writes one JSON file (`--out`); stops starting measurements when `--budget-s` is spent.
+Raw rows also time the batch-32 calls as length-sorted passes (model.py `length_chunks`, on by
+default for CPU only), to decide that default for GPUs. Writes one JSON file (`--out`); stops
+starting measurements when `--budget-s` is spent.
 """
 
 from __future__ import annotations
@@ -170,11 +172,19 @@ def measure_raw(version: Path, device: str, provider: str, texts: list[str], sec
     for batch in b32[:2] + b1[:3]:  # warm-up: kernels, allocator, TensorRT engines
         clf.predict(batch)
     t1, _ = _rate_loop(clf.predict, b1, seconds)
+    chunks = getattr(module, "CHUNK_TOKENS_CPU", 0)
+    clf.chunk_tokens = 0  # one padded pass per call: LENGTH_CHUNK_TOKENS auto on a GPU
     t32, done = _rate_loop(clf.predict, b32, seconds)
     labels = [lab for i in range(0, len(texts), 64) for lab in clf.predict(texts[i : i + 64])[1]]
-    return {"providers": providers, "b1_p50_ms": round(percentile(t1, 50), 3),
-            "b32_p50_ms": round(percentile(t32, 50), 3),
-            "b32_texts_per_s": round(done / (sum(t32) / 1000), 1), "labels": labels}
+    out = {"providers": providers, "b1_p50_ms": round(percentile(t1, 50), 3),
+           "b32_p50_ms": round(percentile(t32, 50), 3),
+           "b32_texts_per_s": round(done / (sum(t32) / 1000), 1), "labels": labels}
+    if chunks:  # the same calls as length-sorted passes: does the CPU default pay on this device too?
+        clf.chunk_tokens = chunks
+        clf.predict(b32[0])
+        t32c, done_c = _rate_loop(clf.predict, b32, seconds)
+        out.update(b32_chunked_texts_per_s=round(done_c / (sum(t32c) / 1000), 1), chunk_tokens=chunks)
+    return out
 
 
 # ---- Triton: the same folder behind a real tritonserver ------------------------------------------
@@ -283,11 +293,13 @@ def main(argv: list[str] | None = None) -> int:
                     row["triton"] = measure_triton(srv, v.name, texts, args)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(f"\n{'variant':<26}{'providers':<34}{'b1 p50 ms':>10}{'b32 text/s':>12}{'triton text/s':>15}{'agree':>7}")
+    print(f"\n{'variant':<26}{'providers':<34}{'b1 p50 ms':>10}{'b32 text/s':>12}{'chunked':>9}{'triton text/s':>15}"
+          f"{'agree':>7}")
     for r in rows:
         raw, tri = r.get("raw", {}), r.get("triton", {})
         print(f"{r['variant']:<26}{','.join(raw.get('providers', ['-']))[:33]:<34}{raw.get('b1_p50_ms', '-'):>10}"
-              f"{raw.get('b32_texts_per_s', '-'):>12}{tri.get('texts_per_s', '-'):>15}"
+              f"{raw.get('b32_texts_per_s', '-'):>12}{raw.get('b32_chunked_texts_per_s', '-'):>9}"
+              f"{tri.get('texts_per_s', '-'):>15}"
               f"{r.get('agreement_with_torch_fp32', float('nan')):>7.3f}  {r.get('skipped', '')}")
     result = {
         "device": device, "gpu": torch.cuda.get_device_name(0) if cuda else None, "dry_run": args.dry_run,

@@ -201,6 +201,19 @@ class ServingTritonBackend:
             self._client = grpcclient.InferenceServerClient(self.grpc)
         return await triton_infer(self._client, self.model, self.version, texts)
 
+    async def requests_served(self) -> int | None:
+        """Requests this version's Triton has answered successfully, everyone's (its statistics
+        extension); None when it does not say. A batch job compares it with its own calls."""
+        if self._client is None:
+            import tritonclient.grpc.aio as grpcclient
+
+            self._client = grpcclient.InferenceServerClient(self.grpc)
+        try:
+            stats = await self._client.get_inference_statistics(self.model, self.version, as_json=True)
+            return served_requests(stats)
+        except Exception:  # noqa: BLE001 - no statistics: the caller keeps its call budget
+            return None
+
     async def model_config(self) -> dict:
         raise Failure("unavailable", "a serving replica's Triton: ask the ingress for the model config")
 
@@ -209,6 +222,15 @@ class ServingTritonBackend:
 
     def close(self) -> None:
         self._client = None  # the Triton belongs to its replica
+
+
+def served_requests(stats: dict) -> int | None:
+    """Successful requests in a Triton statistics reply (JSON form: 64-bit counts are strings, and a
+    zero count is left out); None when the reply names no model."""
+    models = stats.get("model_stats") or []
+    if not models:
+        return None
+    return sum(int(m.get("inference_stats", {}).get("success", {}).get("count", 0)) for m in models)
 
 
 def make_backend(kind: str, repository: Path, model: str, version: str, **kw: object) -> Backend:

@@ -50,7 +50,11 @@ def _job_options() -> argparse.ArgumentParser:
     p.add_argument("--max-call-ms", type=float, default=None,
                    help="time budget of one call: calls carry the texts that fit, by the job's measured cost per text "
                         "(at most --infer-batch), which bounds how long live requests wait behind the job; default "
-                        "100 with --backend serving, none otherwise; 0: none")
+                        "100 with --backend serving, none otherwise; 0: none. It applies while the Triton serves live "
+                        "traffic; while only the job uses it, calls are full (see --budget-when-idle)")
+    p.add_argument("--budget-when-idle", action="store_true",
+                   help="keep the call budget even while the shared Triton serves nobody but the job (then a live "
+                        "request after a quiet spell never waits for a full call)")
     p.add_argument("--actors", type=int, default=1, help="actors, each with its own tritonserver")
     p.add_argument("--executor", choices=["auto", "ray", "local"], default="auto",
                    help="ray: Ray Data actors; local: one predictor in this process (one actor's work, no Ray Data); "
@@ -99,7 +103,7 @@ def _spec(args: argparse.Namespace, output: Path):  # noqa: ANN202 - a JobSpec
             split=args.split, model_repository=args.model_repository,
             registry=args.registry if args.registry and args.registry.is_file() else None,
             backend=args.backend, shard_rows=args.shard_rows, infer_batch=args.infer_batch, inflight=args.inflight,
-            max_call_ms=args.max_call_ms,
+            max_call_ms=args.max_call_ms, budget_when_idle=args.budget_when_idle,
             actors=args.actors, executor=args.executor, actor_cpus=args.actor_cpus, actor_gpus=args.actor_gpus,
             torch_threads=args.torch_threads, max_rows_per_s=args.max_rows_per_s, overwrite=args.overwrite,
             progress=not args.no_progress,

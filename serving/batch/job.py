@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from distilserve.core.names import MODEL_PATTERN, VERSION_PATTERN
 from serving.batch import shards as sh
-from serving.batch.call_size import CallSizer
+from serving.batch.call_size import CallSizer, LiveWatch
 
 log = logging.getLogger("distilserve.batch")
 
@@ -67,7 +67,13 @@ class JobSpec(BaseModel):
         description="Time budget of one inference call: each call carries the texts that fit, from the job's own "
                     "measured cost per text (serving/batch/call_size.py), at most infer_batch. It bounds how long a "
                     "live request waits behind the job on a shared Triton. None: 100 ms with --backend serving, "
-                    "no budget otherwise; 0: no budget.")
+                    "no budget otherwise; 0: no budget. It applies while the Triton serves live traffic (and 5 s "
+                    "after); while only the job uses it, calls are full unless budget_when_idle.")
+    budget_when_idle: bool = Field(
+        default=False,
+        description="Keep the call budget while the shared Triton serves nobody but the job. By default the job "
+                    "then sends full calls (the model's own speed), and a live request arriving after a quiet "
+                    "spell may wait for one full call before the job shrinks its calls.")
     actors: int = Field(default=1, ge=1, le=1024, description="Actors, each with its own backend process.")
     executor: Literal["auto", "ray", "local"] = Field(
         default="auto", description="ray: Ray Data actors; local: one Predictor in the driver (no Ray Data, and no "
@@ -157,7 +163,8 @@ class Predictor:
 
     def __init__(self, repository: str, model: str, version: str, backend: str, torch_threads: int | None,
                  gpu: bool, infer_batch: int, inflight: int, max_rows_per_s: float | None,
-                 endpoint: str | None = None, max_call_ms: float | None = None) -> None:
+                 endpoint: str | None = None, max_call_ms: float | None = None,
+                 budget_when_idle: bool = False) -> None:
         from serving.backends import make_backend
 
         self.model, self.version = model, version
@@ -165,6 +172,9 @@ class Predictor:
         self.backend = make_backend(backend, Path(repository), model, version, **kw)
         self.inflight, self.rate = inflight, max_rows_per_s
         self.sizer = CallSizer(max_texts=infer_batch, max_call_ms=max_call_ms)
+        # Full calls while nobody else uses a shared Triton (call_size.py, LiveWatch).
+        watched = max_call_ms is not None and not budget_when_idle and hasattr(self.backend, "requests_served")
+        self.watch, self.own_calls = (LiveWatch() if watched else None), 0
         self.loop = asyncio.new_event_loop()  # one loop for the actor's life: the gRPC client lives on it
         self.t0, self.rows = time.monotonic(), 0
 
@@ -189,7 +199,10 @@ class Predictor:
         try:
             while pos < len(texts) or pending:
                 while pos < len(texts) and len(pending) < self.inflight:
-                    chunk = texts[pos: pos + self.sizer.size()]
+                    if not pending:  # none of the job's calls inside the Triton: its counters compare exactly
+                        await self._watch_live()
+                    quiet = self.watch is not None and not self.watch.live(time.monotonic())
+                    chunk = texts[pos: pos + self.sizer.size(full=quiet)]
                     pos += len(chunk)
                     calls.append(task := asyncio.ensure_future(self._one(chunk)))
                     pending.add(task)
@@ -201,9 +214,21 @@ class Predictor:
                 task.cancel()
         return [task.result() for task in calls]
 
+    async def _watch_live(self) -> None:
+        """Sample the Triton's served-request count for `LiveWatch`; without one, the budget always applies."""
+        now = time.monotonic()
+        if self.watch is None or not self.watch.due(now):
+            return
+        served = await self.backend.requests_served()
+        if served is None:
+            self.watch = None
+            return
+        self.watch.observe(now, served, self.own_calls)
+
     async def _one(self, chunk: list[str]):  # noqa: ANN202 - (probabilities, labels)
         start = time.monotonic()
         out = await self.backend.infer(chunk)
+        self.own_calls += 1
         self.sizer.observe(time.monotonic() - start, len(chunk))
         await self._throttle(len(chunk))
         return out
@@ -338,7 +363,7 @@ def run_job(spec: JobSpec, *, ray_address: str | None = None, ray_temp_dir: str 
     todo = sh.pending_shards(manifest, out)
     run = {"started": time.time(), "pending_shards": len(todo), "rows": sum(s.rows for s in todo),
            "max_call_ms": call_budget_ms(spec.backend, spec.max_call_ms),
-           "inflight": calls_in_flight(spec.backend, spec.inflight)}
+           "inflight": calls_in_flight(spec.backend, spec.inflight), "budget_when_idle": spec.budget_when_idle}
     log.info("%s v%s: %d rows, %d shards, %d already done, %d to run", manifest.model, manifest.version,
              manifest.num_rows, len(manifest.shards), len(manifest.done), len(todo))
     if not todo:
@@ -387,6 +412,7 @@ def _predictor_kwargs(spec: JobSpec, manifest: sh.Manifest, endpoint: str | None
         "inflight": calls_in_flight(spec.backend, spec.inflight),
         "max_rows_per_s": spec.max_rows_per_s / spec.actors if spec.max_rows_per_s else None,
         "endpoint": endpoint, "max_call_ms": call_budget_ms(spec.backend, spec.max_call_ms),
+        "budget_when_idle": spec.budget_when_idle,
     }
 
 

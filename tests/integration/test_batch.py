@@ -5,6 +5,7 @@ longer live.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import shutil
@@ -183,6 +184,7 @@ def test_a_serving_backend_job_uses_the_running_replicas_triton(stack, job, text
     import threading
 
     from distilserve.core.names import app_name
+    from serving.backends import ServingTritonBackend
     from serving.batch.job import JobSpec, run_job
     from serving.transport.endpoints import read_all
 
@@ -221,8 +223,12 @@ def test_a_serving_backend_job_uses_the_running_replicas_triton(stack, job, text
     assert manifest.complete and manifest.rows_done == ROWS
     assert manifest.runs[-1]["endpoint"] in published
     assert manifest.runs[-1]["executor"] == ran
-    # It shares the Triton with live traffic: short calls, one at a time.
+    # It shares the Triton with live traffic: short calls, one at a time, while live traffic is seen.
     assert (manifest.runs[-1]["max_call_ms"], manifest.runs[-1]["inflight"]) == (100.0, 1)
+    # What tells it whether anyone else uses the Triton: the replica's statistics, which count the
+    # job's own calls (each at most 64 texts) among the requests served.
+    served = asyncio.run(ServingTritonBackend("sentiment", "1", manifest.runs[-1]["endpoint"]).requests_served())
+    assert served is not None and served >= ROWS / 64
     # A replica Serve added meanwhile (the autoscaler sees the job's load in Triton's counters, or a
     # replica was replaced on a loaded machine) starts a Triton too: its parent is a Serve replica
     # (Ray names the process "ray::ServeReplica:<app>:<deployment>"), never the job's driver or actors.

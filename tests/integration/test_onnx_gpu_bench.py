@@ -29,6 +29,7 @@ def test_gpu_bench_dry_run_measures_every_variant_and_writes_one_file(tmp_path: 
     for name, row in rows.items():
         assert "skipped" not in row, name
         assert row["raw"]["b1_p50_ms"] > 0 and row["raw"]["b32_texts_per_s"] > 0, name
+        assert row["raw"]["b32_chunked_texts_per_s"] > 0 and row["raw"]["chunk_tokens"] > 0, name
         if name in ("student_torch_fp32", "student_onnx-trt_fp16"):  # the dry run's Triton pair
             assert row["triton"]["errors"] == 0 and row["triton"]["texts_per_s"] > 0, name
         else:

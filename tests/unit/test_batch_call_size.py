@@ -9,7 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from serving.batch.call_size import CallSizer, next_size
+from serving.backends import served_requests
+from serving.batch.call_size import CallSizer, LiveWatch, next_size
 from serving.batch.job import Predictor, call_budget_ms, calls_in_flight
 
 
@@ -83,10 +84,12 @@ class FakeBackend:
         pass
 
 
-def _predictor(backend: FakeBackend, infer_batch: int, inflight: int, max_call_ms: float | None) -> Predictor:
+def _predictor(backend: FakeBackend, infer_batch: int, inflight: int, max_call_ms: float | None,
+               watch: LiveWatch | None = None) -> Predictor:
     p = Predictor.__new__(Predictor)  # no real backend to start
     p.backend, p.inflight, p.rate = backend, inflight, None
     p.sizer = CallSizer(max_texts=infer_batch, max_call_ms=max_call_ms)
+    p.watch, p.own_calls = watch, 0
     p.t0, p.rows = time.monotonic(), 0
     return p
 
@@ -119,3 +122,83 @@ def test_a_failed_call_fails_the_block_and_cancels_the_calls_still_in_flight() -
     with pytest.raises(RuntimeError, match="model failed on t5"):
         asyncio.run(p._infer_all([f"t{i}" for i in range(40)]))
     assert backend.in_flight == 0 and len(backend.calls) < 10  # stopped early, nothing left running
+
+
+# ---- LiveWatch: full calls while nobody else uses the Triton ------------------------------------
+@pytest.mark.parametrize(("samples", "now", "live"), [
+    ([], 0.0, True),                                            # nothing seen: the budget applies
+    ([(0.0, 10, 0)], 0.5, True),                                # one sample is no interval yet
+    ([(0.0, 10, 0), (1.0, 13, 3)], 1.0, False),                 # 3 served, all the job's: quiet
+    ([(0.0, 10, 0), (1.0, 14, 3)], 1.0, True),                  # one more than the job sent: live
+    ([(0.0, 10, 0), (1.0, 13, 3), (2.0, 15, 4)], 2.0, True),    # quiet, then live
+    ([(0.0, 10, 0), (1.0, 11, 0), (2.0, 11, 0)], 2.5, True),    # live at 1, quiet at 2: held 5 s
+    ([(0.0, 10, 0), (1.0, 11, 0), (2.0, 11, 0)], 6.5, False),   # ... and no longer
+    ([(0.0, 10, 0), (1.0, 11, 0)], 30.0, True),                 # live, never a quiet interval since
+    ([(0.0, 50, 5), (1.0, 3, 8)], 1.0, True),                   # counter went back: a new Triton
+], ids=["unseen", "one-sample", "quiet", "live", "quiet-then-live", "held", "released", "never-quiet", "reset"])
+def test_live_watch(samples: list[tuple[float, int, int]], now: float, live: bool) -> None:
+    watch = LiveWatch(interval_s=1.0, hold_s=5.0)
+    for when, served, own in samples:
+        watch.observe(when, served, own)
+    assert watch.live(now) is live
+
+
+def test_live_watch_samples_once_an_interval() -> None:
+    watch = LiveWatch(interval_s=1.0)
+    assert watch.due(0.0)
+    watch.observe(0.0, 0, 0)
+    assert not watch.due(0.9) and watch.due(1.0)
+
+
+@pytest.mark.parametrize(("stats", "served"), [
+    ({"model_stats": [{"name": "m", "version": "1", "inference_stats": {"success": {"count": "42", "ns": "9"}}}]}, 42),
+    ({"model_stats": [{"name": "m", "version": "1", "inference_stats": {"success": {}}}]}, 0),  # zero is left out
+    ({"model_stats": [{"name": "m", "version": "1"}]}, 0),
+    ({"model_stats": []}, None),
+    ({}, None),
+], ids=["count", "zero-omitted", "no-stats-yet", "no-model", "empty"])
+def test_served_requests_reads_triton_statistics_json(stats: dict, served: int | None) -> None:
+    assert served_requests(stats) == served
+
+
+class SharedBackend(FakeBackend):
+    """A Triton that also serves `live` requests from someone else before each statistics read."""
+
+    def __init__(self, live: list[int]) -> None:
+        super().__init__()
+        self.served, self.live, self.reads = 0, list(live), 0
+
+    async def infer(self, texts: list[str]):  # noqa: ANN201
+        out = await super().infer(texts)
+        self.served += 1
+        return out
+
+    async def requests_served(self) -> int:
+        self.served += self.live[self.reads] if self.reads < len(self.live) else 0
+        self.reads += 1
+        return self.served
+
+
+def test_the_job_sends_full_calls_while_alone_and_its_budget_while_live_traffic_is_seen() -> None:
+    # Reads: the first sets the base, the second sees a quiet interval, the third live traffic.
+    backend = SharedBackend(live=[0, 0, 2])
+    p = _predictor(backend, infer_batch=16, inflight=1, max_call_ms=40.0, watch=LiveWatch(interval_s=0.0, hold_s=60))
+    asyncio.run(p._infer_all([f"t{i}" for i in range(60)]))
+    sizes = [len(c) for c in backend.calls]
+    # budgeted first call (4), a full call once the first interval was quiet, budgeted again after
+    # the live requests (40 ms at 10 ms a text or more: at most 4)
+    assert sizes[0] == 4 and sizes[1] == 16
+    assert sizes[2:] and max(sizes[2:]) <= 4
+    assert sum(sizes) == 60 and p.own_calls == len(sizes)
+
+
+def test_without_statistics_the_budget_always_applies() -> None:
+    backend = SharedBackend(live=[])
+
+    async def no_stats() -> None:
+        return None
+
+    backend.requests_served = no_stats
+    p = _predictor(backend, infer_batch=16, inflight=1, max_call_ms=40.0, watch=LiveWatch(interval_s=0.0))
+    asyncio.run(p._infer_all([f"t{i}" for i in range(30)]))
+    assert p.watch is None and max(len(c) for c in backend.calls) <= 4

@@ -38,7 +38,7 @@ with OUT.open("a") as f:
                 for c in calls[n]:
                     clfs[m].predict(c)
                 s = time.perf_counter() - t
-                diff = max(float(np.abs(clfs[m].predict(c)[0] - p).max()) for c, p in zip(calls[n][:2], ref[n]))
+                diff = max(float(np.abs(clfs[m].predict(c)[0] - p).max()) for c, p in zip(calls[n][:2], ref[n], strict=True))
                 row = {"round": r, "chunk_tokens": m, "batch": n, "texts_per_s": round(n * len(calls[n]) / s, 1),
                        "max_prob_diff_vs_chunk0": diff, "loadavg_1m": load,
                        "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
