@@ -81,6 +81,8 @@ def main() -> int:
                    help="the job's --max-call-ms (default: the job's own, 100 ms with --backend serving)")
     p.add_argument("--inflight", type=int, default=None,
                    help="the job's --inflight (default: the job's own, 1 with --backend serving)")
+    p.add_argument("--budget-when-idle", action="store_true",
+                   help="the job keeps its call budget on an idle replica (distilserve batch run --budget-when-idle)")
     p.add_argument("--workdir", type=Path, default=None, help="keep input/output here (default: a temp dir)")
     p.add_argument("--skip-raw", action="store_true", help="only the batch job (e.g. the full-corpus run)")
     p.add_argument("--ray-cluster", action="store_true",
@@ -111,6 +113,7 @@ def main() -> int:
            "--actors", str(args.actors), "--executor", args.executor, "--overwrite",
            "--no-progress", *(["--max-call-ms", str(args.max_call_ms)] if args.max_call_ms is not None else []),
            *(["--inflight", str(args.inflight)] if args.inflight is not None else []),
+           *(["--budget-when-idle"] if args.budget_when_idle else []),
            *(["--ray-address", cluster[1]] if cluster else ["--ray-temp-dir", ray_tmp])]
     try:
         if args.backend == "serving":  # untimed: the stack is already serving when a scheduled job starts
@@ -134,6 +137,7 @@ def main() -> int:
         "model": f"{args.model}:{args.version}", "backend": args.backend, "rows": len(texts),
         "ray": "running cluster" if cluster else "started by the job", "executor": run.get("executor"),
         "max_call_ms": run.get("max_call_ms"), "inflight": run.get("inflight"),
+        "budget_when_idle": run.get("budget_when_idle"),
         "load_average_1m": round(os.getloadavg()[0], 2),
         "rows_written": sum(manifest["done"].values()), "torch_threads": args.torch_threads, "batch": args.batch,
         "actors": args.actors, "job_torch_threads": args.job_torch_threads or args.torch_threads,
