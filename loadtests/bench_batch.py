@@ -83,6 +83,9 @@ def main() -> int:
                    help="the job's --inflight (default: the job's own, 1 with --backend serving)")
     p.add_argument("--budget-when-idle", action="store_true",
                    help="the job keeps its call budget on an idle replica (distilserve batch run --budget-when-idle)")
+    p.add_argument("--live-pause-ms", type=float, default=None,
+                   help="with --backend serving: a live client beside the job, one text to /v1/predict at a time with "
+                        "this pause between answers; its latencies are reported (live_p50_ms, live_p99_ms, ...)")
     p.add_argument("--workdir", type=Path, default=None, help="keep input/output here (default: a temp dir)")
     p.add_argument("--skip-raw", action="store_true", help="only the batch job (e.g. the full-corpus run)")
     p.add_argument("--ray-cluster", action="store_true",
@@ -116,11 +119,22 @@ def main() -> int:
            *(["--budget-when-idle"] if args.budget_when_idle else []),
            *(["--ray-address", cluster[1]] if cluster else ["--ray-temp-dir", ray_tmp])]
     try:
+        live = None
         if args.backend == "serving":  # untimed: the stack is already serving when a scheduled job starts
             assert cluster is not None
-            deploy_stack(cluster[1], args.repo, Path(ray_tmp), args.model, args.version)
+            port = deploy_stack(cluster[1], args.repo, Path(ray_tmp), args.model, args.version)
+            if args.live_pause_ms is not None:  # live traffic on the same replica while the job runs
+                from loadtests.live_client import LiveClient
+
+                live = LiveClient(f"http://127.0.0.1:{port}/v1/predict", args.model, texts[:500],
+                                  pause_s=args.live_pause_ms / 1000)
         t0 = time.time()
-        subprocess.run(cmd, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        if live is not None:
+            live.start()
+        try:
+            subprocess.run(cmd, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        finally:
+            live_samples = live.stop() if live is not None else None
         wall = time.time() - t0
     finally:
         if cluster:
@@ -144,6 +158,10 @@ def main() -> int:
         "batch_steady_rows_s": round(steady, 1), "batch_end_to_end_rows_s": round(len(texts) / wall, 1),
         "batch_wall_s": round(wall, 1), "startup_s": round(run["first_shard"] - run["started"], 1),
     }
+    if live_samples is not None:
+        from loadtests.live_client import live_summary
+
+        result.update(live_pause_ms=args.live_pause_ms, **live_summary(live_samples))
     if raw1 is not None and raw2 is not None:
         raw = (raw1 + raw2) / 2
         result.update(raw_rows_s=[round(raw1, 1), round(raw2, 1)], ratio_steady=round(steady / raw, 3),
@@ -155,9 +173,9 @@ def main() -> int:
     return 0
 
 
-def deploy_stack(address: str, repo: Path, work: Path, model: str, version: str) -> None:
+def deploy_stack(address: str, repo: Path, work: Path, model: str, version: str) -> int:
     """`distilserve deploy` onto the cluster, then wait (untimed) until the version answers through the
-    ingress and its replica has published its Triton."""
+    ingress and its replica has published its Triton; returns the ingress's port."""
     import httpx
 
     from tests.helpers import free_port, wait_for
@@ -181,6 +199,7 @@ def deploy_stack(address: str, repo: Path, work: Path, model: str, version: str)
 
     wait_for(ready, 300, f"{model} v{version} ready", 1.0)
     time.sleep(SETTLE_S)  # its replica publishes the Triton on its next health check; the start-up CPU settles
+    return port
 
 
 def start_cluster(temp_dir: str) -> tuple[subprocess.Popen, str]:

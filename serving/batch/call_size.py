@@ -74,28 +74,36 @@ class LiveWatch:
 
     The caller samples, at most every `interval_s` and only while none of the job's calls is in
     flight, two counters: the requests the Triton has served for the version, and the job's own
-    finished calls. Over an interval, more served requests than own calls means live traffic (so
-    does a Triton counter that went backwards: a restarted Triton). `live` is True until one quiet
-    interval has been seen and for `hold_s` after live traffic was last seen.
+    finished calls. Since the first sample, served minus own is the foreign requests, give or take
+    the job's last call, which the Triton may count a moment after the job has its answer. So live
+    traffic is a new high of that excess (a lagging count only dips below the last high and comes
+    back to it), or a served count that went backwards (a restarted Triton). `live` is True until one
+    quiet interval has been seen and for `hold_s` after live traffic was last seen.
     """
 
     interval_s: float = 1.0
     hold_s: float = 5.0
-    last: tuple[float, int, int] | None = None  # (when, served requests, own calls) of the last sample
+    last_at: float | None = None
+    base: tuple[int, int] | None = None  # (served, own) at the first sample, or when the Triton restarted
+    high: int = 0  # the highest excess (served - own since base) seen
     quiet_seen: bool = False
     last_live: float | None = None
 
     def due(self, now: float) -> bool:
-        return self.last is None or now - self.last[0] >= self.interval_s
+        return self.last_at is None or now - self.last_at >= self.interval_s
 
     def observe(self, now: float, served: int, own: int) -> None:
-        if self.last is not None:
-            _, served0, own0 = self.last
-            if served < served0 or served - served0 > own - own0:
+        if self.base is None or served < self.base[0]:
+            if self.base is not None:  # a new Triton: whatever it served is unknown
                 self.last_live = now
+            self.base, self.high = (served, own), 0
+        else:
+            excess = (served - self.base[0]) - (own - self.base[1])
+            if excess > self.high:
+                self.high, self.last_live = excess, now
             else:
                 self.quiet_seen = True
-        self.last = (now, served, own)
+        self.last_at = now
 
     def live(self, now: float) -> bool:
         if not self.quiet_seen:

@@ -174,7 +174,7 @@ class Predictor:
         self.sizer = CallSizer(max_texts=infer_batch, max_call_ms=max_call_ms)
         # Full calls while nobody else uses a shared Triton (call_size.py, LiveWatch).
         watched = max_call_ms is not None and not budget_when_idle and hasattr(self.backend, "requests_served")
-        self.watch, self.own_calls = (LiveWatch() if watched else None), 0
+        self.watch, self.own_calls, self.full_calls = (LiveWatch() if watched else None), 0, False
         self.loop = asyncio.new_event_loop()  # one loop for the actor's life: the gRPC client lives on it
         self.t0, self.rows = time.monotonic(), 0
 
@@ -202,6 +202,10 @@ class Predictor:
                     if not pending:  # none of the job's calls inside the Triton: its counters compare exactly
                         await self._watch_live()
                     quiet = self.watch is not None and not self.watch.live(time.monotonic())
+                    if quiet != self.full_calls:
+                        self.full_calls = quiet
+                        log.info("%s v%s: %s", self.model, self.version, "nobody else uses the Triton: full calls"
+                                 if quiet else "live traffic on the Triton: calls within the budget")
                     chunk = texts[pos: pos + self.sizer.size(full=quiet)]
                     pos += len(chunk)
                     calls.append(task := asyncio.ensure_future(self._one(chunk)))

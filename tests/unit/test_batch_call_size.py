@@ -89,7 +89,8 @@ def _predictor(backend: FakeBackend, infer_batch: int, inflight: int, max_call_m
     p = Predictor.__new__(Predictor)  # no real backend to start
     p.backend, p.inflight, p.rate = backend, inflight, None
     p.sizer = CallSizer(max_texts=infer_batch, max_call_ms=max_call_ms)
-    p.watch, p.own_calls = watch, 0
+    p.watch, p.own_calls, p.full_calls = watch, 0, False
+    p.model, p.version = "m", "1"
     p.t0, p.rows = time.monotonic(), 0
     return p
 
@@ -135,7 +136,10 @@ def test_a_failed_call_fails_the_block_and_cancels_the_calls_still_in_flight() -
     ([(0.0, 10, 0), (1.0, 11, 0), (2.0, 11, 0)], 6.5, False),   # ... and no longer
     ([(0.0, 10, 0), (1.0, 11, 0)], 30.0, True),                 # live, never a quiet interval since
     ([(0.0, 50, 5), (1.0, 3, 8)], 1.0, True),                   # counter went back: a new Triton
-], ids=["unseen", "one-sample", "quiet", "live", "quiet-then-live", "held", "released", "never-quiet", "reset"])
+    ([(0.0, 10, 0), (1.0, 12, 3), (2.0, 13, 3)], 2.0, False),   # the job's 3rd call counted late: not live
+    ([(0.0, 10, 0), (1.0, 12, 3), (2.0, 14, 3)], 2.0, True),    # ... and one foreign request beside it
+], ids=["unseen", "one-sample", "quiet", "live", "quiet-then-live", "held", "released", "never-quiet", "reset",
+        "late-count", "late-count-and-live"])
 def test_live_watch(samples: list[tuple[float, int, int]], now: float, live: bool) -> None:
     watch = LiveWatch(interval_s=1.0, hold_s=5.0)
     for when, served, own in samples:

@@ -30,3 +30,14 @@ def test_the_raw_model_takes_length_chunk_tokens_from_the_config(param: str | No
 
 def test_a_model_py_without_length_chunks_gets_no_options(tmp_path: Path) -> None:
     assert served_options(type(shutil)("old_model_py"), tmp_path) == {}
+
+
+def test_live_summary_counts_failures_and_splits_the_first_seconds() -> None:
+    from loadtests.live_client import LiveSample, live_summary
+
+    samples = [LiveSample(0.5, 300.0, 200), LiveSample(1.0, 250.0, 200), LiveSample(6.0, 20.0, 200),
+               LiveSample(7.0, 30.0, 200), LiveSample(8.0, 9999.0, 0)]
+    assert live_summary(samples, first_s=5.0) == {
+        "live_requests": 5, "live_failed": 1, "live_p50_ms": 30.0, "live_p99_ms": 300.0,
+        "live_first_5s_p50_ms": 250.0, "live_first_5s_p99_ms": 300.0}
+    assert live_summary([])["live_p50_ms"] is None
