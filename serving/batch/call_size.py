@@ -72,13 +72,14 @@ class CallSizer:
 class LiveWatch:
     """Whether anyone but the job has used the shared Triton lately (live traffic).
 
-    The caller samples, at most every `interval_s` and only while none of the job's calls is in
-    flight, two counters: the requests the Triton has served for the version, and the job's own
-    finished calls. Since the first sample, served minus own is the foreign requests, give or take
-    the job's last call, which the Triton may count a moment after the job has its answer. So live
-    traffic is a new high of that excess (a lagging count only dips below the last high and comes
-    back to it), or a served count that went backwards (a restarted Triton). `live` is True until one
-    quiet interval has been seen and for `hold_s` after live traffic was last seen.
+    The caller samples, at most every `interval_s`, two counters: the requests the Triton has served
+    for the version, and the calls the job has sent, read after the Triton's reply. The first sample
+    comes before the job's first call. From then on, served minus sent is the others' requests minus
+    the job's calls not yet counted by the Triton (in flight, or counted a moment after the job had
+    its answer), so it never overstates the others; live traffic is a new high of it, or a served
+    count that went backwards (a restarted Triton). `live` is True until one quiet interval has been
+    seen and for `hold_s` after live traffic was last seen. Each of several actors sharing one
+    Triton sees the others' calls as live traffic and keeps its budget: the safe side.
     """
 
     interval_s: float = 1.0

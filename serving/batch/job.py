@@ -175,6 +175,7 @@ class Predictor:
         # Full calls while nobody else uses a shared Triton (call_size.py, LiveWatch).
         watched = max_call_ms is not None and not budget_when_idle and hasattr(self.backend, "requests_served")
         self.watch, self.own_calls, self.full_calls = (LiveWatch() if watched else None), 0, False
+        self._sampling: asyncio.Future | None = None  # a statistics read under way
         self.loop = asyncio.new_event_loop()  # one loop for the actor's life: the gRPC client lives on it
         self.t0, self.rows = time.monotonic(), 0
 
@@ -199,8 +200,7 @@ class Predictor:
         try:
             while pos < len(texts) or pending:
                 while pos < len(texts) and len(pending) < self.inflight:
-                    if not pending:  # none of the job's calls inside the Triton: its counters compare exactly
-                        await self._watch_live()
+                    await self._watch_live()
                     quiet = self.watch is not None and not self.watch.live(time.monotonic())
                     if quiet != self.full_calls:
                         self.full_calls = quiet
@@ -219,20 +219,33 @@ class Predictor:
         return [task.result() for task in calls]
 
     async def _watch_live(self) -> None:
-        """Sample the Triton's served-request count for `LiveWatch`; without one, the budget always applies."""
-        now = time.monotonic()
-        if self.watch is None or not self.watch.due(now):
+        """Read the Triton's served-request count for `LiveWatch` once an interval. The first read comes
+        before the job's first call and is awaited; later ones run beside the job's calls, so that the
+        Triton never waits for a statistics read."""
+        if self.watch is None or (self._sampling is not None and not self._sampling.done()):
             return
+        if not self.watch.due(time.monotonic()):
+            return
+        if self.watch.base is None:
+            await self._sample()
+        else:
+            self._sampling = asyncio.ensure_future(self._sample())
+
+    async def _sample(self) -> None:
         served = await self.backend.requests_served()
-        if served is None:
+        if self.watch is None:
+            return
+        if served is None:  # no statistics: the budget always applies
             self.watch = None
             return
-        self.watch.observe(now, served, self.own_calls)
+        # The job's calls sent up to now, read after the reply: calls still in flight or counted late
+        # by the Triton only lower served - sent, so only someone else's requests raise it.
+        self.watch.observe(time.monotonic(), served, self.own_calls)
 
     async def _one(self, chunk: list[str]):  # noqa: ANN202 - (probabilities, labels)
         start = time.monotonic()
+        self.own_calls += 1  # counted when sent (LiveWatch: served - sent never overstates others' requests)
         out = await self.backend.infer(chunk)
-        self.own_calls += 1
         self.sizer.observe(time.monotonic() - start, len(chunk))
         await self._throttle(len(chunk))
         return out
