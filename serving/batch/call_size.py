@@ -91,7 +91,13 @@ class LiveWatch:
     last_live: float | None = None
 
     def due(self, now: float) -> bool:
-        return self.last_at is None or now - self.last_at >= self.interval_s
+        """Time for the next read: `interval_s` after a quiet one (to see live traffic start soon),
+        `hold_s` after one that saw live traffic (a read meanwhile could only extend the hold: the
+        job's calls stay budgeted either way, and each read costs the Triton something)."""
+        if self.last_at is None:
+            return True
+        saw_live = self.last_live is not None and self.last_live == self.last_at
+        return now - self.last_at >= (self.hold_s if saw_live else self.interval_s)
 
     def observe(self, now: float, served: int, own: int) -> None:
         if self.base is None or served < self.base[0]:

@@ -147,11 +147,17 @@ def test_live_watch(samples: list[tuple[float, int, int]], now: float, live: boo
     assert watch.live(now) is live
 
 
-def test_live_watch_samples_once_an_interval() -> None:
-    watch = LiveWatch(interval_s=1.0)
+def test_live_watch_samples_once_an_interval_and_once_a_hold_after_seeing_live_traffic() -> None:
+    watch = LiveWatch(interval_s=1.0, hold_s=5.0)
     assert watch.due(0.0)
     watch.observe(0.0, 0, 0)
     assert not watch.due(0.9) and watch.due(1.0)
+    watch.observe(1.0, 0, 0)  # quiet: the next read a second later
+    assert watch.due(2.0)
+    watch.observe(2.0, 3, 0)  # live: reading again before the hold ends could only extend it
+    assert watch.live(2.0) and not watch.due(6.9) and watch.due(7.0)
+    watch.observe(7.0, 3, 1)  # quiet again: back to one read a second
+    assert not watch.live(7.0) and watch.due(8.0)
 
 
 @pytest.mark.parametrize(("stats", "served"), [
