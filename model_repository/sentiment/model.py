@@ -46,7 +46,7 @@ GRAPH_PREFIX = "model."
 CHUNK_TOKENS_CPU = 32
 """LENGTH_CHUNK_TOKENS 'auto' on CPU: a forward pass's own cost, in padded tokens (see `length_chunks`).
 Measured on the 2-core machine, MiniLM teacher, 2 threads: a pass costs about 5 ms plus 0.1-0.16 ms a
-token, and 16, 32 and 64 split calls of corpus texts about equally well (BENCHMARKS.md, length chunks)."""
+token, and 16, 32 and 64 split calls of corpus texts about equally well (BENCHMARKS.md, "Length-sorted passes")."""
 
 
 def runtime_of(version_dir: Path, card: dict) -> str:
@@ -301,9 +301,9 @@ def _gpu_usable(version_dir: str) -> bool:
 def length_chunks(lengths: Sequence[int] | np.ndarray, overhead_tokens: float) -> list[np.ndarray]:
     """Rows of one call grouped into forward passes, each padded only to its own longest text.
 
-    A batch padded to its longest text spends most of its work on padding when lengths vary
-    (tweets: 18-41 tokens from p10 to p90, padded to 64 in a call of 16), and on CPU a pass costs
-    about the same per token at any batch size. So a call is split: texts sorted by length, cut into
+    A batch padded to its longest text spends much of its work on padding when lengths vary
+    (tweets: 18-41 tokens from p10 to p90, and a call of 16 pads all to its longest), and on CPU a
+    pass costs about the same per token at any batch size. So a call is split: texts sorted by length, cut into
     runs that minimise the sum over runs of `overhead_tokens` (a pass's own cost, in tokens) plus
     rows x the run's longest length. The cuts are found exactly by dynamic programming over the
     sorted lengths (O(n^2), n <= max_batch_size). Returns index arrays into `lengths`, shortest
