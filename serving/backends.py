@@ -194,22 +194,21 @@ class ServingTritonBackend:
         self.model, self.version, self.grpc = model, version, grpc
         self._client = None
 
-    async def infer(self, texts: list[str]) -> tuple[np.ndarray, list[str]]:
+    def _get_client(self):  # noqa: ANN202 - created lazily, on the caller's event loop
         if self._client is None:
             import tritonclient.grpc.aio as grpcclient
 
             self._client = grpcclient.InferenceServerClient(self.grpc)
-        return await triton_infer(self._client, self.model, self.version, texts)
+        return self._client
+
+    async def infer(self, texts: list[str]) -> tuple[np.ndarray, list[str]]:
+        return await triton_infer(self._get_client(), self.model, self.version, texts)
 
     async def requests_served(self) -> int | None:
         """Requests this version's Triton has answered successfully, everyone's (its statistics
         extension); None when it does not say. A batch job compares it with its own calls."""
-        if self._client is None:
-            import tritonclient.grpc.aio as grpcclient
-
-            self._client = grpcclient.InferenceServerClient(self.grpc)
         try:
-            stats = await self._client.get_inference_statistics(self.model, self.version, as_json=True)
+            stats = await self._get_client().get_inference_statistics(self.model, self.version, as_json=True)
             return served_requests(stats)
         except Exception:  # noqa: BLE001 - no statistics: the caller keeps its call budget
             return None

@@ -367,14 +367,15 @@ class Classifier:
         enc = dict(self.tokenizer(texts, truncation=True, max_length=self.max_len, padding=True,
                                   return_tensors="np"))
         mask = enc.get("attention_mask")
-        groups = length_chunks(mask.sum(axis=1), self.chunk_tokens) if mask is not None else []
+        lengths = mask.sum(axis=1) if mask is not None else None
+        groups = length_chunks(lengths, self.chunk_tokens) if lengths is not None else []
         if len(groups) < 2:
             logits = self.runner.logits(enc)
         else:
             width, parts = mask.shape[1], []
             left = getattr(self.tokenizer, "padding_side", "right") == "left"
             for rows in groups:
-                keep = int(mask[rows].sum(axis=1).max())
+                keep = int(lengths[rows].max())
                 cols = slice(width - keep, width) if left else slice(0, keep)
                 parts.append(self.runner.logits({k: np.ascontiguousarray(v[rows, cols]) for k, v in enc.items()}))
             logits = np.empty((len(texts), parts[0].shape[1]), dtype=parts[0].dtype)

@@ -89,6 +89,7 @@ class LiveWatch:
     high: int = 0  # the highest excess (served - own since base) seen
     quiet_seen: bool = False
     last_live: float | None = None
+    last_saw_live: bool = False  # the last read raised the high (or found a new Triton)
 
     def due(self, now: float) -> bool:
         """Time for the next read: `interval_s` after a quiet one (to see live traffic start soon),
@@ -96,20 +97,21 @@ class LiveWatch:
         job's calls stay budgeted either way, and each read costs the Triton something)."""
         if self.last_at is None:
             return True
-        saw_live = self.last_live is not None and self.last_live == self.last_at
-        return now - self.last_at >= (self.hold_s if saw_live else self.interval_s)
+        return now - self.last_at >= (self.hold_s if self.last_saw_live else self.interval_s)
 
     def observe(self, now: float, served: int, own: int) -> None:
         if self.base is None or served < self.base[0]:
-            if self.base is not None:  # a new Triton: whatever it served is unknown
-                self.last_live = now
+            self.last_saw_live = self.base is not None  # a new Triton: whatever it served is unknown
             self.base, self.high = (served, own), 0
         else:
             excess = (served - self.base[0]) - (own - self.base[1])
-            if excess > self.high:
-                self.high, self.last_live = excess, now
+            self.last_saw_live = excess > self.high
+            if self.last_saw_live:
+                self.high = excess
             else:
                 self.quiet_seen = True
+        if self.last_saw_live:
+            self.last_live = now
         self.last_at = now
 
     def live(self, now: float) -> bool:

@@ -26,8 +26,9 @@ duration / F and duration / n; an estimate outside that interval moves towards i
 one inside it stays. So a version whose calls stay small (a tight bound) still follows a slowdown
 and a recovery, and idle 1-text calls do not drag down the bound of a model that batches well. One
 slow call (a cold replica, a stall) moves the estimate at most `MAX_SAMPLE_GROWTH` times the current
-one, so it cannot collapse the bound; a lasting slowdown still raises it within a few calls. (With batching off every request
-is its own call, and every call is full.) Before any call is measured the limit is `max_queue`.
+one, so it cannot collapse the bound; a lasting slowdown still raises it within a few calls. (With
+batching off every request is its own call, and every call is full.) Before any call is measured
+the limit is `max_queue`.
 Through Serve (parallel unknown, calls overlap) each measured duration includes queueing
 downstream, so the bound errs low.
 
