@@ -58,7 +58,8 @@ def _job_options() -> argparse.ArgumentParser:
     p.add_argument("--actors", type=int, default=1, help="actors, each with its own tritonserver")
     p.add_argument("--executor", choices=["auto", "ray", "local"], default="auto",
                    help="ray: Ray Data actors; local: one predictor in this process (one actor's work, no Ray Data); "
-                        "auto: local only for --backend serving with one actor and the replica on this node")
+                        "auto: local for one actor that would run on this node anyway (--backend serving with the "
+                        "replica on this node; a backend of its own without --ray-address: then no Ray at all)")
     p.add_argument("--actor-cpus", type=float, default=1.0)
     p.add_argument("--actor-gpus", type=float, default=0.0)
     p.add_argument("--torch-threads", type=int, default=None)

@@ -9,14 +9,17 @@ online serving uses (by default a private tritonserver serving exactly this vers
 in the manifest, so a job killed at any point and started again ends with every row once.
 
 With one actor whose work could only run on the driver's own node (`--backend serving` with the
-chosen replica's Triton on this node), the actor buys nothing but its start-up: the `local`
-executor then runs the same Predictor in the driver, shard after shard (`choose_executor`).
+chosen replica's Triton on this node, or a private backend when the job would start a Ray of its
+own), the actor buys nothing but its start-up: the `local` executor then runs the same Predictor
+in the driver, shard after shard, and a job with its own backend starts no Ray at all
+(`choose_executor`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -292,23 +295,34 @@ def serving_endpoint(model: str, version: str):  # noqa: ANN201 - an Endpoint
 
 
 def choose_executor(requested: str, backend: str, actors: int, endpoint_node: str | None,
-                    driver_node: str | None) -> str:
+                    driver_node: str | None, cluster: bool = True) -> str:
     """'local' or 'ray' for a job; raises ValueError (naming the flag) for a combination that cannot run.
 
-    auto is local only for one actor of the serving backend whose Triton is on the driver's node: that
-    actor would be pinned to this node, so Ray Data's planning and the actor's start are pure start-up.
-    Everything else (several actors, a private Triton per actor, a replica on another node) stays on Ray."""
+    auto is local only for one actor that would run on the driver's node anyway, so that Ray Data's
+    planning and the actor's start would be pure start-up:
+    - the serving backend, with the chosen replica's Triton on the driver's node (the actor is pinned there);
+    - a backend of its own (triton, torch) with no cluster (`cluster` False: no --ray-address and no Ray
+      already up in this process), where the job would start a one-node Ray just for that actor.
+    Everything else (several actors, a private backend on a cluster, whose actor Ray may place on any
+    node; a replica on another node) stays on Ray."""
     same_node = backend == "serving" and endpoint_node is not None and endpoint_node == driver_node
+    own_node = backend != "serving" and not cluster
     if requested == "ray":
         return "ray"
     if requested == "auto":
-        return "local" if same_node and actors == 1 else "ray"
+        return "local" if (same_node or own_node) and actors == 1 else "ray"
     if actors != 1:
         raise ValueError(f"executor: local runs one Predictor in the driver, got actors={actors}; use --executor ray")
     if backend == "serving" and not same_node:
         raise ValueError(f"executor: local needs the replica's Triton on this node (it listens on loopback); the "
                          f"chosen one is on node {endpoint_node}, this driver on {driver_node}; use --executor ray")
     return "local"
+
+
+def _ray_up() -> bool:
+    """Ray already initialised in this process (a caller connected it to a cluster), without importing it."""
+    ray = sys.modules.get("ray")
+    return ray is not None and ray.is_initialized()
 
 
 def ensure_ray(address: str | None = None, temp_dir: str | None = None, num_cpus: int | None = None) -> bool:
@@ -385,8 +399,9 @@ def run_job(spec: JobSpec, *, ray_address: str | None = None, ray_temp_dir: str 
              manifest.num_rows, len(manifest.shards), len(manifest.done), len(todo))
     if not todo:
         return manifest
-    if spec.backend != "serving":  # the executor does not depend on the cluster
-        executor = choose_executor(spec.executor, spec.backend, spec.actors, None, None)
+    if spec.backend != "serving":  # the executor depends only on whether there is a cluster
+        executor = choose_executor(spec.executor, spec.backend, spec.actors, None, None,
+                                   cluster=bool(ray_address) or _ray_up())
         if executor == "local":  # no Ray at all: the Predictor owns its backend in this process
             run["executor"] = executor
             _collect(spec, manifest, todo, out, run, _run_local(spec, manifest, texts, keys, todo, None))

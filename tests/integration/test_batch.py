@@ -64,7 +64,8 @@ def job(ray_session, tiny_repo: Path, texts, tmp_path_factory: pytest.TempPathFa
     log = out.parent / "first-run.log"
     cmd = [str(DISTILSERVE), "batch", "run", "--model", "sentiment:1", "--input", str(path), "--output", str(out),
            "--model-repository", str(tiny_repo), "--shard-rows", str(SHARD_ROWS), "--actor-cpus", "0.5",
-           "--torch-threads", "1", "--max-rows-per-s", "60", "--ray-temp-dir", ray_tmp, "--no-progress"]
+           "--torch-threads", "1", "--max-rows-per-s", "60", "--ray-temp-dir", ray_tmp, "--no-progress",
+           "--executor", "ray"]  # Ray Data with a private Triton (auto would run it without Ray: no cluster)
     # The throttle (60 rows/s, 400 rows) keeps the job running ~7 s once started, so the kill lands mid-way.
     with open(log, "wb") as f:
         proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
@@ -241,14 +242,23 @@ def test_a_serving_backend_job_uses_the_running_replicas_triton(stack, job, text
         assert a == pytest.approx(b, abs=1e-5)
 
 
-def test_a_local_job_writes_what_the_ray_job_wrote(job, texts, tiny_repo: Path, tmp_path: Path) -> None:
-    """`--executor local`: one Predictor with its own tritonserver in this process, no Ray Data; the
-    same rows, labels and scores as the resumed Ray job."""
-    from serving.batch.job import run_job
-
-    spec = job["spec"].model_copy(update={"output": tmp_path / "out", "executor": "local"})
-    manifest = run_job(spec)
-    assert manifest.complete and manifest.rows_done == ROWS
+def test_a_job_without_a_cluster_runs_locally_and_writes_what_the_ray_job_wrote(job, texts, tiny_repo: Path,
+                                                                               tmp_path: Path) -> None:
+    """`distilserve batch run` with no --ray-address and the default executor: one Predictor with its
+    own tritonserver in the CLI's process, and no Ray started (its temp dir stays empty); the same rows,
+    labels and scores as the resumed Ray job."""
+    path, _ = texts
+    ray_tmp = Path(tempfile.mkdtemp(prefix="rl", dir="/tmp"))
+    try:
+        subprocess.run([str(DISTILSERVE), "batch", "run", "--model", "sentiment:1", "--input", str(path),
+                        "--output", str(tmp_path / "out"), "--model-repository", str(tiny_repo),
+                        "--shard-rows", str(SHARD_ROWS), "--torch-threads", "1", "--ray-temp-dir", str(ray_tmp),
+                        "--no-progress"], check=True, timeout=300)
+        assert not list(ray_tmp.iterdir()), "a job with its own backend and no cluster started a Ray"
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    manifest = sh.load_manifest(tmp_path / "out")
+    assert manifest is not None and manifest.complete and manifest.rows_done == ROWS
     assert manifest.runs[-1]["executor"] == "local" and manifest.runs[-1]["max_call_ms"] is None  # own Triton
     own = pq.read_table(job["out"]).sort_by("row_id")
     local = pq.read_table(tmp_path / "out").sort_by("row_id")

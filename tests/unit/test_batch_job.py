@@ -40,26 +40,30 @@ def test_choose_endpoint_refuses_by_name_without_a_running_replica(endpoints: li
         choose_endpoint(endpoints, "m-v1", now=100.0)
 
 
-@pytest.mark.parametrize(("requested", "backend", "actors", "endpoint_node", "driver_node", "executor"), [
-    # auto: local only where the one actor would be pinned to the driver's node anyway
-    ("auto", "serving", 1, "n1", "n1", "local"),
-    ("auto", "serving", 2, "n1", "n1", "ray"),
-    ("auto", "serving", 1, "n2", "n1", "ray"),
-    ("auto", "triton", 1, None, None, "ray"),
-    ("auto", "torch", 1, None, None, "ray"),
+@pytest.mark.parametrize(("requested", "backend", "actors", "endpoint_node", "driver_node", "cluster", "executor"), [
+    # auto: local only where the one actor would run on the driver's node anyway
+    ("auto", "serving", 1, "n1", "n1", True, "local"),  # pinned to the replica's node, this one
+    ("auto", "serving", 2, "n1", "n1", True, "ray"),
+    ("auto", "serving", 1, "n2", "n1", True, "ray"),
+    ("auto", "triton", 1, None, None, False, "local"),  # no cluster: a one-node Ray for one actor
+    ("auto", "torch", 1, None, None, False, "local"),
+    ("auto", "triton", 2, None, None, False, "ray"),  # several actors: Ray Data runs them side by side
+    ("auto", "triton", 1, None, None, True, "ray"),  # a cluster: the actor may go to another node
+    ("auto", "torch", 1, None, None, True, "ray"),
     # ray: always, whatever the placement
-    ("ray", "serving", 1, "n1", "n1", "ray"),
-    ("ray", "triton", 4, None, None, "ray"),
+    ("ray", "serving", 1, "n1", "n1", True, "ray"),
+    ("ray", "triton", 1, None, None, False, "ray"),
+    ("ray", "triton", 4, None, None, True, "ray"),
     # local: asked for, one predictor
-    ("local", "triton", 1, None, None, "local"),
-    ("local", "torch", 1, None, None, "local"),
-    ("local", "serving", 1, "n1", "n1", "local"),
+    ("local", "triton", 1, None, None, True, "local"),
+    ("local", "torch", 1, None, None, False, "local"),
+    ("local", "serving", 1, "n1", "n1", True, "local"),
 ])
 def test_choose_executor(requested: str, backend: str, actors: int, endpoint_node: str | None,
-                         driver_node: str | None, executor: str) -> None:
+                         driver_node: str | None, cluster: bool, executor: str) -> None:
     from serving.batch.job import choose_executor
 
-    assert choose_executor(requested, backend, actors, endpoint_node, driver_node) == executor
+    assert choose_executor(requested, backend, actors, endpoint_node, driver_node, cluster) == executor
 
 
 @pytest.mark.parametrize(("backend", "actors", "endpoint_node", "message"), [
