@@ -460,7 +460,7 @@ def cpu_quota(cpu_max: str | None = None, cfs_quota_us: str | None = None, cfs_p
 def usable_threads(requested: int, affinity_cpus: int, quota_cpus: float | None) -> int:
     """Intra-op threads for a configured count: never more than the CPUs this process may run on (its
     affinity) or its cgroup's limit, rounded up. More threads than CPUs only make the runtime's threads
-    wait for each other (with 2 threads on 1 CPU a replica served about 25% fewer requests than with 1,
+    wait for each other (a replica on one CPU reached a 16% higher peak with 1 thread than with 2,
     BENCHMARKS.md). 0 or less keeps the runtime's own default."""
     if requested <= 0:
         return requested
