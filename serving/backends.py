@@ -152,13 +152,16 @@ class TorchBackend:
         import torch  # `instances` is Triton's: in-process there is one model, one worker thread
 
         self.model, self.version = model, version
-        if torch_threads:
-            torch.set_num_threads(torch_threads)
         version_dir = Path(repository) / model / version
         if not version_dir.is_dir():
             raise FileNotFoundError(f"version {version!r} of model {model!r} not found in {repository}")
+        module = load_classifier_module(repository, model)
+        if torch_threads:  # capped at this process's CPUs as in Triton's stub, where model.py can say how
+            if hasattr(module, "usable_threads"):
+                torch_threads = module.usable_threads(torch_threads, *module.cpus_available())
+            torch.set_num_threads(torch_threads)
         device = "cuda" if gpu and torch.cuda.is_available() else "cpu"
-        self._clf = load_classifier_module(repository, model).Classifier(version_dir, device=device)
+        self._clf = module.Classifier(version_dir, device=device)
         self._config_path = Path(repository) / model / "config.pbtxt"
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="torch-backend")
 

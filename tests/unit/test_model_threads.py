@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
+from pathlib import Path
 
 import pytest
 
 from distill import export
+from distill.models import tiny_teacher
 from tests.helpers import TEMPLATE
 
 MODEL_PY = export.load_model_py(TEMPLATE)
@@ -56,3 +59,28 @@ def test_the_stub_caps_its_configured_threads_at_its_cpus(monkeypatch: pytest.Mo
     assert MODEL_PY.TritonPythonModel._threads(2) == 2 and not logged
     monkeypatch.setattr(MODEL_PY, "_read", lambda path: "100000 100000" if path.endswith("cpu.max") else None)
     assert MODEL_PY.TritonPythonModel._threads(2) == 1 and "cgroup limit of 1" in logged[0]
+
+
+def test_the_in_process_backend_caps_its_threads_too(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """`--backend torch` (a replica or a batch job without Triton) sets torch's threads itself: the same cap."""
+    import torch
+
+    from serving.backends import TorchBackend
+
+    repo = tmp_path / "repo"
+    shutil.copytree(TEMPLATE, repo / "sentiment", ignore=shutil.ignore_patterns("[0-9]*", "__pycache__"))
+    export.export_version(
+        *tiny_teacher(["good", "bad"], layers=1, hidden=16), repo=repo, model_name="sentiment",
+        card_fields={"kind": "teacher", "labels": ["negative", "neutral", "positive"], "max_seq_len": 16,
+                     "accuracy": 0.5, "eval_examples": 10,
+                     "latency": [{"batch_size": 1, "p50_ms": 1.0, "p99_ms": 2.0, "runs": 5}]},
+        lineage_fields={"data_fingerprint": "test"},
+    )
+    before = torch.get_num_threads()
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    try:
+        backend = TorchBackend(repo, "sentiment", "1", torch_threads=2)
+        assert torch.get_num_threads() == 1
+        backend.close()
+    finally:
+        torch.set_num_threads(before)
