@@ -41,11 +41,14 @@ class TritonBackend:
 
     def __init__(self, repository: Path, model: str, version: str, *, gpu: bool = False,
                  torch_threads: int | None = None, instances: int | None = None,
-                 start_timeout: float = 300.0) -> None:
+                 start_timeout: float = 300.0, stop_grace_s: float = 10.0) -> None:
+        """`stop_grace_s`: how long `close` lets the server exit on its own before killing it (a
+        graceful exit took about 2.5 s here). A replica's Triton may still hold requests; a
+        finished batch job's holds nothing, and its job stops it at once (0)."""
         from serving.triton.repo_view import CONFIG_FILENAME, instance_count, make_view, read_config
         from serving.triton.server import TritonServer
 
-        self.model, self.version = model, version
+        self.model, self.version, self.stop_grace_s = model, version, stop_grace_s
         self._view = Path(tempfile.mkdtemp(prefix=f"distilserve-{model}-v{version}-"))
         make_view(repository, model, version, self._view, gpu=gpu, torch_threads=torch_threads, instances=instances)
         # Batches this Triton executes at once; the ingress paces its calls by it (endpoints.py).
@@ -102,7 +105,7 @@ class TritonBackend:
         return self.server.alive() and self.server.model_ready(self.model, self.version)
 
     def close(self) -> None:
-        self.server.stop()
+        self.server.stop(grace=self.stop_grace_s)
         shutil.rmtree(self._view, ignore_errors=True)
 
 

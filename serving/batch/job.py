@@ -172,6 +172,8 @@ class Predictor:
 
         self.model, self.version = model, version
         kw: dict = {"endpoint": endpoint} if backend == "serving" else {"gpu": gpu, "torch_threads": torch_threads}
+        if backend == "triton":  # once the job is done its own Triton holds nothing: no 2.5 s graceful exit
+            kw["stop_grace_s"] = 0.0
         self.backend = make_backend(backend, Path(repository), model, version, **kw)
         self.inflight, self.rate = inflight, max_rows_per_s
         self.sizer = CallSizer(max_texts=infer_batch, max_call_ms=max_call_ms)

@@ -193,6 +193,37 @@ class Ports:
     metrics: int
 
 
+SHM_REGION_PREFIX = "/dev/shm/triton_python_backend_shm_region_"
+
+
+def shm_regions(maps: str) -> set[str]:
+    """The Python backend's shared-memory regions named in a /proc/PID/maps text (mapped files are
+    the last field; an already unlinked one ends in " (deleted)" and is left out)."""
+    found = set()
+    for line in maps.splitlines():
+        path = line.split(maxsplit=5)[5] if len(line.split(maxsplit=5)) == 6 else ""
+        if path.startswith(SHM_REGION_PREFIX) and not path.endswith(" (deleted)"):
+            found.add(path)
+    return found
+
+
+def group_shm_regions(pgid: int) -> set[str]:
+    """Regions mapped by any live process of process group `pgid` (the server and its stubs)."""
+    found: set[str] = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                if int(f.read().rsplit(")", 1)[1].split()[2]) != pgid:  # field 5, after the name
+                    continue
+            with open(f"/proc/{entry}/maps") as f:
+                found |= shm_regions(f.read())
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
 class TritonServer:
     """One `tritonserver` in explicit model-control mode over `model_repository`."""
 
@@ -286,10 +317,13 @@ class TritonServer:
         return self.proc is not None and self.proc.poll() is None and self._get("/v2/health/live") == 200
 
     def stop(self, grace: float = 10.0) -> None:
-        """SIGTERM, then SIGKILL; then the whole process group, so no Python-backend stub outlives it."""
+        """SIGTERM, then SIGKILL after `grace` s (0: at once); then the whole process group, so no
+        Python-backend stub outlives it; then the shared-memory regions the group had mapped, which a
+        killed server leaves in /dev/shm (1 MB or more each; a graceful exit removes its own)."""
         proc, self.proc = self.proc, None
         if proc is None:
             return
+        regions = group_shm_regions(proc.pid)
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -304,6 +338,9 @@ class TritonServer:
         except (ProcessLookupError, PermissionError):
             pass
         _REAPER.remove(proc.pid)
+        for path in regions:  # unlinking a region a dying stub still maps is harmless: it goes with the stub
+            with contextlib.suppress(OSError):
+                os.unlink(path)
 
     def __enter__(self) -> TritonServer:
         return self.start() if self.proc is None else self

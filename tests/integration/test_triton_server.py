@@ -228,3 +228,22 @@ def test_stubs_of_a_model_still_loading_die_with_a_killed_owner(tiny_repo: Path)
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+def test_a_server_killed_at_once_leaves_no_shared_memory(tiny_repo: Path, tmp_path: Path) -> None:
+    """`stop(grace=0)` (a finished batch job's Triton) kills the server and its stub without their
+    graceful exit, which is what removes the Python backend's regions in /dev/shm; stop removes them."""
+    from serving.triton.server import group_shm_regions
+
+    srv = TritonServer(make_view(tiny_repo, "sentiment", "1", tmp_path / "view")).start()
+    try:
+        srv.load("sentiment", timeout=120)
+        assert srv.proc is not None
+        pid = srv.proc.pid
+        regions = group_shm_regions(pid)
+        assert regions, "a loaded Python-backend model maps at least one region"
+        assert all(Path(r).exists() for r in regions)
+    finally:
+        srv.stop(grace=0)
+    wait_for(lambda: not alive(pid), 30, "the killed server to be gone")
+    assert not [r for r in regions if Path(r).exists()]
