@@ -201,7 +201,8 @@ def shm_regions(maps: str) -> set[str]:
     the last field; an already unlinked one ends in " (deleted)" and is left out)."""
     found = set()
     for line in maps.splitlines():
-        path = line.split(maxsplit=5)[5] if len(line.split(maxsplit=5)) == 6 else ""
+        fields = line.split(maxsplit=5)
+        path = fields[5] if len(fields) == 6 else ""
         if path.startswith(SHM_REGION_PREFIX) and not path.endswith(" (deleted)"):
             found.add(path)
     return found
