@@ -41,6 +41,7 @@ from loadtests.bench_overhead import (
     stop_serve_and_ray,
     wait_ready,
 )
+from serving.cpu_affinity import parse_cpu_list
 from serving.ray_env import loopback_ray_env
 
 GOODPUT_GOAL, P99_GOAL = 0.9, 3.0  # issue 16, item 4
@@ -115,14 +116,10 @@ def cpu_list(spec: str | None) -> set[int] | None:
     """'0', '0,1' or '0-3' -> a CPU set; None stays None (no pinning)."""
     if spec is None:
         return None
-    cpus: set[int] = set()
-    for part in spec.split(","):
-        lo, _, hi = part.partition("-")
-        try:
-            cpus.update(range(int(lo), int(hi or lo) + 1))
-        except ValueError:
-            raise SystemExit(f"--server-cpus/--client-cpus: expected a CPU list like 0,1 or 0-3, got {spec!r}") from None
-    return cpus
+    try:
+        return set(parse_cpu_list(spec))
+    except ValueError as e:
+        raise SystemExit(f"--server-cpus/--client-cpus: {e}") from None
 
 
 def _r(x: float) -> float | None:
@@ -188,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--server-cpus", default=None, metavar="LIST",
                     help="CPUs the stack (Ray, its replicas, Triton) may use, e.g. 1; with --client-cpus the client "
                          "runs outside the stack's CPU budget, as a client on another machine would")
-    ap.add_argument("--client-cpus", default=None, metavar="LIST", help="CPUs the load client may use, e.g. 0")
+    ap.add_argument("--client-cpus", default=None, metavar="LIST", help="CPUs the load client may use, e.g. 0; "
+                    "with --set ingress_cpus=0 the ingress moves there too, off the model's CPUs")
     ap.add_argument("--summarize", type=Path, default=None, metavar="DIR",
                     help="print the median/range table of the shed-*.json results in DIR and exit")
     args = ap.parse_args(argv)

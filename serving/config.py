@@ -20,6 +20,7 @@ from pydantic import (
 )
 
 from distilserve.core.names import MODEL_PATTERN
+from serving.cpu_affinity import parse_cpu_list
 
 
 class AutoscalingSettings(BaseModel):
@@ -191,6 +192,13 @@ class ServeConfig(BaseModel):
     batching: BatchingSettings = Field(default_factory=BatchingSettings)
     shedding: SheddingSettings = Field(default_factory=SheddingSettings)
     ingress_replicas: int = Field(default=1, ge=1, le=64, description="Ingress replicas.")
+    ingress_cpus: str | None = Field(
+        default=None,
+        description="CPUs of its node the Ingress replica keeps to, as `taskset -c` writes them ('0', '0-1,4'); "
+                    "None: wherever the OS puts it. Where the ingress and the model replicas share a machine, "
+                    "this keeps parsing, routing and refusing overload off the model's cores (BENCHMARKS.md, load "
+                    "shedding: an ingress on its own core).",
+    )
     direct_triton: bool = Field(
         default=True,
         description="The ingress sends inference straight to a same-node replica's Triton (one hop, Triton's "
@@ -237,6 +245,13 @@ class ServeConfig(BaseModel):
         if self.http_server is None:
             self.http_server = "serve-proxy" if self.ray_address else "ingress"
         return self
+
+    @field_validator("ingress_cpus")
+    @classmethod
+    def _cpu_list(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_cpu_list(v)  # ValueError quoting v
+        return v
 
     @field_validator("registry", mode="before")
     @classmethod

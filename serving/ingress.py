@@ -18,6 +18,7 @@ from serving import raycompat
 from serving.batch.cache import open_cache
 from serving.config import ServeConfig
 from serving.control.admin import AdminControl
+from serving.cpu_affinity import parse_cpu_list, pin_process
 from serving.dataplane import DataPlane
 from serving.grpc.server import IngressGrpcServer
 from serving.http.app import attach, build_app
@@ -42,6 +43,8 @@ app = build_app()
 class Ingress:
     def __init__(self, config: dict, admin_token: str | None = None, control_plane: str = "registry") -> None:
         self.cfg = cfg = ServeConfig.model_validate(config)
+        if cfg.ingress_cpus:  # before any listener thread starts: those inherit the mask
+            pin_process(parse_cpu_list(cfg.ingress_cpus))
         if cfg.direct_triton:
             raycompat.check_internal_kv()  # the Triton endpoint directory
         if control_plane == "controller":

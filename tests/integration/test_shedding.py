@@ -6,14 +6,16 @@ admitted request is answered, nothing is lost, and refusals are made before the 
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from serving.config import SheddingSettings
-from tests.helpers import one_replica_stack
+from tests.helpers import one_replica_stack, wait_for
 
 BURST = 24  # concurrent requests per burst
 BURSTS = 5  # a burst whose requests happen not to overlap sheds nothing; five in a row all missing is a bug
@@ -22,9 +24,35 @@ BURSTS = 5  # a burst whose requests happen not to overlap sheds nothing; five i
 @pytest.fixture(scope="module")
 def stack(ray_session, tiny_repo: Path, tmp_path_factory: pytest.TempPathFactory, admin_token: str):
     # One text outstanding per version: any request arriving while another is answered is shed.
+    # The ingress keeps to one CPU (`ingress_cpus`), as it would beside a model on another core.
     with one_replica_stack(tiny_repo, tmp_path_factory.mktemp("reg"), admin_token, "/v2/health/ready", 180,
-                           shedding=SheddingSettings(enabled=True, min_queue=1, max_queue=1)) as url:
+                           shedding=SheddingSettings(enabled=True, min_queue=1, max_queue=1),
+                           ingress_cpus=str(INGRESS_CPU)) as url:
         yield url
+
+
+INGRESS_CPU = max(os.sched_getaffinity(0))
+
+
+def test_the_ingress_keeps_to_its_ingress_cpus(stack: str) -> None:
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("one CPU here: a pinned ingress looks like an unpinned one")
+    def ingresses() -> list[psutil.Process]:
+        return [p for p in psutil.Process().children(recursive=True)
+                if "ServeReplica:ingress:Ingress" in " ".join(_cmdline(p))]
+
+    wait_for(lambda: len(ingresses()) == 1, 60, "one Ingress replica (an earlier module's gone)")
+    ingress = ingresses()
+    threads = {t.id: os.sched_getaffinity(t.id) for t in ingress[0].threads()}
+    # Its listener threads (HTTP, gRPC) started after the pin and inherited it.
+    assert len(threads) > 5 and all(cpus == {INGRESS_CPU} for cpus in threads.values()), threads
+
+
+def _cmdline(p: psutil.Process) -> list[str]:
+    try:
+        return p.cmdline()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return []
 
 
 async def _burst(url: str) -> list[httpx.Response]:
