@@ -35,6 +35,7 @@ def test_parse_cpu_list_refuses_and_quotes(spec: str, message: str) -> None:
 def test_the_config_quotes_a_bad_cpu_list() -> None:
     assert ServeConfig(ingress_cpus="0-1").ingress_cpus == "0-1"
     assert ServeConfig().ingress_cpus is None
+    assert ServeConfig.model_validate({"ingress_cpus": 1}).ingress_cpus == "1"  # `ingress_cpus: 1` in YAML
     with pytest.raises(ValidationError, match=r"ingress_cpus\n.*got '0-1x'"):
         ServeConfig(ingress_cpus="0-1x")
 

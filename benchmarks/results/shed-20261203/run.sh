@@ -1,5 +1,5 @@
 #!/bin/bash
-# Item 4 with the ingress on its own core (2026-12-03 03:55 UTC, decided before running).
+# Item 4 with the ingress on its own core (2026-12-03 03:30 UTC, decided before running; this line said 03:55 by mistake until after the runs).
 # "own": ingress_cpus=0: the Ingress replica (HTTP listener, shedding gate, data plane) keeps to CPU 0,
 #   beside the load client; Ray and the replica's Triton keep CPU 1 (--server-cpus 1). This is the
 #   topology a machine with a spare core would use: refusals do not take the model's core.
