@@ -194,7 +194,7 @@ class ServeConfig(BaseModel):
     ingress_replicas: int = Field(default=1, ge=1, le=64, description="Ingress replicas.")
     ingress_cpus: str | None = Field(
         default=None,
-        description="CPUs of its node the Ingress replica keeps to, as `taskset -c` writes them ('0', '0-1,4'); "
+        description="CPUs of its node every Ingress replica keeps to, as `taskset -c` writes them ('0', '0-1,4'); "
                     "None: wherever the OS puts it. Where the ingress and the model replicas share a machine, "
                     "this keeps parsing, routing and refusing overload off the model's cores: at 4x the peak load on "
                     "2 cores the model kept 0.94 of its peak goodput with the ingress on the other core, 0.90 "
