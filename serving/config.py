@@ -196,9 +196,17 @@ class ServeConfig(BaseModel):
         default=None,
         description="CPUs of its node every Ingress replica keeps to, as `taskset -c` writes them ('0', '0-1,4'); "
                     "None: wherever the OS puts it. Where the ingress and the model replicas share a machine, "
-                    "this keeps parsing, routing and refusing overload off the model's cores: at 4x the peak load on "
+                    "this (with model_cpus) keeps parsing, routing and refusing overload off the model's cores: at "
+                    "4x the peak load on "
                     "2 cores the model kept 0.94 of its peak goodput with the ingress on the other core, 0.90 "
                     "beside it (BENCHMARKS.md, 'Item 4 met with the ingress on its own core').",
+    )
+    model_cpus: str | None = Field(
+        default=None,
+        description="CPUs of its node every model replica keeps to (its process, its Triton and the Triton's "
+                    "model processes), as `taskset -c` writes them; None: wherever the OS puts it. With "
+                    "ingress_cpus naming other CPUs, the two never share a core; a model process runs no more "
+                    "intra-op threads than these CPUs (model.py caps TORCH_NUM_THREADS).",
     )
     direct_triton: bool = Field(
         default=True,
@@ -247,10 +255,10 @@ class ServeConfig(BaseModel):
             self.http_server = "serve-proxy" if self.ray_address else "ingress"
         return self
 
-    @field_validator("ingress_cpus", mode="before")
+    @field_validator("ingress_cpus", "model_cpus", mode="before")
     @classmethod
     def _cpu_list(cls, v: object) -> object:
-        if isinstance(v, int) and not isinstance(v, bool):  # `ingress_cpus: 0` in YAML
+        if isinstance(v, int) and not isinstance(v, bool):  # `ingress_cpus: 0` in YAML: one CPU
             v = str(v)
         if isinstance(v, str):
             parse_cpu_list(v)  # ValueError quoting v

@@ -19,6 +19,7 @@ from ray.serve import Application
 from serving import raycompat
 from serving.backends import TritonBackend, make_backend
 from serving.config import ServeConfig
+from serving.cpu_affinity import parse_cpu_list, pin_process
 from serving.transport import endpoints
 from serving.transport.failure import Failure
 
@@ -35,8 +36,11 @@ log = logging.getLogger("ray.serve")
 )
 class ModelVersion:
     def __init__(self, repository: str, model: str, version: str, backend: str = "triton",
-                 gpu: bool = False, torch_threads: int | None = None, model_instances: int | None = None) -> None:
+                 gpu: bool = False, torch_threads: int | None = None, model_instances: int | None = None,
+                 cpus: str | None = None) -> None:
         self.model, self.version = model, version
+        if cpus:  # before the backend starts: its Triton and model processes inherit the mask
+            pin_process(parse_cpu_list(cpus), setting="model_cpus")
         self.backend = make_backend(backend, Path(repository), model, version, gpu=gpu, torch_threads=torch_threads,
                                     instances=model_instances)
         self._endpoint: endpoints.Endpoint | None = None
@@ -117,4 +121,5 @@ def version_app(cfg: ServeConfig, model: str, version: str) -> Application:
         cfg.gpu > 0,
         cfg.torch_threads,
         cfg.model_instances,
+        cfg.model_cpus,
     )

@@ -20,36 +20,49 @@ from tests.helpers import one_replica_stack, wait_for
 BURST = 24  # concurrent requests per burst
 BURSTS = 5  # a burst whose requests happen not to overlap sheds nothing; five in a row all missing is a bug
 INGRESS_CPU = max(os.sched_getaffinity(0))  # the one CPU the stack's ingress keeps to
+MODEL_CPU = min(os.sched_getaffinity(0))  # and its model replica, with its Triton
 
 
 @pytest.fixture(scope="module")
 def stack(ray_session, tiny_repo: Path, tmp_path_factory: pytest.TempPathFactory, admin_token: str):
     # One text outstanding per version: any request arriving while another is answered is shed.
-    # The ingress keeps to one CPU (`ingress_cpus`), as it would beside a model on another core.
+    # The ingress keeps to one CPU (`ingress_cpus`), the model replica to another (`model_cpus`).
     with one_replica_stack(tiny_repo, tmp_path_factory.mktemp("reg"), admin_token, "/v2/health/ready", 180,
                            shedding=SheddingSettings(enabled=True, min_queue=1, max_queue=1),
-                           ingress_cpus=str(INGRESS_CPU)) as url:
+                           ingress_cpus=str(INGRESS_CPU), model_cpus=str(MODEL_CPU)) as url:
         yield url
 
 
-def test_the_ingress_keeps_to_its_ingress_cpus(stack: str) -> None:
+def test_the_ingress_and_the_model_keep_to_their_cpus(stack: str) -> None:
     if len(os.sched_getaffinity(0)) < 2:
-        pytest.skip("one CPU here: a pinned ingress looks like an unpinned one")
+        pytest.skip("one CPU here: a pinned process looks like an unpinned one")
 
-    def ingresses() -> list[psutil.Process]:
+    def replicas(deployment: str) -> list[psutil.Process]:
         return [p for p in psutil.Process().children(recursive=True)
-                if "ServeReplica:ingress:Ingress" in " ".join(_cmdline(p))]
+                if f"ServeReplica:{deployment}" in " ".join(_cmdline(p))]
 
-    wait_for(lambda: len(ingresses()) == 1, 60, "one Ingress replica (an earlier module's gone)")
-    ingress = ingresses()
-    threads = {}
-    for t in ingress[0].threads():
-        try:
-            threads[t.id] = os.sched_getaffinity(t.id)
-        except ProcessLookupError:  # a short-lived thread that ended meanwhile
-            continue
-    # Its listener threads (HTTP, gRPC) started after the pin and inherited it.
-    assert len(threads) > 5 and all(cpus == {INGRESS_CPU} for cpus in threads.values()), threads
+    wait_for(lambda: len(replicas("ingress:Ingress")) == len(replicas("sentiment-v1:ModelVersion")) == 1, 60,
+             "one Ingress and one ModelVersion replica (an earlier module's gone)")
+    ingress, model = replicas("ingress:Ingress")[0], replicas("sentiment-v1:ModelVersion")[0]
+    # The ingress's listener threads (HTTP, gRPC) started after the pin and inherited it.
+    assert _affinities([ingress]) and set(_affinities([ingress]).values()) == {frozenset({INGRESS_CPU})}
+    # The replica, its tritonserver and the Triton's model process(es), every thread of each.
+    tritons = [p for p in model.children(recursive=True) if "tritonserver" in p.name() or "stub" in p.name()]
+    assert any("tritonserver" in p.name() for p in tritons) and any("stub" in p.name() for p in tritons), tritons
+    got = _affinities([model, *tritons])
+    assert set(got.values()) == {frozenset({MODEL_CPU})}, got
+
+
+def _affinities(processes: list[psutil.Process]) -> dict[int, frozenset[int]]:
+    """Every thread's CPU affinity, by thread id (a thread that ends while listed is skipped)."""
+    found = {}
+    for p in processes:
+        for t in p.threads():
+            try:
+                found[t.id] = frozenset(os.sched_getaffinity(t.id))
+            except ProcessLookupError:
+                continue
+    return found
 
 
 def _cmdline(p: psutil.Process) -> list[str]:

@@ -135,6 +135,15 @@ def test_model_instances_reach_the_replica(instances: int | None, tmp_path: Path
 
     cfg = ServeConfig(model_repository=tmp_path, model_instances=instances, torch_threads=1)
     deployment = version_app(cfg, "sentiment", "1")._bound_deployment
-    assert deployment.init_args[5:] == (1, instances)  # torch_threads, model_instances
+    assert deployment.init_args[5:] == (1, instances, None)  # torch_threads, model_instances, model_cpus
     with pytest.raises(ValidationError, match=r"model_instances[\s\S]*input_value=0"):
         ServeConfig(model_instances=0)
+
+
+def test_model_cpus_reach_the_replica(tmp_path: Path) -> None:
+    from serving.model_version import version_app
+
+    cfg = ServeConfig(model_repository=tmp_path, model_cpus="1-2")
+    assert version_app(cfg, "sentiment", "1")._bound_deployment.init_args[7] == "1-2"
+    with pytest.raises(ValidationError, match=r"model_cpus\n.*got '1\.5'"):
+        ServeConfig(model_cpus="1.5")
