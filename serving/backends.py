@@ -159,10 +159,11 @@ class TorchBackend:
         if not version_dir.is_dir():
             raise FileNotFoundError(f"version {version!r} of model {model!r} not found in {repository}")
         module = load_classifier_module(repository, model)
-        if torch_threads:  # capped at this process's CPUs as in Triton's stub, where model.py can say how
-            if hasattr(module, "usable_threads"):
-                torch_threads = module.usable_threads(torch_threads, *module.cpus_available())
-            torch.set_num_threads(torch_threads)
+        threads = torch_threads or 0  # capped at this process's CPUs as in Triton's stub, where model.py says how
+        if hasattr(module, "usable_threads"):
+            threads = module.usable_threads(threads, *module.cpus_available())
+        if threads > 0:
+            torch.set_num_threads(threads)
         device = "cuda" if gpu and torch.cuda.is_available() else "cpu"
         self._clf = module.Classifier(version_dir, device=device)
         self._config_path = Path(repository) / model / "config.pbtxt"

@@ -461,8 +461,12 @@ def usable_threads(requested: int, affinity_cpus: int, quota_cpus: float | None)
     """Intra-op threads for a configured count: never more than the CPUs this process may run on (its
     affinity) or its cgroup's limit, rounded up. More threads than CPUs only make the runtime's threads
     wait for each other (a replica on one CPU reached a 16% higher peak with 1 thread than with 2,
-    BENCHMARKS.md). 0 or less keeps the runtime's own default."""
+    BENCHMARKS.md). 0 or less asks for the runtime's own default, which follows the affinity mask (torch
+    through OpenMP and ONNX Runtime 1.32, both seen under `taskset`) but not a cgroup's limit: under a
+    limit tighter than the mask (a container with `--cpus 2` on a 64-core node), as many as it allows."""
     if requested <= 0:
+        if quota_cpus is not None and quota_cpus > 0 and math.ceil(quota_cpus) < max(1, affinity_cpus):
+            return max(1, math.ceil(quota_cpus))
         return requested
     cap = max(1, affinity_cpus)
     if quota_cpus is not None and quota_cpus > 0:
@@ -525,11 +529,12 @@ class TritonPythonModel:
 
     @staticmethod
     def _threads(configured: int) -> int:
-        """TORCH_NUM_THREADS, capped at the CPUs this stub may use (`usable_threads`); a cap is logged."""
+        """TORCH_NUM_THREADS, capped at the CPUs this stub may use (`usable_threads`); a change is logged."""
         affinity, quota = cpus_available()
         threads = usable_threads(configured, affinity, quota)
         if threads != configured:
-            _log(f"TORCH_NUM_THREADS {configured} capped to {threads}: this process may use {affinity} CPU(s)"
+            asked = f"{configured} capped" if configured > 0 else f"{configured} (the runtime's default) set"
+            _log(f"TORCH_NUM_THREADS {asked} to {threads}: this process may use {affinity} CPU(s)"
                  + (f" under a cgroup limit of {quota:g}" if quota is not None else ""))
         return threads
 

@@ -37,7 +37,13 @@ def test_cpu_quota(cpu_max: str | None, quota_us: str | None, period_us: str | N
     (4, 16, 0.5, 1),  # never under one thread
     (8, 4, 16.0, 4),  # the affinity is the tighter bound
     (1, 16, None, 1),  # never more than configured
-    (0, 1, None, 0),  # 0: the runtime's own default, untouched
+    (0, 1, None, 0),  # 0: the runtime's own default, which follows the affinity mask itself
+    (0, 16, None, 0),
+    (0, 16, 1.5, 2),  # ... but not a cgroup limit: a container with --cpus 1.5 on a 16-CPU node
+    (0, 64, 0.5, 1),
+    (0, 2, 2.0, 0),  # a limit no tighter than the mask leaves the default
+    (0, 2, 8.0, 0),
+    (-1, 16, 2.0, 2),
     (3, 0, None, 1),  # a nonsense affinity count still leaves one thread
 ])
 def test_usable_threads(requested: int, affinity: int, quota: float | None, expected: int) -> None:
@@ -59,12 +65,16 @@ def test_the_stub_caps_its_configured_threads_at_its_cpus(monkeypatch: pytest.Mo
     assert MODEL_PY.TritonPythonModel._threads(2) == 2 and not logged
     monkeypatch.setattr(MODEL_PY, "_read", lambda path: "100000 100000" if path.endswith("cpu.max") else None)
     assert MODEL_PY.TritonPythonModel._threads(2) == 1 and "cgroup limit of 1" in logged[0]
+    logged.clear()  # 0 asks for the runtime's default, which would count the 4 CPUs and not the limit
+    assert MODEL_PY.TritonPythonModel._threads(0) == 1
+    assert "TORCH_NUM_THREADS 0 (the runtime's default) set to 1" in logged[0]
 
 
 def test_the_in_process_backend_caps_its_threads_too(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """`--backend torch` (a replica or a batch job without Triton) sets torch's threads itself: the same cap."""
     import torch
 
+    import serving.backends as serving_backends
     from serving.backends import TorchBackend
 
     repo = tmp_path / "repo"
@@ -81,6 +91,15 @@ def test_the_in_process_backend_caps_its_threads_too(monkeypatch: pytest.MonkeyP
     try:
         backend = TorchBackend(repo, "sentiment", "1", torch_threads=2)
         assert torch.get_num_threads() == 1
+        backend.close()
+        # No count configured, 4 CPUs in the mask, a cgroup limit of 2: the limit decides.
+        torch.set_num_threads(3)
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+        module = export.load_model_py(repo / "sentiment")
+        monkeypatch.setattr(serving_backends, "load_classifier_module", lambda repository, model: module)
+        monkeypatch.setattr(module, "_read", lambda path: "200000 100000" if path.endswith("cpu.max") else None)
+        backend = TorchBackend(repo, "sentiment", "1", torch_threads=None)
+        assert torch.get_num_threads() == 2
         backend.close()
     finally:
         torch.set_num_threads(before)
