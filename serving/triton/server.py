@@ -236,6 +236,9 @@ class TritonServer:
         self.log_verbose = log_verbose
         self.ports: Ports | None = None
         self.proc: subprocess.Popen | None = None
+        # Regions the group has mapped, noted after each load and live check: a server killed from
+        # outside (OOM killer, a crash, a fault test) is gone before `stop` could look for them.
+        self._regions: set[str] = set()
 
     # -- addresses ---------------------------------------------------------------
     @property
@@ -315,16 +318,25 @@ class TritonServer:
         raise TritonError(f"tritonserver not ready after {timeout:.0f}s; log tail:\n{self.log_tail()}")
 
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None and self._get("/v2/health/live") == 200
+        live = self.proc is not None and self.proc.poll() is None and self._get("/v2/health/live") == 200
+        if live:
+            self._note_regions()
+        return live
+
+    def _note_regions(self) -> None:
+        """Add the regions the server's group maps now (a restarted stub maps a new one)."""
+        if self.proc is not None:
+            self._regions |= group_shm_regions(self.proc.pid)
 
     def stop(self, grace: float = 10.0) -> None:
         """SIGTERM, then SIGKILL after `grace` s (0: at once); then the whole process group, so no
         Python-backend stub outlives it; then the shared-memory regions the group had mapped, which a
-        killed server leaves in /dev/shm (1 MB or more each; a graceful exit removes its own)."""
+        killed server leaves in /dev/shm (1 MB or more each; a graceful exit removes its own): those
+        it maps now, and those noted while it ran, for a server that was killed before this stop."""
         proc, self.proc = self.proc, None
         if proc is None:
             return
-        regions = group_shm_regions(proc.pid)
+        regions, self._regions = self._regions | group_shm_regions(proc.pid), set()
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -361,6 +373,7 @@ class TritonServer:
         status, body = self._post(f"/v2/repository/models/{model}/load", {}, timeout)
         if status != 200:
             raise TritonError(f"loading model {model!r} failed: {_message(body)}\nlog tail:\n{self.log_tail(20)}")
+        self._note_regions()
 
     def unload(self, model: str, timeout: float = 60.0) -> None:
         status, body = self._post(f"/v2/repository/models/{model}/unload", {}, timeout)

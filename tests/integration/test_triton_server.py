@@ -247,3 +247,24 @@ def test_a_server_killed_at_once_leaves_no_shared_memory(tiny_repo: Path, tmp_pa
         srv.stop(grace=0)
     wait_for(lambda: not alive(pid), 30, "the killed server to be gone")
     assert not [r for r in regions if Path(r).exists()]
+
+
+def test_a_server_killed_from_outside_leaves_no_shared_memory(tiny_repo: Path, tmp_path: Path) -> None:
+    """A server killed before its `stop` (the OOM killer, a crash, the fault tests' SIGKILL) can no
+    longer say which regions it mapped; `stop` still removes those noted after its load."""
+    from serving.triton.server import group_shm_regions
+
+    srv = TritonServer(make_view(tiny_repo, "sentiment", "1", tmp_path / "view")).start()
+    try:
+        srv.load("sentiment", timeout=120)
+        assert srv.proc is not None
+        pid = srv.proc.pid
+        regions = group_shm_regions(pid)
+        assert regions, "a loaded Python-backend model maps at least one region"
+        os.killpg(pid, signal.SIGKILL)  # the server and its stub, with no chance to clean up
+        wait_for(lambda: not alive(pid) and not group_shm_regions(pid), 30, "the killed group to be gone")
+        assert all(Path(r).exists() for r in regions), "a killed server leaves its regions behind"
+        assert not srv.alive()
+    finally:
+        srv.stop(grace=0)
+    assert not [r for r in regions if Path(r).exists()]
