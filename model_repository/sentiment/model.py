@@ -21,6 +21,7 @@ The `Classifier` class has no Triton dependency, so the in-process PyTorch backe
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -492,14 +493,27 @@ def cpus_available() -> tuple[int, float | None]:
     return affinity, quota
 
 
+SHM_REGION_PREFIX = "/dev/shm/triton_python_backend_shm_region_"
+
+
+def mapped_regions(maps: str) -> set[str]:
+    """The Python backend's shared-memory regions a /proc/PID/maps text names, not yet unlinked."""
+    paths = {line.split(maxsplit=5)[-1] for line in maps.splitlines() if SHM_REGION_PREFIX in line}
+    return {p for p in paths if p.startswith(SHM_REGION_PREFIX) and not p.endswith(" (deleted)")}
+
+
 def _exit_when_orphaned(period_s: float = 1.0) -> None:
-    """Exit this stub when its tritonserver is gone (killed hard, the stub was seen to linger)."""
+    """Exit this stub when its tritonserver is gone (killed hard, the stub was seen to linger),
+    removing the regions it shares with that server: a killed server leaves them in /dev/shm."""
     parent = os.getppid()
 
     def watch() -> None:
         while True:
             time.sleep(period_s)
             if os.getppid() != parent:
+                for path in mapped_regions(_read("/proc/self/maps") or ""):
+                    with contextlib.suppress(OSError):
+                        os.unlink(path)
                 os._exit(0)
 
     threading.Thread(target=watch, name="orphan-watch", daemon=True).start()

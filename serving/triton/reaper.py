@@ -10,7 +10,9 @@ How: the owner starts this script once (serving/triton/server.py `_Reaper`) and 
 end of its stdin. It writes `add PID` after starting a server (the server runs in its own
 session, so PID is also its process group, which its stubs share) and `del PID` once it has
 stopped that group itself. When the owner dies, however it dies, the kernel closes the pipe:
-this script reads EOF and SIGKILLs every group still registered, then exits.
+this script reads EOF and SIGKILLs every group still registered, then removes the Python
+backend's shared-memory regions those groups mapped (a killed server leaves them in /dev/shm,
+1 MB or more each), then exits. serving/triton/server.py uses the same region functions.
 
 It runs as `python -I -S reaper.py`, imports nothing of distilserve, and detaches (double
 fork, own session) so that nothing that kills the owner's children or its process group
@@ -19,9 +21,47 @@ fork, own session) so that nothing that kills the owner's children or its proces
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
+
+SHM_REGION_PREFIX = "/dev/shm/triton_python_backend_shm_region_"
+
+
+def shm_regions(maps: str) -> set[str]:
+    """The Python backend's shared-memory regions named in a /proc/PID/maps text (mapped files are
+    the last field; an already unlinked one ends in " (deleted)" and is left out)."""
+    found = set()
+    for line in maps.splitlines():
+        fields = line.split(maxsplit=5)
+        path = fields[5] if len(fields) == 6 else ""
+        if path.startswith(SHM_REGION_PREFIX) and not path.endswith(" (deleted)"):
+            found.add(path)
+    return found
+
+
+def group_shm_regions(pgid: int) -> set[str]:
+    """Regions mapped by any live process of process group `pgid` (the server and its stubs)."""
+    found: set[str] = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                if int(f.read().rsplit(")", 1)[1].split()[2]) != pgid:  # field 5, after the name
+                    continue
+            with open(f"/proc/{entry}/maps") as f:
+                found |= shm_regions(f.read())
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+def unlink_regions(regions: set[str]) -> None:
+    for path in sorted(regions):
+        with contextlib.suppress(OSError):  # gone already: a graceful exit or a stub removed it
+            os.unlink(path)
 
 
 def apply(line: str, groups: set[int]) -> set[int]:
@@ -50,7 +90,16 @@ def main() -> None:
     groups: set[int] = set()
     for line in sys.stdin:  # blocks until the owner writes, or dies (EOF)
         groups = apply(line, groups)
+    reap(groups)
+
+
+def reap(groups: set[int]) -> None:
+    """Kill the groups, then remove the regions they mapped (read first: the dead map nothing)."""
+    regions: set[str] = set()
+    for pgid in groups:
+        regions |= group_shm_regions(pgid)
     kill_groups(groups)
+    unlink_regions(regions)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ Listeners bind 127.0.0.1 on free ports. The server dies with its owner even on k
 the child asks the kernel for SIGKILL when its parent thread dies (PR_SET_PDEATHSIG), and
 it is forked from a launcher thread that lives as long as the owning process. Its
 Python-backend stubs die with it too: a small watchdog (serving/triton/reaper.py) kills the
-server's process group once the owner is gone, for stubs that would not notice on their own.
+server's process group once the owner is gone, for stubs that would not notice on their own,
+and removes the shared-memory regions the group left in /dev/shm.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from serving.triton import reaper
+from serving.triton.reaper import group_shm_regions, unlink_regions
 
 NGC_BINARY = Path("/opt/tritonserver/bin/tritonserver")
 NGC_BACKENDS = Path("/opt/tritonserver/backends")
@@ -193,38 +195,6 @@ class Ports:
     metrics: int
 
 
-SHM_REGION_PREFIX = "/dev/shm/triton_python_backend_shm_region_"
-
-
-def shm_regions(maps: str) -> set[str]:
-    """The Python backend's shared-memory regions named in a /proc/PID/maps text (mapped files are
-    the last field; an already unlinked one ends in " (deleted)" and is left out)."""
-    found = set()
-    for line in maps.splitlines():
-        fields = line.split(maxsplit=5)
-        path = fields[5] if len(fields) == 6 else ""
-        if path.startswith(SHM_REGION_PREFIX) and not path.endswith(" (deleted)"):
-            found.add(path)
-    return found
-
-
-def group_shm_regions(pgid: int) -> set[str]:
-    """Regions mapped by any live process of process group `pgid` (the server and its stubs)."""
-    found: set[str] = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                if int(f.read().rsplit(")", 1)[1].split()[2]) != pgid:  # field 5, after the name
-                    continue
-            with open(f"/proc/{entry}/maps") as f:
-                found |= shm_regions(f.read())
-        except (OSError, ValueError, IndexError):
-            continue
-    return found
-
-
 class TritonServer:
     """One `tritonserver` in explicit model-control mode over `model_repository`."""
 
@@ -351,9 +321,7 @@ class TritonServer:
         except (ProcessLookupError, PermissionError):
             pass
         _REAPER.remove(proc.pid)
-        for path in regions:  # unlinking a region a dying stub still maps is harmless: it goes with the stub
-            with contextlib.suppress(OSError):
-                os.unlink(path)
+        unlink_regions(regions)  # one a dying stub still maps goes with the stub
 
     def __enter__(self) -> TritonServer:
         return self.start() if self.proc is None else self

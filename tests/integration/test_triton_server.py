@@ -17,6 +17,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
+from serving.triton.reaper import group_shm_regions
 from serving.triton.repo_view import make_view
 from serving.triton.server import TritonError, TritonServer
 from tests.helpers import listeners_off_loopback, wait_for
@@ -176,10 +177,15 @@ def test_server_dies_with_its_owner_even_on_sigkill(tiny_repo: Path, tmp_path: P
 
 
 def _kill_owner_then_wait_for_all_gone(owner: subprocess.Popen, triton_pid: int, stubs: Collection[int]) -> None:
+    """...and for the shared-memory regions the group mapped to be removed (by the watchdog, or by a
+    stub that saw its server die): a killed server leaves them in /dev/shm."""
+    regions = group_shm_regions(triton_pid)
+    assert regions, "a server with a Python-backend stub maps at least one region"
     owner.send_signal(signal.SIGKILL)
     owner.wait(10)
     wait_for(lambda: not alive(triton_pid), 15, f"tritonserver {triton_pid} to die with its owner")
     wait_for(lambda: not any(alive(p) for p in stubs), 15, f"stubs {stubs} to be gone once their owner is")
+    wait_for(lambda: not any(Path(r).exists() for r in regions), 10, f"regions {sorted(regions)} to be removed")
 
 
 def test_stubs_of_a_model_still_loading_die_with_a_killed_owner(tiny_repo: Path) -> None:
@@ -230,11 +236,14 @@ def test_stubs_of_a_model_still_loading_die_with_a_killed_owner(tiny_repo: Path)
                 pass
 
 
-def test_a_server_killed_at_once_leaves_no_shared_memory(tiny_repo: Path, tmp_path: Path) -> None:
-    """`stop(grace=0)` (a finished batch job's Triton) kills the server and its stub without their
-    graceful exit, which is what removes the Python backend's regions in /dev/shm; stop removes them."""
-    from serving.triton.server import group_shm_regions
-
+@pytest.mark.parametrize("killed", ["by_stop", "group_from_outside", "server_from_outside"])
+def test_a_killed_server_leaves_no_shared_memory(tiny_repo: Path, tmp_path: Path, killed: str) -> None:
+    """by_stop: `stop(grace=0)` (a finished batch job's Triton) kills the server and its stub without
+    their graceful exit, which is what removes the Python backend's regions in /dev/shm.
+    group_from_outside: the server and its stub killed before `stop` can ask which regions they map;
+    `stop` removes those noted after the load.
+    server_from_outside: the server alone killed (the OOM killer, a crash, the fault tests' SIGKILL):
+    its stub removes them as it exits, before any `stop`."""
     srv = TritonServer(make_view(tiny_repo, "sentiment", "1", tmp_path / "view")).start()
     try:
         srv.load("sentiment", timeout=120)
@@ -243,28 +252,17 @@ def test_a_server_killed_at_once_leaves_no_shared_memory(tiny_repo: Path, tmp_pa
         regions = group_shm_regions(pid)
         assert regions, "a loaded Python-backend model maps at least one region"
         assert all(Path(r).exists() for r in regions)
+        if killed == "group_from_outside":
+            os.killpg(pid, signal.SIGKILL)  # the server and its stub, with no chance to clean up
+            wait_for(lambda: not alive(pid) and not group_shm_regions(pid), 30, "the killed group to be gone")
+            assert all(Path(r).exists() for r in regions), "a killed server leaves its regions behind"
+            assert not srv.alive()
+        elif killed == "server_from_outside":
+            stubs = [c.pid for c in psutil.Process(pid).children(recursive=True)]
+            os.kill(pid, signal.SIGKILL)
+            wait_for(lambda: not any(alive(p) for p in stubs), 30, "the stub to see its server gone")
+            assert not [r for r in regions if Path(r).exists()], "the stub removes what its server left"
     finally:
         srv.stop(grace=0)
     wait_for(lambda: not alive(pid), 30, "the killed server to be gone")
-    assert not [r for r in regions if Path(r).exists()]
-
-
-def test_a_server_killed_from_outside_leaves_no_shared_memory(tiny_repo: Path, tmp_path: Path) -> None:
-    """A server killed before its `stop` (the OOM killer, a crash, the fault tests' SIGKILL) can no
-    longer say which regions it mapped; `stop` still removes those noted after its load."""
-    from serving.triton.server import group_shm_regions
-
-    srv = TritonServer(make_view(tiny_repo, "sentiment", "1", tmp_path / "view")).start()
-    try:
-        srv.load("sentiment", timeout=120)
-        assert srv.proc is not None
-        pid = srv.proc.pid
-        regions = group_shm_regions(pid)
-        assert regions, "a loaded Python-backend model maps at least one region"
-        os.killpg(pid, signal.SIGKILL)  # the server and its stub, with no chance to clean up
-        wait_for(lambda: not alive(pid) and not group_shm_regions(pid), 30, "the killed group to be gone")
-        assert all(Path(r).exists() for r in regions), "a killed server leaves its regions behind"
-        assert not srv.alive()
-    finally:
-        srv.stop(grace=0)
     assert not [r for r in regions if Path(r).exists()]
