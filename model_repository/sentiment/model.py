@@ -465,13 +465,11 @@ def usable_threads(requested: int, affinity_cpus: int, quota_cpus: float | None)
     BENCHMARKS.md). 0 or less asks for the runtime's own default, which follows the affinity mask (torch
     through OpenMP and ONNX Runtime 1.32, both seen under `taskset`) but not a cgroup's limit: under a
     limit tighter than the mask (a container with `--cpus 2` on a 64-core node), as many as it allows."""
-    if requested <= 0:
-        if quota_cpus is not None and quota_cpus > 0 and math.ceil(quota_cpus) < max(1, affinity_cpus):
-            return max(1, math.ceil(quota_cpus))
-        return requested
     cap = max(1, affinity_cpus)
     if quota_cpus is not None and quota_cpus > 0:
         cap = min(cap, max(1, math.ceil(quota_cpus)))
+    if requested <= 0:  # the default already keeps to the affinity: only a tighter cgroup limit sets a count
+        return cap if cap < max(1, affinity_cpus) else requested
     return min(requested, cap)
 
 

@@ -206,8 +206,9 @@ class TritonServer:
         self.log_verbose = log_verbose
         self.ports: Ports | None = None
         self.proc: subprocess.Popen | None = None
-        # Regions the group has mapped, noted after each load and live check: a server killed from
-        # outside (OOM killer, a crash, a fault test) is gone before `stop` could look for them.
+        # Regions the group mapped, noted after each load: a group killed from outside is gone before
+        # `stop` could look for them. (A server killed alone: its stubs remove theirs, model.py; an
+        # owner killed: its watchdog does, reaper.py.)
         self._regions: set[str] = set()
 
     # -- addresses ---------------------------------------------------------------
@@ -288,15 +289,7 @@ class TritonServer:
         raise TritonError(f"tritonserver not ready after {timeout:.0f}s; log tail:\n{self.log_tail()}")
 
     def alive(self) -> bool:
-        live = self.proc is not None and self.proc.poll() is None and self._get("/v2/health/live") == 200
-        if live:
-            self._note_regions()
-        return live
-
-    def _note_regions(self) -> None:
-        """Add the regions the server's group maps now (a restarted stub maps a new one)."""
-        if self.proc is not None:
-            self._regions |= group_shm_regions(self.proc.pid)
+        return self.proc is not None and self.proc.poll() is None and self._get("/v2/health/live") == 200
 
     def stop(self, grace: float = 10.0) -> None:
         """SIGTERM, then SIGKILL after `grace` s (0: at once); then the whole process group, so no
@@ -341,7 +334,8 @@ class TritonServer:
         status, body = self._post(f"/v2/repository/models/{model}/load", {}, timeout)
         if status != 200:
             raise TritonError(f"loading model {model!r} failed: {_message(body)}\nlog tail:\n{self.log_tail(20)}")
-        self._note_regions()
+        if self.proc is not None:
+            self._regions |= group_shm_regions(self.proc.pid)
 
     def unload(self, model: str, timeout: float = 60.0) -> None:
         status, body = self._post(f"/v2/repository/models/{model}/unload", {}, timeout)
